@@ -1,0 +1,1 @@
+"""kstruct: shrink Keras 3 models and ship them as TFLite."""
