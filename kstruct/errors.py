@@ -1,0 +1,21 @@
+"""kstruct's error hierarchy, so callers can catch what kstruct raises on bad input."""
+
+
+class KstructError(Exception):
+    """Base class of every error kstruct raises on purpose."""
+
+
+class UnsupportedModelError(KstructError, TypeError):
+    """The model is of a kind kstruct cannot rewrite (for example a subclassed model)."""
+
+
+class StrategyError(KstructError, ValueError):
+    """A strategy string or step could not be parsed or has invalid arguments."""
+
+
+class DataError(KstructError, ValueError):
+    """Training or validation data does not fit the model."""
+
+
+class PruningError(KstructError, RuntimeError):
+    """Pruning did not happen as asked (for example the mask never updated)."""

@@ -1,0 +1,207 @@
+"""Model-level pruning: wrap the prunable layers (`prune`), bake the masks in (`strip`), measure (`sparsity`)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Union
+
+import keras
+import numpy as np
+
+from kstruct.model_graph import check_graph_model, fresh_copy, rebuild
+from kstruct.pruning.prunable import prunable_weight
+from kstruct.pruning.schedules import PruningSchedule
+from kstruct.pruning.wrapper import PruneWrapper
+
+LayerSelector = Union[None, str, Iterable[str], Callable[[keras.layers.Layer], bool]]
+
+
+def _selector(layers: LayerSelector) -> Callable[[keras.layers.Layer], bool]:
+    """Turns a name, a regex, a list of them or a predicate into one predicate."""
+    if layers is None:
+        return lambda layer: True
+    if callable(layers):
+        return layers
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    compiled = [re.compile(p) for p in patterns]
+    return lambda layer: any(layer.name == p or c.fullmatch(layer.name) for p, c in zip(patterns, compiled))
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def prune(
+    model: keras.Model,
+    schedule: PruningSchedule | None = None,
+    m_by_n: tuple[int, int] | None = None,
+    layers: LayerSelector = None,
+) -> keras.Model:
+    """Returns a copy of `model` whose prunable layers train with magnitude masks.
+
+    Args:
+        model: a Sequential or functional Keras model (nested ones included). It is
+            not modified.
+        schedule: `ConstantSparsity` or `PolynomialDecay`; how sparse, and when.
+        m_by_n: `(n, m)`, e.g. `(2, 4)`: keep `n` of every `m` weights along the
+            input-channel axis. Layers whose input channels are not a multiple of
+            `m` are left dense, with a warning naming them.
+        layers: which prunable layers to prune: a name, a regex matched against
+            whole names, a list of those, or a predicate `layer -> bool`.
+            Default: every prunable layer.
+
+    Returns:
+        A new model, compiled like `model` if it was compiled. Train it with `fit`
+        as usual (no callback needed), then call `strip`.
+
+    Raises:
+        UnsupportedModelError: for subclassed models.
+        ValueError: when `layers` selects no prunable layer.
+    """
+    check_graph_model(model, "kstruct.pruning.prune")
+    if schedule is None and m_by_n is None:
+        raise ValueError("Expected a `schedule` or `m_by_n`. Received neither; e.g. schedule=ConstantSparsity(0.5).")
+    wanted = _selector(layers)
+    prunable = [layer for layer in _all_layers(model) if prunable_weight(layer) is not None]
+    chosen = {id(layer) for layer in prunable if wanted(layer)}
+    if not chosen:
+        names = ", ".join(layer.name for layer in prunable) or "none"
+        raise ValueError(f"`layers` selected no prunable layer. Received: layers={layers!r}; prunable layers: {names}")
+    skipped = []
+    if m_by_n is not None:
+        m = int(m_by_n[1])
+        for layer in prunable:
+            how = prunable_weight(layer)
+            channels = getattr(layer, how.attribute).shape[how.input_axis]
+            if id(layer) in chosen and channels % m:
+                chosen.discard(id(layer))
+                skipped.append(f"{layer.name} ({channels} input channels)")
+        if skipped:
+            warnings.warn(
+                f"kstruct: left dense for {m_by_n[0]}:{m} sparsity, input channels not a multiple of {m}: "
+                + ", ".join(skipped),
+                stacklevel=2,
+            )
+
+    def replace(layer):
+        if id(layer) in chosen:
+            return PruneWrapper(fresh_copy(layer), schedule=schedule, m_by_n=m_by_n)
+        return fresh_copy(layer)
+
+    def copy_weights(original, new_layer):
+        target = new_layer.layer if isinstance(new_layer, PruneWrapper) else new_layer
+        target.set_weights(original.get_weights())
+
+    return rebuild(model, replace, copy_weights)
+
+
+def strip(model: keras.Model, *, check_updated: bool = True) -> keras.Model:
+    """Returns a plain Keras model: the original layer classes, the masks baked into the kernels.
+
+    Args:
+        model: a model returned by `prune` (trained or not). It is not modified.
+        check_updated: warn about wrapped layers whose mask never updated during
+            training (a run shorter than the schedule's begin_step or frequency),
+            which would silently leave them dense.
+    """
+    check_graph_model(model, "kstruct.pruning.strip")
+    if check_updated:
+        stale = never_updated(model)
+        if stale:
+            warnings.warn(stale_message(stale), stacklevel=2)
+
+    def replace(layer):
+        return fresh_copy(layer.layer) if isinstance(layer, PruneWrapper) else fresh_copy(layer)
+
+    def copy_weights(original, new_layer):
+        if not isinstance(original, PruneWrapper):
+            new_layer.set_weights(original.get_weights())
+            return
+        pruned = original.pruned_weight
+        masked = keras.ops.convert_to_numpy(original.masked_weight())
+        values = [masked if v is pruned else v.numpy() for v in original.layer.weights]
+        new_layer.set_weights(values)
+
+    return rebuild(model, replace, copy_weights)
+
+
+def wrappers(model: keras.Model) -> list[PruneWrapper]:
+    """Every PruneWrapper in `model`, nested models included."""
+    return [layer for layer in _all_layers(model) if isinstance(layer, PruneWrapper)]
+
+
+def never_updated(model: keras.Model) -> list[PruneWrapper]:
+    """The wrapped layers whose mask has not been computed once."""
+    return [w for w in wrappers(model) if int(w.mask_updates.numpy()) == 0]
+
+
+def stale_message(stale: list[PruneWrapper]) -> str:
+    """Says which masks never updated and why, with the fix."""
+    details = ", ".join(
+        f"{w.layer.name} (trained {int(w.pruning_step.numpy())} steps; schedule begins at step "
+        f"{w.schedule.begin_step}, updates every {w.schedule.frequency})"
+        for w in stale
+    )
+    return (
+        f"kstruct: the pruning mask never updated for {len(stale)} layer(s), so they are not pruned: {details}. "
+        "Train for more steps, or lower begin_step/frequency."
+    )
+
+
+@dataclass
+class LayerSparsity:
+    name: str
+    zeros: int
+    size: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.size if self.size else 0.0
+
+
+@dataclass
+class SparsityReport:
+    """Zeros in each prunable weight, and in all of them together."""
+
+    layers: list[LayerSparsity] = field(default_factory=list)
+
+    @property
+    def overall(self) -> float:
+        size = sum(layer.size for layer in self.layers)
+        return sum(layer.zeros for layer in self.layers) / size if size else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "overall": self.overall,
+            "layers": {layer.name: layer.sparsity for layer in self.layers},
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':<32} {'sparsity':>9} {'zeros':>10} {'size':>10}"]
+        for layer in self.layers:
+            lines.append(f"{layer.name:<32} {layer.sparsity:>9.2%} {layer.zeros:>10} {layer.size:>10}")
+        lines.append(f"{'overall':<32} {self.overall:>9.2%}")
+        return "\n".join(lines)
+
+
+def sparsity(model: keras.Model) -> SparsityReport:
+    """Measures the fraction of zeros in every prunable weight of `model` (wrapped or stripped)."""
+    report = SparsityReport()
+    for layer in _all_layers(model):
+        if isinstance(layer, PruneWrapper):
+            values = keras.ops.convert_to_numpy(layer.masked_weight())
+            name = layer.layer.name
+        else:
+            how = prunable_weight(layer)
+            if how is None or not layer.built:
+                continue
+            values = keras.ops.convert_to_numpy(getattr(layer, how.attribute))
+            name = layer.name
+        report.layers.append(LayerSparsity(name, int(np.sum(values == 0)), int(values.size)))
+    return report
