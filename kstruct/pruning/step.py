@@ -1,0 +1,102 @@
+"""The `prune` strategy step: wrap, fine-tune with a schedule derived from the data, strip."""
+
+from __future__ import annotations
+
+import keras
+
+from kstruct.errors import PruningError
+from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip
+from kstruct.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from kstruct.step import Step, StepResult
+from kstruct.training import StepContext
+
+SCHEDULES = ("polynomial", "constant")
+MASK_UPDATES = 16  # how many times the mask is recomputed on the way to the target
+
+
+class Prune(Step):
+    """Magnitude pruning to `sparsity`, or N:M structured sparsity with `m_by_n`.
+
+    The schedule's steps come from the data and epochs: sparsity rises (polynomial,
+    the default) over the first 60% of the fine-tuning steps, and the rest lets
+    accuracy recover at the final sparsity. The returned model is stripped: plain
+    layers with zeros in their kernels.
+
+    Args:
+        sparsity: fraction of weights to zero, in [0, 1).
+        schedule: "polynomial" (gradual) or "constant" (prune at once, keep updating).
+        m_by_n: `(n, m)`, e.g. `(2, 4)`; overrides `sparsity`.
+        epochs: fine-tuning epochs (default: optimize's `epochs`).
+        layers: which layers to prune (a name, a regex, a list of them).
+    """
+
+    name = "prune"
+
+    def __init__(
+        self,
+        sparsity: float | None = None,
+        *,
+        schedule: str = "polynomial",
+        m_by_n: tuple[int, int] | None = None,
+        epochs: int | None = None,
+        layers: str | list[str] | None = None,
+    ):
+        if m_by_n is None and sparsity is None:
+            raise ValueError("prune needs a sparsity, e.g. prune(0.75), or an N:M pattern, e.g. prune(2:4).")
+        if sparsity is not None and not 0.0 <= float(sparsity) < 1.0:
+            raise ValueError(f"Expected `sparsity` in [0, 1). Received: sparsity={sparsity}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"Expected `schedule` to be one of {SCHEDULES}. Received: schedule={schedule!r}")
+        if m_by_n is not None:
+            n, m = (int(v) for v in m_by_n)
+            if not 0 < n < m:
+                raise ValueError(f"Expected an N:M pattern with 0 < N < M, e.g. 2:4. Received: {n}:{m}")
+            m_by_n = (n, m)
+        if epochs is not None and int(epochs) < 1:
+            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
+        self.sparsity = None if sparsity is None else float(sparsity)
+        self.schedule = schedule
+        self.m_by_n = m_by_n
+        self.epochs = None if epochs is None else int(epochs)
+        self.layers = layers
+
+    def pruning_schedule(self, total_steps: int) -> PruningSchedule:
+        """The schedule for a fine-tuning run of `total_steps` optimizer steps."""
+        if self.m_by_n is not None:
+            n, m = self.m_by_n
+            return ConstantSparsity(1.0 - n / m, begin_step=0, frequency=max(1, total_steps // MASK_UPDATES))
+        if self.schedule == "constant":
+            return ConstantSparsity(self.sparsity, begin_step=0, frequency=max(1, total_steps // MASK_UPDATES))
+        ramp = max(1, int(total_steps * 0.6))
+        frequency = max(1, ramp // MASK_UPDATES)
+        end = max(frequency, ramp // frequency * frequency)  # the final sparsity lands on an update step
+        return PolynomialDecay(0.0, self.sparsity, begin_step=0, end_step=end, frequency=frequency)
+
+    def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        epochs = self.epochs or context.epochs
+        schedule = self.pruning_schedule(context.steps(epochs))
+        wrapped = prune(model, schedule=schedule, m_by_n=self.m_by_n, layers=self.layers)
+        context.fit(wrapped, epochs=epochs)
+        stale = never_updated(wrapped)
+        if stale:
+            raise PruningError(stale_message(stale))
+        stripped = strip(wrapped, check_updated=False)
+        measured = sparsity(stripped)
+        return StepResult(
+            model=context.compile(stripped),
+            notes={"schedule": repr(schedule), "pruned_layers": measured.as_dict()["layers"]},
+        )
+
+    def __str__(self) -> str:
+        if self.m_by_n is not None:
+            head = f"{self.m_by_n[0]}:{self.m_by_n[1]}"
+        else:
+            head = f"{self.sparsity:g}"
+        extras = []
+        if self.schedule != "polynomial":
+            extras.append(f"schedule='{self.schedule}'")
+        if self.epochs is not None:
+            extras.append(f"epochs={self.epochs}")
+        if self.layers is not None:
+            extras.append(f"layers='{self.layers}'")
+        return f"prune({', '.join([head, *extras])})"
