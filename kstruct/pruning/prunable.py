@@ -25,7 +25,7 @@ PRUNABLE_LAYERS: dict[type, PrunableWeight] = {
     keras.layers.Conv1DTranspose: PrunableWeight("kernel", -1),
     keras.layers.Conv2DTranspose: PrunableWeight("kernel", -1),
     keras.layers.Conv3DTranspose: PrunableWeight("kernel", -1),
-    keras.layers.DepthwiseConv2D: PrunableWeight("depthwise_kernel", -2),
+    keras.layers.DepthwiseConv2D: PrunableWeight("kernel", -2),
     keras.layers.SeparableConv2D: PrunableWeight("pointwise_kernel", -2),
 }
 

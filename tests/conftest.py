@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny models and a slice of the bundled digits, so unit tests stay fast."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from kstruct.data import load_mnist_5k  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """((x_train, y_train), (x_test, y_test)) from the bundled MNIST-5k."""
+    return load_mnist_5k()
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist):
+    """800 training and 200 test digits: enough to learn, quick to train."""
+    (x, y), (xt, yt) = mnist
+    return (x[:800], y[:800]), (xt[:200], yt[:200])
+
+
+def tiny_cnn(name: str = "tiny_cnn") -> keras.Model:
+    """A CNN small enough to train in a second: conv, pool, dense."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(32, activation="relu", name="hidden"),
+            keras.layers.Dense(10, activation="softmax", name="out"),
+        ],
+        name=name,
+    )
+
+
+def compiled(model: keras.Model) -> keras.Model:
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
