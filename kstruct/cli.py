@@ -118,13 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     demo.set_defaults(handler=_demo)
 
-    for module in _COMMAND_MODULES:
-        module.add_subcommands(commands)
+    for add_subcommands in _subcommand_adders():
+        add_subcommands(commands)
     return parser
 
 
-# Modules that add their own subcommands (export/inspect/bench, search).
-_COMMAND_MODULES: list = []
+def _subcommand_adders():
+    """The modules that add their own subcommands (export/inspect/bench, search)."""
+    from kstruct import cli_export
+
+    return [cli_export.add_subcommands]
 
 
 def main(argv: list[str] | None = None) -> int:

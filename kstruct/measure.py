@@ -43,7 +43,7 @@ def measure_stage(
         stage=stage,
         keras_accuracy=verification.keras_accuracy,
         tflite_accuracy=verification.tflite_accuracy,
-        agreement=verification.agreement,
+        agreement=verification.top1_agreement,
         max_abs_diff=verification.max_abs_diff,
         sparsity=sparsity(model).overall,
         params=params,
