@@ -2,34 +2,44 @@
 
     result = kstruct.optimize(model, "prune(0.75)", train_data=(x, y), target="int8")
     result.report, result.model, result.tflite
+
+Names are imported on first use, so `import kstruct` does not load TensorFlow.
 """
 
-from kstruct import pruning
-from kstruct.errors import DataError, KstructError, PruningError, StrategyError, UnsupportedModelError
-from kstruct.optimize import OptimizationResult, optimize
-from kstruct.outputs import OutputExistsError
-from kstruct.pruning.step import Prune
-from kstruct.report import Report, StageReport
-from kstruct.step import Step, StepResult
-from kstruct.strategy import KNOWN_STEPS, Strategy
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataError",
-    "KNOWN_STEPS",
-    "KstructError",
-    "OptimizationResult",
-    "OutputExistsError",
-    "Prune",
-    "PruningError",
-    "Report",
-    "StageReport",
-    "Step",
-    "StepResult",
-    "Strategy",
-    "StrategyError",
-    "UnsupportedModelError",
-    "optimize",
-    "pruning",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "optimize": "kstruct.pipeline",
+    "OptimizationResult": "kstruct.pipeline",
+    "Strategy": "kstruct.strategy",
+    "KNOWN_STEPS": "kstruct.strategy",
+    "Step": "kstruct.step",
+    "StepResult": "kstruct.step",
+    "Prune": "kstruct.pruning.step",
+    "Report": "kstruct.report",
+    "StageReport": "kstruct.report",
+    "OutputExistsError": "kstruct.outputs",
+    "KstructError": "kstruct.errors",
+    "DataError": "kstruct.errors",
+    "PruningError": "kstruct.errors",
+    "StrategyError": "kstruct.errors",
+    "UnsupportedModelError": "kstruct.errors",
+}
+_SUBPACKAGES = ("pruning", "data", "models", "outputs", "errors")
+
+__all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"kstruct.{name}")
+    raise AttributeError(f"module 'kstruct' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -7,8 +7,10 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -30,6 +32,8 @@ def load_keras_model(path: str):
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(file):
+        raise UsageError(f"{path} is not a Keras model file (.keras): it is not a .keras zip archive")
     try:
         return keras.models.load_model(file)
     except Exception as err:  # Keras raises many types for files that are not models
@@ -130,8 +134,28 @@ def _subcommand_adders():
     return [cli_export.add_subcommands]
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silences what native libraries write to stderr (TensorFlow's start-up lines) for the block.
+
+    TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL says, which would bury
+    the one-line errors this command promises. Python exceptions still surface.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet_native_stderr():
+        import keras  # noqa: F401  (loads TensorFlow once, quietly)
     args = build_parser().parse_args(argv)
     from kstruct.errors import KstructError
 

@@ -6,7 +6,7 @@ import os
 
 from kstruct.data import load_mnist_5k
 from kstruct.models import compile_for_classification, example_cnn
-from kstruct.optimize import OptimizationResult, optimize
+from kstruct.pipeline import OptimizationResult, optimize
 
 DEMO_STRATEGY = "prune(0.75)"
 

@@ -57,7 +57,7 @@ class TrainingData:
         if self.is_arrays:
             x, y = self.source
             return {"x": x, "y": y, "batch_size": self.batch_size}
-        return {"x": self.source}
+        return {"x": self.source, "shuffle": False}  # datasets shuffle themselves
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch; pruning schedules are derived from it."""
