@@ -188,3 +188,13 @@ def test_float_targets_raise_no_warnings(tiny_dense):
     with warnings.catch_warnings():
         warnings.simplefilter("error", tflite_export.EdgeTpuCpuFallbackWarning)
         tflite_export.convert(tiny_dense, "float32")
+
+
+def test_other_backends_are_told_to_export_through_a_keras_file(tiny_dense, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ExportError) as info:
+        tflite_export.convert(tiny_dense, "float32")
+    message = str(info.value)
+    assert "needs the TensorFlow backend" in message and "'jax'" in message and "model.save('model.keras')" in message
