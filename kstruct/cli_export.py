@@ -47,15 +47,15 @@ def _load_calibration(path: str):
     if not os.path.isfile(path):
         raise _UsageError(f"calibration file {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                return npz
-            if not npz.files:
-                raise _UsageError(f"calibration file {path!r} holds no arrays")
-            return npz["x"] if "x" in npz.files else npz[npz.files[0]]
+        loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise _UsageError(f"cannot read calibration file {path!r} as .npz: {e}") from None
-
+        raise _UsageError(f"cannot read calibration file {path!r} as .npz or .npy: {e}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        if not loaded.files:
+            raise _UsageError(f"calibration file {path!r} holds no arrays")
+        return loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]
 
 def _read_tflite(path: str) -> bytes:
     from tflite_export import ExportError, read_model
