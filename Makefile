@@ -22,7 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/prune_vs_tfmot.py
+	$(PY) benchmarks/prune_vs_tfmot.py --epochs 3
+	$(PY) benchmarks/export_targets.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,0 +1,22 @@
+"""Write a trained model and a data file for the `kstruct optimize` command.
+
+Run: .venv/bin/python examples/prepare_cli_inputs.py
+Then: .venv/bin/kstruct optimize out_cli/cnn.keras --strategy "prune(2:4)" --data out_cli/digits.npz \
+          --target int8 --out out_cli/pruned
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from kstruct.data import load_mnist_5k
+from kstruct.models import compile_for_classification, example_cnn
+
+folder = Path("out_cli")
+folder.mkdir(exist_ok=True)
+(x_train, y_train), (x_test, y_test) = load_mnist_5k()
+model = compile_for_classification(example_cnn())
+model.fit(x_train, y_train, epochs=3, verbose=2)
+model.save(folder / "cnn.keras")
+np.savez(folder / "digits.npz", x=x_train, y=y_train, x_val=x_test, y_val=y_test)
+print(f"wrote {folder / 'cnn.keras'} and {folder / 'digits.npz'}")
