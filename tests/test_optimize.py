@@ -164,3 +164,17 @@ def test_subclassed_model_is_refused(small_mnist):
     (x, y), _ = small_mnist
     with pytest.raises(UnsupportedModelError, match="kstruct.optimize supports Sequential and functional"):
         kstruct.optimize(Net(), "prune(0.5)", train_data=(x, y), loss="mse")
+
+
+def test_optimize_exports_a_static_gpu_file_and_reports_verify_and_benchmark_figures(trained, small_mnist):
+    (x, y), (xt, yt) = small_mnist
+    result = kstruct.optimize(
+        trained, "prune(0.5)", train_data=(x[:320], y[:320]), validation_data=(xt[:100], yt[:100]),
+        epochs=1, target="gpu", verbose=0,
+    )
+    analysis = tflite_export.analyze(result.tflite)
+    assert not analysis.has_dynamic_shape_ops and analysis.gpu_compatible
+    assert analysis.inputs[0].shape == [1, 28, 28, 1]
+    final = result.report.final
+    assert final.agreement == 1.0 and final.max_abs_diff < 1e-2
+    assert final.latency_p90_ms >= final.latency_ms > 0
