@@ -19,12 +19,16 @@ def run_demo(
     base_epochs: int = 3,
     epochs: int = 2,
     overwrite: bool = False,
+    seed: int = 0,
 ) -> OptimizationResult:
     """Trains the example CNN on MNIST-5k, optimizes it with `strategy`, writes the results.
 
     Prints Keras's progress bars, one line per stage and the stage table; writes
     `model.keras`, `model.tflite`, `report.json` and `report.md` to `output_dir`.
     """
+    import keras
+
+    keras.utils.set_random_seed(seed)  # the same numbers on every run of the demo
     (x_train, y_train), (x_test, y_test) = load_mnist_5k()
     print(f"kstruct demo: MNIST-5k, {len(x_train)} training and {len(x_test)} test images (bundled)")
     model = compile_for_classification(example_cnn())
