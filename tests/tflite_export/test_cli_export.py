@@ -1,0 +1,135 @@
+"""The export/inspect/bench handlers, driven through a parser built with add_subcommands."""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+
+from kstruct.cli_export import add_subcommands
+
+
+def run(argv, capsys):
+    parser = argparse.ArgumentParser(prog="kstruct")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory, trained_cnn):
+    path = tmp_path_factory.mktemp("models") / "cnn.keras"
+    trained_cnn.save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory, calibration):
+    path = tmp_path_factory.mktemp("data") / "calib.npz"
+    np.savez(path, x=calibration[:50])
+    return str(path)
+
+
+def _one_error_line(code, err):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kstruct: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_export_writes_an_int8_file(tmp_path, keras_file, calib_file, capsys):
+    out = tmp_path / "m.tflite"
+    code, stdout, _ = run(["export", keras_file, "--target", "int8", "--data", calib_file, "--out", str(out)], capsys)
+    assert code == 0 and "wrote" in stdout
+    assert out.read_bytes()[4:8] == b"TFL3"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]  # no temp file left behind
+
+
+def test_export_refuses_to_overwrite_without_the_flag(tmp_path, keras_file, capsys):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"keep me")
+    code, _, err = run(["export", keras_file, "--target", "float32", "--out", str(out)], capsys)
+    assert "exists; pass --overwrite" in _one_error_line(code, err)
+    assert out.read_bytes() == b"keep me"
+    code, _, _ = run(["export", keras_file, "--target", "float32", "--out", str(out), "--overwrite"], capsys)
+    assert code == 0 and out.read_bytes()[4:8] == b"TFL3"
+
+
+def test_export_unknown_target_lists_valid_ones(tmp_path, keras_file, capsys):
+    code, _, err = run(["export", keras_file, "--target", "foo", "--out", str(tmp_path / "m.tflite")], capsys)
+    assert _one_error_line(code, err) == (
+        "kstruct: error: Expected `target` to be one of ('float32', 'dynamic', 'float16', 'int8', "
+        "'int16x8', 'gpu', 'edgetpu', 'micro'). Received: target='foo'"
+    )
+
+
+def test_export_missing_model_file(tmp_path, capsys):
+    code, _, err = run(["export", str(tmp_path / "none.keras"), "--target", "float32", "--out", str(tmp_path / "m.tflite")], capsys)
+    assert "does not exist" in _one_error_line(code, err)
+
+
+def test_export_calibration_of_the_wrong_shape(tmp_path, keras_file, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 32, 32, 3), np.float32))
+    code, _, err = run(["export", keras_file, "--target", "int8", "--data", str(bad), "--out", str(tmp_path / "m.tflite")], capsys)
+    assert _one_error_line(code, err) == (
+        "kstruct: error: representative_data has shape (4, 32, 32, 3); the model expects inputs of shape (None, 28, 28, 1)"
+    )
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_int8_without_data_says_what_to_pass(tmp_path, keras_file, capsys):
+    code, _, err = run(["export", keras_file, "--target", "int8", "--out", str(tmp_path / "m.tflite")], capsys)
+    assert "representative_data" in _one_error_line(code, err)
+
+
+def test_inspect_prints_text_and_json(tmp_path, cnn_blob, capsys):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(cnn_blob("int8"))
+    code, out, _ = run(["inspect", str(path)], capsys)
+    assert code == 0 and "CONV_2D x2" in out and "int8[1, 28, 28, 1]" in out
+    code, out, _ = run(["inspect", str(path), "--json"], capsys)
+    assert code == 0 and json.loads(out)["inputs"][0]["dtype"] == "int8"
+
+
+def test_inspect_rejects_a_file_that_is_not_tflite(tmp_path, capsys):
+    path = tmp_path / "m.tflite"
+    path.write_text("hello, not a flatbuffer")
+    code, _, err = run(["inspect", str(path)], capsys)
+    assert "is not a TFLite file" in _one_error_line(code, err)
+
+
+def test_inspect_missing_file(tmp_path, capsys):
+    code, _, err = run(["inspect", str(tmp_path / "x.tflite")], capsys)
+    assert "does not exist" in _one_error_line(code, err)
+
+
+def test_bench_prints_json_timings(tmp_path, cnn_blob, capsys):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(cnn_blob("float32"))
+    code, out, _ = run(["bench", str(path), "--runs", "3", "--threads", "1"], capsys)
+    result = json.loads(out)
+    assert code == 0 and result["median_ms"] > 0 and result["accelerator"] == "cpu"
+
+
+def test_bench_bad_accelerator_is_one_line(tmp_path, cnn_blob, capsys):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(cnn_blob("float32"))
+    code, _, err = run(["bench", str(path), "--accelerator", "tpu"], capsys)
+    assert "Expected `accelerator` to be one of ('cpu', 'gpu')" in _one_error_line(code, err)
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+    from kstruct import cli_export
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        cli_export._atomic_write(str(tmp_path / "m.tflite"), b"data")
+    assert list(tmp_path.iterdir()) == []

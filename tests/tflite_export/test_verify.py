@@ -1,0 +1,55 @@
+"""verify() and evaluate(): Keras vs LiteRT on the same inputs."""
+
+import numpy as np
+import pytest
+
+import tflite_export
+
+
+def test_float32_matches_keras_within_a_thousandth_of_the_output_range(cnn_blob, trained_cnn, mnist):
+    _, _, x, y = mnist
+    v = tflite_export.verify(cnn_blob("float32"), trained_cnn, x, y)
+    assert v.samples == len(x)
+    assert v.max_abs_diff < 1e-3 * v.output_range
+    assert v.top1_agreement == 1.0
+    assert v.keras_accuracy == v.tflite_accuracy
+
+
+def test_int8_agrees_with_keras_on_most_inputs(cnn_blob, trained_cnn, mnist):
+    _, _, x, y = mnist
+    v = tflite_export.verify(cnn_blob("int8"), trained_cnn, x, y)
+    assert v.keras_accuracy > 0.7  # the fixture model learned something
+    assert v.top1_agreement >= 0.95
+    assert abs(v.tflite_accuracy - v.keras_accuracy) <= 0.03
+    assert v.max_abs_diff > 0  # quantization is visible
+
+
+def test_evaluate_matches_verify_accuracy(cnn_blob, trained_cnn, mnist):
+    _, _, x, y = mnist
+    for target in ("float16", "edgetpu"):
+        v = tflite_export.verify(cnn_blob(target), trained_cnn, x, y)
+        assert tflite_export.evaluate(cnn_blob(target), x, y) == v.tflite_accuracy
+
+
+def test_keras_accuracy_matches_keras_evaluate(cnn_blob, trained_cnn, mnist):
+    _, _, x, y = mnist
+    v = tflite_export.verify(cnn_blob("float32"), trained_cnn, x, y)
+    _, keras_acc = trained_cnn.evaluate(x, y, verbose=0)
+    assert v.keras_accuracy == pytest.approx(keras_acc, abs=1e-6)
+
+
+def test_evaluate_accepts_one_hot_labels(cnn_blob, mnist):
+    _, _, x, y = mnist
+    one_hot = np.eye(10, dtype=np.float32)[y]
+    assert tflite_export.evaluate(cnn_blob("int8"), x, one_hot) == tflite_export.evaluate(cnn_blob("int8"), x, y)
+
+
+def test_verify_without_labels_leaves_accuracy_empty(cnn_blob, trained_cnn, mnist):
+    d = tflite_export.verify(cnn_blob("dynamic"), trained_cnn, mnist[2][:20]).to_dict()
+    assert d["keras_accuracy"] is None and d["tflite_accuracy"] is None
+    assert set(d) >= {"top1_agreement", "max_abs_diff", "mean_abs_diff", "max_abs_diff_relative"}
+
+
+def test_label_count_mismatch_is_an_export_error(cnn_blob, mnist):
+    with pytest.raises(tflite_export.ExportError, match="one label per input row"):
+        tflite_export.evaluate(cnn_blob("float32"), mnist[2][:5], mnist[3][:4])
