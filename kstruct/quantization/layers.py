@@ -342,8 +342,8 @@ class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
             self.layer.build(input_shape)
         self.built = True
 
-    def call(self, inputs, training=None):
-        return self._activate(self.layer(inputs), training)
+    def call(self, inputs, training=None, **kwargs):
+        return self._activate(self.layer(inputs, **kwargs), training)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -461,8 +461,8 @@ class FloatPassthrough(keras.layers.Wrapper):
             self.layer.build(input_shape)
         self.built = True
 
-    def call(self, inputs, training=None):
-        outputs = self.layer(inputs, training=training)
+    def call(self, inputs, training=None, **kwargs):
+        outputs = self.layer(inputs, training=training, **kwargs)
         if keras.backend.is_float_dtype(outputs.dtype) if hasattr(outputs, "dtype") else False:
             return self.output_quantizer(outputs, training=training)
         return outputs

@@ -148,6 +148,8 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
 
     def call(operation, *args, **kwargs):
         args, kwargs = keras.tree.map_structure(quantized_input, (args, kwargs))
+        # Masks are not part of int8 inference; Keras records `mask=None` on some nodes.
+        kwargs = {key: value for key, value in kwargs.items() if not (key == "mask" and value is None)}
         if not isinstance(operation, keras.layers.Layer):
             # A bare Keras op in the graph (`x + 1` on symbolic tensors): left in float.
             quantizer = FakeQuant(ema_decay=scheme.ema_decay, name=f"quant_{operation.name}")
