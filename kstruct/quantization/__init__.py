@@ -12,9 +12,12 @@ from kstruct.quantization.quantize import quantize
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 from kstruct.quantization.report import QuantizationReport, quantization_report
 from kstruct.quantization.scheme import QuantizationScheme
+from kstruct.quantization.step import PTQ, QAT
 
 __all__ = [
     "FakeQuant",
+    "PTQ",
+    "QAT",
     "FloatPassthrough",
     "QuantizationReport",
     "QuantizationScheme",
