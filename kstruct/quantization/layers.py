@@ -121,6 +121,12 @@ class _ActivationStage:
                 ema_decay=ema_decay, value_range=spec.output_range, name="activation_quantizer"
             )
 
+    def _build_quantizers(self) -> None:
+        # A build() must create all state, so that loading a saved model finds every variable.
+        for quantizer in (self.output_quantizer, self.activation_quantizer, getattr(self, "intermediate_quantizer", None)):
+            if quantizer is not None and not quantizer.built:
+                quantizer.build()
+
     def _activate(self, outputs, training):
         spec = self._activation_spec
         if spec.fusable:
@@ -203,6 +209,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         output_shape = self.layer.compute_output_shape(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(output_shape)
+        self._build_quantizers()
         self.sparsity_masks = {}
         if self.preserve_sparsity:
             for name in self._spec.kernels:
@@ -340,6 +347,7 @@ class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
+        self._build_quantizers()
         self.built = True
 
     def call(self, inputs, training=None, **kwargs):
@@ -380,6 +388,7 @@ class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
+        self._build_quantizers()
         self.built = True
 
     def call(self, inputs, training=None):
@@ -417,6 +426,7 @@ class QuantizeRescaling(keras.layers.Wrapper):
         if len(input_shape) != 4:
             raise ValueError(f"Expected an image input (rank 4) for a quantized Rescaling. Received: shape {input_shape}")
         self.channels = int(input_shape[-1])
+        self.output_quantizer.build()
         self.built = True
 
     def _affine(self):
@@ -459,6 +469,7 @@ class FloatPassthrough(keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
+        self.output_quantizer.build()
         self.built = True
 
     def call(self, inputs, training=None, **kwargs):
