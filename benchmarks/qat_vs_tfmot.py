@@ -11,7 +11,7 @@ converter's post-training quantization (ptq) of kstruct's pruned model.
 tf_keras and Keras 3 do not share a process cleanly, so tfmot runs in a child
 process of this script (`--tfmot-worker`) with TF_USE_LEGACY_KERAS=1.
 
-Prints one JSON line per engine. Run: `python benchmarks/qat_vs_tfmot.py`.
+Prints one JSON line per engine (means over seeds). Run: `python benchmarks/qat_vs_tfmot.py`.
 """
 
 from __future__ import annotations
@@ -148,23 +148,55 @@ def main() -> None:
     parser.add_argument("--base-epochs", type=int, default=3, help="epochs of the shared float model")
     parser.add_argument("--prune-epochs", type=int, default=2)
     parser.add_argument("--qat-epochs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--repeats", type=int, default=3, help="seeds; figures are means over them")
     args = parser.parse_args()
 
+    import numpy as np
+
+    from kstruct.data import load_mnist_5k
+    from kstruct.pruning.step import Prune
+
+    (x, y), (xt, yt) = load_mnist_5k()
+    steps = args.prune_epochs * int(np.ceil(len(x) / BATCH_SIZE))
+    schedule = Prune(args.sparsity).pruning_schedule(steps)  # the schedule the prune step would use
+    runs: dict[str, list[dict]] = {}
+    for seed in range(args.seed, args.seed + args.repeats):
+        for line in run_seed(seed, schedule, args, (x, y, xt, yt)):
+            runs.setdefault(line["engine"], []).append(line)
+    for engine, lines in runs.items():
+        print(json.dumps(summarize(engine, lines)), flush=True)
+
+
+def summarize(engine: str, lines: list[dict]) -> dict:
+    """Means over seeds of the numeric fields (with the std of the accuracies); other fields as in the first run."""
+    import numpy as np
+
+    summary = {"engine": engine, "seeds": len(lines)}
+    for key, value in lines[0].items():
+        if key == "engine":
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [line[key] for line in lines]
+            summary[key] = float(np.mean(values))
+            if key.endswith("accuracy") and len(values) > 1:
+                summary[key + "_std"] = float(np.std(values))
+        else:
+            summary[key] = value
+    return summary
+
+
+def run_seed(seed: int, schedule, args, data) -> list[dict]:
     import keras
     import numpy as np
     import tflite_export
 
     from kstruct import pruning
-    from kstruct.data import load_mnist_5k
     from kstruct.models import compile_for_classification, example_cnn
-    from kstruct.pruning.step import Prune
     from kstruct.quantization import quantize
 
-    (x, y), (xt, yt) = load_mnist_5k()
-    steps = args.prune_epochs * int(np.ceil(len(x) / BATCH_SIZE))
-    schedule = Prune(args.sparsity).pruning_schedule(steps)  # the schedule the prune step would use
-    keras.utils.set_random_seed(args.seed)
+    x, y, xt, yt = data
+    keras.utils.set_random_seed(seed)
     base = compile_for_classification(example_cnn())
     base.fit(x, y, epochs=args.base_epochs, batch_size=BATCH_SIZE, verbose=0)
     weights = base.get_weights()
@@ -172,7 +204,7 @@ def main() -> None:
               "float_accuracy": float(base.evaluate(xt, yt, verbose=0)[1])}
 
     # kstruct: prune, strip, then QAT.
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     model = compile_for_classification(example_cnn())
     model.set_weights(weights)
     wrapped = compile_for_classification(pruning.prune(model, schedule))
@@ -193,12 +225,11 @@ def main() -> None:
     ptq = {"engine": "kstruct ptq", **common, "keras_accuracy": float(stripped.evaluate(xt, yt, verbose=0)[1]),
            **measure(ptq_blob, stripped.predict(xt, verbose=0), xt, yt)}
 
-    settings = {"seed": args.seed, "sparsity": args.sparsity, "end_step": schedule.end_step,
+    settings = {"seed": seed, "sparsity": args.sparsity, "end_step": schedule.end_step,
                 "frequency": schedule.frequency, "prune_epochs": args.prune_epochs, "qat_epochs": args.qat_epochs}
     theirs = run_tfmot(weights, settings, xt, yt)
     theirs = {"engine": theirs.pop("engine"), **common, **theirs}
-    for line in (ours, theirs, ptq):
-        print(json.dumps(line), flush=True)
+    return [ours, theirs, ptq]
 
 
 if __name__ == "__main__":
