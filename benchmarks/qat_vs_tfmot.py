@@ -83,6 +83,8 @@ def tfmot_worker(base_path: str, out_path: str, settings: dict) -> None:
     pruned.fit(x, y, epochs=settings["prune_epochs"], batch_size=BATCH_SIZE, verbose=0,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    pruned_accuracy = float(np.mean(stripped.predict(xt, verbose=0).argmax(-1) == yt))
+    np.savez(out_path + ".pruned.npz", **{f"w{i}": w for i, w in enumerate(stripped.get_weights())})
 
     annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)
     qat = compiled(tfmot.quantization.keras.quantize_apply(
@@ -101,7 +103,7 @@ def tfmot_worker(base_path: str, out_path: str, settings: dict) -> None:
     converter.inference_output_type = tf.int8
     Path(out_path).write_bytes(converter.convert())
     np.save(out_path + ".predictions.npy", qat.predict(xt, verbose=0))
-    print(json.dumps({"keras_accuracy": keras_accuracy, "qat_epoch_seconds": _steady_epoch_seconds(seconds),
+    print(json.dumps({"pruned_float_accuracy": pruned_accuracy, "keras_accuracy": keras_accuracy, "qat_epoch_seconds": _steady_epoch_seconds(seconds),
                       "tfmot": tfmot.__version__, "tf_keras": keras.__version__}))
 
 
@@ -139,7 +141,9 @@ def run_tfmot(weights, settings: dict, xt, yt) -> dict:
         run = json.loads(done.stdout.strip().splitlines()[-1])
         blob = out_file.read_bytes()
         keras_predictions = np.load(str(out_file) + ".predictions.npy")
-    return {"engine": "tfmot pqat", **run, **measure(blob, keras_predictions, xt, yt)}
+        pruned = np.load(str(out_file) + ".pruned.npz")
+        pruned_weights = [pruned[f"w{i}"] for i in range(len(pruned.files))]
+    return {"engine": "tfmot pqat", **run, **measure(blob, keras_predictions, xt, yt)}, pruned_weights
 
 
 def main() -> None:
@@ -210,15 +214,7 @@ def run_seed(seed: int, schedule, args, data) -> list[dict]:
     wrapped = compile_for_classification(pruning.prune(model, schedule))
     wrapped.fit(x, y, epochs=args.prune_epochs, batch_size=BATCH_SIZE, verbose=0)
     stripped = compile_for_classification(pruning.strip(wrapped))
-    qat = quantize(stripped)
-    seconds: list = []
-    qat.fit(x, y, epochs=args.qat_epochs, batch_size=BATCH_SIZE, verbose=0,
-            callbacks=[_epoch_seconds_callback(keras.callbacks, seconds)])
-    keras_predictions = qat.predict(xt, verbose=0)
-    blob = tflite_export.convert(qat, "int8", representative_data=x[:200])
-    ours = {"engine": "kstruct qat", **common, "keras_accuracy": float(np.mean(keras_predictions.argmax(-1) == yt)),
-            "qat_epoch_seconds": _steady_epoch_seconds(seconds), "keras": keras.__version__,
-            **measure(blob, keras_predictions, xt, yt)}
+    ours = {"engine": "kstruct qat", **common, **kstruct_qat(stripped, args.qat_epochs, data)}
 
     # The converter's post-training quantization of the same pruned model, for reference.
     ptq_blob = tflite_export.convert(stripped, "int8", representative_data=x[:200])
@@ -227,9 +223,34 @@ def run_seed(seed: int, schedule, args, data) -> list[dict]:
 
     settings = {"seed": seed, "sparsity": args.sparsity, "end_step": schedule.end_step,
                 "frequency": schedule.frequency, "prune_epochs": args.prune_epochs, "qat_epochs": args.qat_epochs}
-    theirs = run_tfmot(weights, settings, xt, yt)
+    theirs, tfmot_pruned = run_tfmot(weights, settings, xt, yt)
     theirs = {"engine": theirs.pop("engine"), **common, **theirs}
-    return [ours, theirs, ptq]
+
+    # kstruct's QAT on tfmot's pruned weights: the QAT step compared alone, from the same start.
+    keras.utils.set_random_seed(seed)
+    same_start = compile_for_classification(example_cnn())
+    same_start.set_weights(tfmot_pruned)
+    crossed = {"engine": "kstruct qat on tfmot-pruned weights", **common, **kstruct_qat(same_start, args.qat_epochs, data)}
+    return [ours, theirs, crossed, ptq]
+
+
+def kstruct_qat(pruned: "keras.Model", epochs: int, data) -> dict:
+    import keras
+    import numpy as np
+    import tflite_export
+
+    from kstruct.quantization import quantize
+
+    x, y, xt, yt = data
+    pruned_accuracy = float(pruned.evaluate(xt, yt, verbose=0)[1])
+    qat = quantize(pruned)
+    seconds: list = []
+    qat.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0, callbacks=[_epoch_seconds_callback(keras.callbacks, seconds)])
+    keras_predictions = qat.predict(xt, verbose=0)
+    blob = tflite_export.convert(qat, "int8", representative_data=x[:200])
+    return {"pruned_float_accuracy": pruned_accuracy, "keras_accuracy": float(np.mean(keras_predictions.argmax(-1) == yt)),
+            "qat_epoch_seconds": _steady_epoch_seconds(seconds), "keras": keras.__version__,
+            **measure(blob, keras_predictions, xt, yt)}
 
 
 if __name__ == "__main__":
