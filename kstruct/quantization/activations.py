@@ -31,11 +31,12 @@ class ActivationSpec:
 
     fusable: bool = False
     output_range: tuple[float, float] | None = None
-    function: Callable | None = None
+    function: Callable | None = None  # (x, training) -> y
 
 
-def _quantized_silu(x):
-    return x * quantize_fixed(ops.sigmoid(x), UNIT_RANGE)
+def _quantized_silu(x, training=None):
+    gate = ops.sigmoid(x)
+    return x * (gate if training else quantize_fixed(gate, UNIT_RANGE))
 
 
 ACTIVATIONS: dict[str, ActivationSpec] = {

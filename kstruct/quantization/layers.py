@@ -136,7 +136,7 @@ class _ActivationStage:
                 return outputs
             return self.output_quantizer(outputs, training=training)
         outputs = self.output_quantizer(outputs, training=training)
-        outputs = spec.function(outputs) if spec.function is not None else self.activation(outputs)
+        outputs = spec.function(outputs, training) if spec.function is not None else self.activation(outputs)
         return self.activation_quantizer(outputs, training=training)
 
 
@@ -393,7 +393,7 @@ class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
 
     def call(self, inputs, training=None):
         spec = self._activation_spec
-        outputs = spec.function(inputs) if spec.function is not None else self.layer(inputs)
+        outputs = spec.function(inputs, training) if spec.function is not None else self.layer(inputs)
         quantizer = self.output_quantizer if spec.fusable else self.activation_quantizer
         return quantizer(outputs, training=training)
 

@@ -70,6 +70,11 @@ class FakeQuant(keras.layers.Layer):
     including 0. At inference (and in the TFLite file) it is frozen. The range
     variables are saved with the model, so training can resume.
 
+    A fixed `value_range` (the output grid TFLite's LOGISTIC, SOFTMAX and TANH
+    kernels impose) applies at inference only: its steps are at most 1/128, and a
+    cross-entropy on probabilities rounded to multiples of 1/256 has no gradient
+    wherever a probability rounds to 0, which stalls training.
+
     Args:
         ema_decay: weight of the old range in each update, in [0, 1).
         value_range: `(min, max)` to use a fixed range instead (no variables).
@@ -112,7 +117,7 @@ class FakeQuant(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if self.value_range is not None:
-            return quantize_fixed(inputs, self.value_range)
+            return inputs if training else quantize_fixed(inputs, self.value_range)
         if training:
             self.observe(inputs)
         return fake_quant(inputs, self.min_value, self.max_value)
