@@ -123,14 +123,18 @@ class FakeQuant(keras.layers.Layer):
         return fake_quant(inputs, self.min_value, self.max_value)
 
     def quantization_params(self) -> tuple[float, int]:
-        """`(scale, zero_point)` of the int8 tensor this range gives, as TFLite computes them."""
+        """`(scale, zero_point)` of the int8 tensor this range gives, nudged as TensorFlow's FakeQuant does."""
+        import numpy as np
+
         if self.value_range is not None:
-            low, high = self.value_range
+            low, high = (np.float32(v) for v in self.value_range)
         else:
-            low, high = float(self.min_value.numpy()), float(self.max_value.numpy())
-        scale = (high - low) / 255.0
-        zero_point = int(round(-128 - low / scale))
-        return scale, max(-128, min(127, zero_point))
+            low, high = np.float32(self.min_value.numpy()), np.float32(self.max_value.numpy())
+        # In float32 like the FakeQuant kernel, whose nudged zero point the converter keeps.
+        scale = (high - low) / np.float32(255.0)
+        zero_point_from_min = np.float32(0.0) - low / scale
+        nudged = min(255.0, max(0.0, float(np.floor(zero_point_from_min + np.float32(0.5)))))
+        return float(scale), int(nudged) - 128
 
     def compute_output_shape(self, input_shape):
         return input_shape
