@@ -1,0 +1,487 @@
+"""QAT wrappers: the quantized stand-ins `quantize` puts in place of a model's layers.
+
+Each wrapper owns the extra state (moving ranges, sparsity masks, a folded
+BatchNormalization) and never mutates the layer it wraps. Weighted layers run
+their own `call` inside a `keras.StatelessScope` that maps each kernel to its
+fake-quantized (BN-folded, masked) value, as `PruneWrapper` does for masks;
+SeparableConv2D is computed with `keras.ops` because TFLite runs it as two
+kernels with an int8 tensor between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import ops
+
+from kstruct.quantization import bn_folding
+from kstruct.quantization.activations import activation_name, function_name, spec_for
+from kstruct.quantization.quantizers import FakeQuant, quantize_weight
+
+
+def _scale_last(kernel, scale):
+    return kernel * scale
+
+
+def _scale_depthwise(kernel, scale):
+    # Depthwise output channel i * multiplier + j comes from kernel[..., i, j].
+    return kernel * ops.reshape(scale, tuple(kernel.shape[-2:]))
+
+
+def _scale_transposed(kernel, scale):
+    # Conv2DTranspose kernels are (h, w, out, in).
+    return kernel * ops.expand_dims(scale, -1)
+
+
+def _depthwise_axis(kernel_shape) -> int | None:
+    # TFLite quantizes depthwise weights per output channel (in * multiplier); with
+    # multiplier 1 that is the input-channel axis of the Keras kernel.
+    return 2 if kernel_shape[-1] == 1 else None
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """How one weighted layer type is quantized.
+
+    Attributes:
+        kernels: `{attribute: axis(kernel_shape) -> per-channel axis or None}` for each
+            weight that becomes an int8 tensor.
+        folded: the kernel a following BatchNormalization scales, and how.
+    """
+
+    kernels: dict[str, Callable[[tuple], int | None]]
+    folded: str
+    scale: Callable
+
+
+def _per_tensor(shape):
+    return None
+
+
+def _last_axis(shape):
+    return -1
+
+
+# Per-channel where TFLite quantizes per channel (convolutions along their output
+# channels); per-tensor for FULLY_CONNECTED and TRANSPOSE_CONV, where per-channel
+# FakeQuant fails conversion ("mismatched quantized axes").
+WEIGHTED_LAYERS: dict[type, KernelSpec] = {
+    keras.layers.Conv1D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last),
+    keras.layers.Conv2D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last),
+    keras.layers.DepthwiseConv2D: KernelSpec({"kernel": _depthwise_axis}, "kernel", _scale_depthwise),
+    keras.layers.SeparableConv2D: KernelSpec(
+        {"depthwise_kernel": _depthwise_axis, "pointwise_kernel": _last_axis}, "pointwise_kernel", _scale_last
+    ),
+    keras.layers.Conv2DTranspose: KernelSpec({"kernel": _per_tensor}, "kernel", _scale_transposed),
+    keras.layers.Dense: KernelSpec({"kernel": _per_tensor}, "kernel", _scale_last),
+}
+
+
+def kernel_spec(layer: keras.layers.Layer) -> KernelSpec | None:
+    """The quantization spec of a weighted layer type, or None if kstruct does not quantize it."""
+    # Exact types first: Conv1D/Conv2D subclasses such as Conv2DTranspose must not match Conv2D.
+    spec = WEIGHTED_LAYERS.get(type(layer))
+    if spec is not None:
+        return spec
+    for layer_type, candidate in WEIGHTED_LAYERS.items():
+        if isinstance(layer, layer_type):
+            return candidate
+    return None
+
+
+def _serialize(layer):
+    return None if layer is None else keras.layers.serialize(layer)
+
+
+def _deserialize(config, custom_objects=None):
+    return None if config is None else keras.layers.deserialize(config, custom_objects=custom_objects)
+
+
+class _ActivationStage:
+    """The activation after a wrapper's main op and its quantizers (shared by the wrappers)."""
+
+    def _init_activation(self, activation, quantize_output: bool, ema_decay: float):
+        name = "linear" if activation is None else activation_name(activation)
+        spec = spec_for(name)
+        if spec is None:
+            raise ValueError(
+                f"Expected a quantizable activation ({', '.join(sorted(_names()))}). "
+                f"Received: layer `{activation.name}` of type {type(activation).__name__}"
+            )
+        self.activation = activation
+        self.activation_kind = name
+        self._activation_spec = spec
+        self.quantize_output = bool(quantize_output)
+        self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
+        self.activation_quantizer = None
+        if not spec.fusable:
+            self.activation_quantizer = FakeQuant(
+                ema_decay=ema_decay, value_range=spec.output_range, name="activation_quantizer"
+            )
+
+    def _build_quantizers(self) -> None:
+        # A build() must create all state, so that loading a saved model finds every variable.
+        for quantizer in (self.output_quantizer, self.activation_quantizer, getattr(self, "intermediate_quantizer", None)):
+            if quantizer is not None and not quantizer.built:
+                quantizer.build()
+
+    def _activate(self, outputs, training):
+        spec = self._activation_spec
+        if spec.fusable:
+            if self.activation is not None:
+                outputs = self.activation(outputs)
+            if not self.quantize_output:
+                return outputs
+            return self.output_quantizer(outputs, training=training)
+        outputs = self.output_quantizer(outputs, training=training)
+        outputs = spec.function(outputs, training) if spec.function is not None else self.activation(outputs)
+        return self.activation_quantizer(outputs, training=training)
+
+
+def _names():
+    from kstruct.quantization.activations import ACTIVATIONS
+
+    return ACTIVATIONS.keys()
+
+
+@keras.saving.register_keras_serializable(package="kstruct")
+class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
+    """Trains a Conv/Dense layer with int8 fake-quantized weights and output.
+
+    Args:
+        layer: a Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D or
+            Conv2DTranspose layer (channels-last). Its own activation, if any,
+            moves to `activation`.
+        batch_norm: a BatchNormalization to fold into the layer (see `bn_folding`).
+        activation: an activation layer applied after the layer (and the folded
+            BN): ReLU/ReLU6 are fused before the output is quantized, others get
+            their own quantized input and output, as TFLite runs them.
+        quantize_output: False when the consumer quantizes this tensor instead
+            (a Concatenate, whose inputs share its scale in TFLite).
+        preserve_sparsity: keep the kernels' zeros (from pruning) exactly zero.
+        ema_decay: decay of the moving activation ranges.
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        batch_norm: keras.layers.Layer | None = None,
+        activation: keras.layers.Layer | None = None,
+        quantize_output: bool = True,
+        preserve_sparsity: bool = True,
+        ema_decay: float = 0.99,
+        **kwargs,
+    ):
+        spec = kernel_spec(layer)
+        if spec is None:
+            raise TypeError(
+                "Expected a Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer. "
+                f"Received: layer `{layer.name}` of type {type(layer).__name__}"
+            )
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise ValueError(f"Expected a channels_last layer. Received: layer `{layer.name}` with data_format={layer.data_format!r}")
+        own = function_name(layer.activation) if hasattr(layer, "activation") else "linear"
+        if own != "linear":
+            if activation is not None:
+                raise ValueError(f"Layer `{layer.name}` has activation {own!r}; pass `activation` only for a linear layer.")
+            activation = keras.layers.Activation(layer.activation, name=f"{layer.name}_activation")
+            config = layer.get_config()
+            config["activation"] = "linear"
+            layer = layer.__class__.from_config(config)
+        if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
+            raise TypeError(f"Expected `batch_norm` to be a BatchNormalization. Received: {type(batch_norm).__name__}")
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self._spec = spec
+        self.batch_norm = batch_norm
+        self.preserve_sparsity = bool(preserve_sparsity)
+        self.ema_decay = float(ema_decay)
+        self._init_activation(activation, quantize_output, ema_decay)
+        self.intermediate_quantizer = None
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            self.intermediate_quantizer = FakeQuant(ema_decay=ema_decay, name="intermediate_quantizer")
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        output_shape = self.layer.compute_output_shape(input_shape)
+        if self.batch_norm is not None and not self.batch_norm.built:
+            self.batch_norm.build(output_shape)
+        self._build_quantizers()
+        self.sparsity_masks = {}
+        if self.preserve_sparsity:
+            for name in self._spec.kernels:
+                kernel = getattr(self.layer, name)
+                self.sparsity_masks[name] = self.add_weight(
+                    name=f"{name}_mask", shape=kernel.shape, initializer="ones", trainable=False
+                )
+        self.built = True
+
+    def capture_sparsity(self) -> None:
+        """Sets the masks from the kernels' current zeros, which then stay zero."""
+        for name, mask in self.sparsity_masks.items():
+            kernel = ops.convert_to_tensor(getattr(self.layer, name))
+            mask.assign(ops.cast(ops.not_equal(kernel, 0.0), mask.dtype))
+
+    @property
+    def quantized_kernels(self) -> dict[str, int | None]:
+        """`{kernel attribute: per-channel axis, or None for per-tensor}`."""
+        return {name: axis(tuple(getattr(self.layer, name).shape)) for name, axis in self._spec.kernels.items()}
+
+    def _bias(self):
+        return ops.convert_to_tensor(self.layer.bias) if getattr(self.layer, "use_bias", False) else None
+
+    def _kernels(self, scale=None) -> dict:
+        kernels = {}
+        for name in self._spec.kernels:
+            kernel = ops.convert_to_tensor(getattr(self.layer, name))
+            if name in self.sparsity_masks:
+                kernel = kernel * self.sparsity_masks[name]
+            if scale is not None and name == self._spec.folded:
+                kernel = self._spec.scale(kernel, scale)
+            kernels[name] = kernel
+        return kernels
+
+    def _quantize(self, kernels: dict) -> dict:
+        axes = self.quantized_kernels
+        return {name: quantize_weight(kernel, axes[name]) for name, kernel in kernels.items()}
+
+    def folded_weights(self) -> tuple[dict, object]:
+        """The float kernels and bias TFLite's int8 kernel is quantized from (BN folded, masks applied)."""
+        if self.batch_norm is None:
+            return self._kernels(), self._bias()
+        return self._kernels(bn_folding.folded_scale(self.batch_norm)), bn_folding.folded_bias(self.batch_norm, self._bias())
+
+    def quantized_weights(self) -> tuple[dict, object]:
+        """The fake-quantized kernels (and float bias) the layer computes with at inference."""
+        kernels, bias = self.folded_weights()
+        return self._quantize(kernels), bias
+
+    def _linear(self, inputs, kernels: dict, bias, training, quantize_intermediate: bool = True):
+        layer = self.layer
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            hidden = ops.depthwise_conv(
+                inputs,
+                kernels["depthwise_kernel"],
+                strides=layer.strides,
+                padding=layer.padding,
+                data_format="channels_last",
+                dilation_rate=layer.dilation_rate,
+            )
+            if quantize_intermediate:
+                hidden = self.intermediate_quantizer(hidden, training=training)
+            outputs = ops.conv(hidden, kernels["pointwise_kernel"], strides=1, padding="valid", data_format="channels_last")
+            return outputs if bias is None else outputs + bias
+        replaced = {id(getattr(layer, name)): value for name, value in kernels.items()}
+        has_bias = getattr(layer, "use_bias", False)
+        if has_bias:
+            replaced[id(layer.bias)] = bias if bias is not None else ops.zeros(layer.bias.shape)
+        mapping = [(v, replaced.get(id(v), v.value)) for v in layer.variables]
+        with keras.StatelessScope(state_mapping=mapping):
+            outputs = layer(inputs)
+        if bias is not None and not has_bias:
+            outputs = outputs + bias
+        return outputs
+
+    def call(self, inputs, training=None):
+        bn = self.batch_norm
+        bias = self._bias()
+        if bn is None:
+            outputs = self._linear(inputs, self._quantize(self._kernels()), bias, training)
+        elif training and bn.trainable:
+            float_outputs = self._linear(inputs, self._kernels(), bias, training, quantize_intermediate=False)
+            mean, variance = bn_folding.batch_statistics(float_outputs)
+            bn_folding.update_moving_statistics(bn, mean, variance)
+            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn)))
+            factor, shift = bn_folding.training_correction(bn, mean, variance, bias)
+            outputs = self._linear(inputs, kernels, None, training) * factor + shift
+        else:
+            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn)))
+            outputs = self._linear(inputs, kernels, bn_folding.folded_bias(bn, bias), training)
+        return self._activate(outputs, training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            batch_norm=_serialize(self.batch_norm),
+            activation=_serialize(self.activation),
+            quantize_output=self.quantize_output,
+            preserve_sparsity=self.preserve_sparsity,
+            ema_decay=self.ema_decay,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        batch_norm = _deserialize(config.pop("batch_norm"), custom_objects)
+        activation = _deserialize(config.pop("activation"), custom_objects)
+        return cls(layer, batch_norm=batch_norm, activation=activation, **config)
+
+
+@keras.saving.register_keras_serializable(package="kstruct")
+class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
+    """Runs a weightless layer (Add, Multiply, Concatenate, GlobalAveragePooling, ...) and quantizes its output.
+
+    Args:
+        layer: the layer; its inputs are int8 tensors already.
+        activation: a ReLU/ReLU6 fused after it (TFLite fuses them into ADD, MUL, ...).
+        quantize_output: False when the consumer quantizes this tensor instead.
+        ema_decay: decay of the moving output range.
+    """
+
+    def __init__(self, layer, activation=None, quantize_output: bool = True, ema_decay: float = 0.99, **kwargs):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.ema_decay = float(ema_decay)
+        self._init_activation(activation, quantize_output, ema_decay)
+        if not self._activation_spec.fusable:
+            raise ValueError(f"Expected a fusable activation (linear, relu, relu6). Received: {self.activation_kind!r}")
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._build_quantizers()
+        self.built = True
+
+    def call(self, inputs, training=None, **kwargs):
+        return self._activate(self.layer(inputs, **kwargs), training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(activation=_serialize(self.activation), quantize_output=self.quantize_output, ema_decay=self.ema_decay)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        activation = _deserialize(config.pop("activation"), custom_objects)
+        return cls(layer, activation=activation, **config)
+
+
+@keras.saving.register_keras_serializable(package="kstruct")
+class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
+    """An activation layer on its own int8 kernel: its output quantized (over a fixed range where TFLite fixes it).
+
+    Args:
+        layer: ReLU, LeakyReLU, Softmax or Activation with a supported function
+            (relu, relu6, sigmoid, softmax, tanh, hard_silu, silu, leaky_relu).
+        ema_decay: decay of the moving output range.
+    """
+
+    def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.ema_decay = float(ema_decay)
+        self._init_activation(layer, True, ema_decay)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._build_quantizers()
+        self.built = True
+
+    def call(self, inputs, training=None):
+        spec = self._activation_spec
+        outputs = spec.function(inputs, training) if spec.function is not None else self.layer(inputs)
+        quantizer = self.output_quantizer if spec.fusable else self.activation_quantizer
+        return quantizer(outputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["ema_decay"] = self.ema_decay
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kstruct")
+class QuantizeRescaling(keras.layers.Wrapper):
+    """A `Rescaling` on images as TFLite can run it in int8: a 1x1 depthwise convolution.
+
+    TFLite has no int8 kernel for a float constant multiply-add, so the scale
+    becomes per-channel int8 weights and the offset an int32 bias.
+    """
+
+    def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
+        if not isinstance(layer, keras.layers.Rescaling):
+            raise TypeError(f"Expected a Rescaling layer. Received: {type(layer).__name__}")
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.ema_decay = float(ema_decay)
+        self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"Expected an image input (rank 4) for a quantized Rescaling. Received: shape {input_shape}")
+        self.channels = int(input_shape[-1])
+        self.output_quantizer.build()
+        self.built = True
+
+    def _affine(self):
+        channels = self.channels
+        scale = ops.broadcast_to(ops.reshape(ops.convert_to_tensor(self.layer.scale, "float32"), (-1,)), (channels,))
+        offset = ops.broadcast_to(ops.reshape(ops.convert_to_tensor(self.layer.offset, "float32"), (-1,)), (channels,))
+        return ops.reshape(scale, (1, 1, channels, 1)), offset
+
+    def call(self, inputs, training=None):
+        kernel, offset = self._affine()
+        outputs = ops.depthwise_conv(ops.cast(inputs, "float32"), quantize_weight(kernel, 2), strides=1, padding="valid")
+        return self.output_quantizer(outputs + offset, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["ema_decay"] = self.ema_decay
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kstruct")
+class FloatPassthrough(keras.layers.Wrapper):
+    """A layer kstruct cannot quantize, left in float; its output is quantized for the int8 layers after it.
+
+    Args:
+        layer: the layer, run as is.
+        reason: why it is not quantized (shown in the quantization report).
+        ema_decay: decay of the moving output range.
+    """
+
+    def __init__(self, layer, reason: str = "", ema_decay: float = 0.99, **kwargs):
+        kwargs.setdefault("name", f"float_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.reason = str(reason)
+        self.ema_decay = float(ema_decay)
+        self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.output_quantizer.build()
+        self.built = True
+
+    def call(self, inputs, training=None, **kwargs):
+        outputs = self.layer(inputs, training=training, **kwargs)
+        if keras.backend.is_float_dtype(outputs.dtype) if hasattr(outputs, "dtype") else False:
+            return self.output_quantizer(outputs, training=training)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(reason=self.reason, ema_decay=self.ema_decay)
+        return config

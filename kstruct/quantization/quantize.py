@@ -1,0 +1,171 @@
+"""Model-level QAT: `quantize` rewrites a Keras model into its int8 training form."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+
+from kstruct.model_graph import check_graph_model, copy_compile, fresh_copy
+from kstruct.quantization.layers import (
+    FloatPassthrough,
+    QuantizeActivation,
+    QuantizeOutput,
+    QuantizeRescaling,
+    QuantizeWrapper,
+)
+from kstruct.quantization.plan import LayerPlan, plan_model
+from kstruct.quantization.quantizers import FakeQuant
+from kstruct.quantization.report import quantization_report
+from kstruct.quantization.scheme import QuantizationScheme, get_scheme
+
+
+def quantize(
+    model: keras.Model,
+    scheme: str | QuantizationScheme = "int8",
+    preserve_sparsity: bool = True,
+) -> keras.Model:
+    """Returns a quantization-aware training copy of `model` that converts to an exact int8 TFLite file.
+
+    Weights are fake-quantized as TFLite stores them (symmetric int8; per output
+    channel for convolutions, per tensor for Dense and Conv2DTranspose);
+    activations get asymmetric int8 ranges tracked while training and frozen at
+    inference. BatchNormalization layers are folded into the Conv/Dense before
+    them and ReLU/ReLU6 fused, as the converter does, so the Keras model computes
+    what the int8 file computes. Layers kstruct cannot quantize stay in float,
+    with a warning that names them; `quantization_report(qat_model)` lists every
+    layer and what became of it.
+
+    Args:
+        model: a Sequential or functional model (nested ones included); not
+            modified. A model still holding pruning wrappers is stripped first.
+        scheme: "int8" or a `QuantizationScheme`.
+        preserve_sparsity: keep the kernels' zeros (from `kstruct.pruning.strip`)
+            exactly zero through training and in the int8 file.
+
+    Returns:
+        A functional model, compiled like `model` if it was. Train it with `fit`;
+        convert it with `tflite_export.convert(qat_model, "int8", ...)`.
+
+    Raises:
+        UnsupportedModelError: for subclassed models.
+
+    Example:
+
+    >>> qat = quantize(model)  # doctest: +SKIP
+    >>> qat.fit(x, y, epochs=1)  # doctest: +SKIP
+    """
+    check_graph_model(model, "kstruct.quantization.quantize")
+    scheme = get_scheme(scheme)
+    model = _without_pruning_wrappers(model)
+    qat_model = _quantize_graph(model, scheme, bool(preserve_sparsity), quantize_inputs=True)
+    copy_compile(model, qat_model)
+    skipped = quantization_report(qat_model).skipped
+    if skipped:
+        warnings.warn(
+            f"kstruct.quantization: {len(skipped)} layer(s) left in float, so the int8 file dequantizes "
+            "around them: " + "; ".join(f"{entry.name} ({entry.layer_type}: {entry.detail})" for entry in skipped),
+            stacklevel=2,
+        )
+    return qat_model
+
+
+def _without_pruning_wrappers(model: keras.Model) -> keras.Model:
+    from kstruct.pruning.prune import strip, wrappers
+
+    return strip(model, check_updated=False) if wrappers(model) else model
+
+
+def _as_functional(model: keras.Model) -> keras.Model:
+    """A functional model with the same layers (fresh copies, same weights) as a Sequential one."""
+    if not isinstance(model, keras.Sequential):
+        return model
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    source = model.inputs[0]
+    inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{model.name}_input")
+    outputs = inputs
+    for layer in clone.layers:
+        outputs = layer(outputs)
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, quantize_inputs: bool) -> keras.Model:
+    model = _as_functional(model)
+    plans = plan_model(model, fold_batch_norm=scheme.fold_batch_norm)
+    layers = {layer.name: layer for layer in model.layers}
+    built: dict[str, keras.layers.Layer] = {}
+    input_quantized: dict[int, object] = {}
+    input_tensors = [
+        keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=t.name) for t in keras.tree.flatten(model.inputs)
+    ]
+    input_ids = {id(t) for t in input_tensors}
+
+    def quantized_input(value):
+        if not (quantize_inputs and id(value) in input_ids):
+            return value
+        if id(value) not in input_quantized:
+            quantizer = FakeQuant(ema_decay=scheme.ema_decay, name=f"quant_{value.name}")
+            input_quantized[id(value)] = quantizer(value)
+        return input_quantized[id(value)]
+
+    def make(layer, plan: LayerPlan):
+        decay = scheme.ema_decay
+        if plan.kind == "weighted":
+            batch_norm = fresh_copy(layers[plan.batch_norm]) if plan.batch_norm else None
+            activation = fresh_copy(layers[plan.activation]) if plan.activation else None
+            return QuantizeWrapper(
+                fresh_copy(layer),
+                batch_norm=batch_norm,
+                activation=activation,
+                quantize_output=plan.quantize_output,
+                preserve_sparsity=preserve_sparsity,
+                ema_decay=decay,
+            )
+        if plan.kind == "output":
+            activation = fresh_copy(layers[plan.activation]) if plan.activation else None
+            return QuantizeOutput(fresh_copy(layer), activation=activation, quantize_output=plan.quantize_output, ema_decay=decay)
+        if plan.kind == "activation":
+            return QuantizeActivation(fresh_copy(layer), ema_decay=decay)
+        if plan.kind == "rescaling":
+            return QuantizeRescaling(fresh_copy(layer), ema_decay=decay)
+        if plan.kind == "same_scale":
+            return fresh_copy(layer)
+        if plan.kind == "nested":
+            return _quantize_graph(layer, scheme, preserve_sparsity, quantize_inputs=False)
+        return FloatPassthrough(fresh_copy(layer), reason=plan.reason, ema_decay=decay)
+
+    def copy_weights(original, new_layer, plan: LayerPlan):
+        if plan.kind == "weighted":
+            new_layer.layer.set_weights(original.get_weights())
+            if plan.batch_norm:
+                new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
+            if preserve_sparsity:
+                new_layer.capture_sparsity()
+        elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
+            target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
+            target.set_weights(original.get_weights())
+
+    def call(operation, *args, **kwargs):
+        args, kwargs = keras.tree.map_structure(quantized_input, (args, kwargs))
+        # Masks are not part of int8 inference; Keras records `mask=None` on some nodes.
+        kwargs = {key: value for key, value in kwargs.items() if not (key == "mask" and value is None)}
+        if not isinstance(operation, keras.layers.Layer):
+            # A bare Keras op in the graph (`x + 1` on symbolic tensors): left in float.
+            quantizer = FakeQuant(ema_decay=scheme.ema_decay, name=f"quant_{operation.name}")
+            return quantizer(operation(*args, **kwargs))
+        plan = plans.get(operation.name)
+        if plan is None:
+            return operation(*args, **kwargs)
+        if plan.kind == "absorbed":
+            return args[0]
+        first = operation.name not in built
+        if first:
+            built[operation.name] = make(operation, plan)
+        outputs = built[operation.name](*args, **kwargs)
+        if first:
+            copy_weights(operation, built[operation.name], plan)
+        return outputs
+
+    return keras.models.clone_model(model, input_tensors=input_tensors if len(input_tensors) > 1 else input_tensors[0],
+                                    clone_function=lambda layer: layer, call_function=call)

@@ -1,0 +1,148 @@
+"""Fake quantization: symmetric int8 weights, and int8 activations with learned ranges.
+
+Everything lowers to TensorFlow's FakeQuant ops (through
+`keras.quantizers.fake_quant_with_min_max_vars`), which the TFLite converter
+reads as the quantization parameters of real int8 kernels. The arithmetic
+matches TFLite's: weights are symmetric with a narrow range ([-127, 127],
+zero point 0, so a zero weight stays exactly zero); activations are asymmetric
+over the full [-128, 127] range with a zero point that makes 0.0 exact.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+NUM_BITS = 8
+
+# TFLite fixes the output scale of some int8 kernels; simulating any other range
+# would make the converter insert a requantize step (or fail).
+UNIT_RANGE = (0.0, 255.0 / 256.0)  # LOGISTIC, SOFTMAX: scale 1/256, zero point -128
+TANH_RANGE = (-1.0, 127.0 / 128.0)  # TANH: scale 1/128, zero point 0
+
+
+def fake_quant(x, min_value, max_value, *, narrow_range: bool = False, axis: int | None = None):
+    """Quantizes `x` to 8 bits over `[min_value, max_value]` and back to float (straight-through gradient)."""
+    return keras.quantizers.fake_quant_with_min_max_vars(
+        x, min_value, max_value, num_bits=NUM_BITS, narrow_range=narrow_range, axis=axis
+    )
+
+
+def symmetric_range(weight, axis: int | None):
+    """`max|weight|` per tensor (axis None) or per slice along `axis`; all-zero slices get 1.0.
+
+    An all-zero channel (a pruned filter) would give a zero scale, and TFLite's
+    int32 bias scale (input scale x weight scale) with it; any positive range
+    still quantizes the zeros to 0.
+    """
+    magnitude = ops.abs(weight)
+    if axis is None:
+        bound = ops.max(magnitude)
+    else:
+        axis = axis % len(weight.shape)
+        bound = ops.max(magnitude, axis=[i for i in range(len(weight.shape)) if i != axis])
+    return ops.where(bound > 0, bound, ops.ones_like(bound))
+
+
+def quantize_weight(weight, axis: int | None = None):
+    """Symmetric, narrow-range int8 fake quantization of a weight, per tensor or per `axis`.
+
+    The range follows the weight (TFLite computes it from the final weight at
+    conversion), with no gradient through it: the straight-through estimator
+    passes gradients to the weight inside the range.
+    """
+    bound = ops.stop_gradient(symmetric_range(weight, axis))
+    return fake_quant(weight, -bound, bound, narrow_range=True, axis=axis)
+
+
+def quantize_fixed(x, value_range: tuple[float, float]):
+    """Fake quantization over a fixed range (sigmoid, softmax and tanh outputs)."""
+    low, high = value_range
+    return fake_quant(x, low, high)
+
+
+@keras.saving.register_keras_serializable(package="kstruct")
+class FakeQuant(keras.layers.Layer):
+    """Fake-quantizes a tensor to int8 over a range tracked while training.
+
+    The range starts at the first training batch's min/max, then follows an
+    exponential moving average (`ema_decay`) of each batch's min/max, always
+    including 0. At inference (and in the TFLite file) it is frozen. The range
+    variables are saved with the model, so training can resume.
+
+    A fixed `value_range` (the output grid TFLite's LOGISTIC, SOFTMAX and TANH
+    kernels impose) applies at inference only: its steps are at most 1/128, and a
+    cross-entropy on probabilities rounded to multiples of 1/256 has no gradient
+    wherever a probability rounds to 0, which stalls training.
+
+    Args:
+        ema_decay: weight of the old range in each update, in [0, 1).
+        value_range: `(min, max)` to use a fixed range instead (no variables).
+    """
+
+    def __init__(self, ema_decay: float = 0.99, value_range: tuple[float, float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay}")
+        if value_range is not None:
+            low, high = (float(v) for v in value_range)
+            if not low <= 0.0 <= high or low == high:
+                raise ValueError(f"Expected `value_range` (min, max) with min <= 0 <= max, min < max. Received: {value_range}")
+            value_range = (low, high)
+        self.ema_decay = float(ema_decay)
+        self.value_range = value_range
+        self.supports_masking = True
+
+    def build(self, input_shape=None):
+        if self.value_range is None:
+            self.min_value = self.add_weight(
+                name="min_value", shape=(), initializer=keras.initializers.Constant(-6.0), trainable=False
+            )
+            self.max_value = self.add_weight(
+                name="max_value", shape=(), initializer=keras.initializers.Constant(6.0), trainable=False
+            )
+            self.observed = self.add_weight(name="observed", shape=(), initializer="zeros", trainable=False)
+        self.built = True
+
+    def observe(self, x):
+        """Moves the range toward `x`'s min/max (the first call sets it)."""
+        x = ops.stop_gradient(ops.cast(x, "float32"))
+        low = ops.minimum(ops.min(x), 0.0)
+        high = ops.maximum(ops.max(x), 0.0)
+        first = ops.equal(self.observed, 0.0)
+        decay = self.ema_decay
+        self.min_value.assign(ops.where(first, low, decay * self.min_value + (1.0 - decay) * low))
+        self.max_value.assign(ops.where(first, high, decay * self.max_value + (1.0 - decay) * high))
+        self.observed.assign(ops.ones_like(self.observed))
+
+    def call(self, inputs, training=None):
+        if self.value_range is not None:
+            return inputs if training else quantize_fixed(inputs, self.value_range)
+        if training:
+            self.observe(inputs)
+        return fake_quant(inputs, self.min_value, self.max_value)
+
+    def quantization_params(self) -> tuple[float, int]:
+        """`(scale, zero_point)` of the int8 tensor this range gives, nudged as TensorFlow's FakeQuant does."""
+        import numpy as np
+
+        if self.value_range is not None:
+            low, high = (np.float32(v) for v in self.value_range)
+        else:
+            low, high = np.float32(self.min_value.numpy()), np.float32(self.max_value.numpy())
+        # In float32 like the FakeQuant kernel, whose nudged zero point the converter keeps.
+        scale = (high - low) / np.float32(255.0)
+        zero_point_from_min = np.float32(0.0) - low / scale
+        nudged = min(255.0, max(0.0, float(np.floor(zero_point_from_min + np.float32(0.5)))))
+        return float(scale), int(nudged) - 128
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            ema_decay=self.ema_decay,
+            value_range=None if self.value_range is None else list(self.value_range),
+        )
+        return config

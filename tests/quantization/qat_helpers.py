@@ -1,0 +1,50 @@
+"""Helpers for the QAT tests: calibrating ranges, reading a converted file's ops and tensors on LiteRT."""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+
+def interpreter(blob: bytes) -> Interpreter:
+    # Without the default delegates, so the op list shows the kernels, not "DELEGATE".
+    it = Interpreter(model_content=blob, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    return it
+
+
+def op_names(blob: bytes) -> list[str]:
+    return [op["op_name"] for op in interpreter(blob)._get_ops_details()]
+
+
+def non_integer_tensors(blob: bytes) -> list[str]:
+    """Tensors that are neither int8 nor int32 (int32: biases and shape operands)."""
+    return [
+        f"{t['name']} ({np.dtype(t['dtype']).name})"
+        for t in interpreter(blob).get_tensor_details()
+        if np.dtype(t["dtype"]) not in (np.dtype("int8"), np.dtype("int32"))
+    ]
+
+
+def float_fallback_ops(blob: bytes) -> list[str]:
+    """QUANTIZE/DEQUANTIZE ops: a float island or a requantization inside the graph."""
+    return [name for name in op_names(blob) if name in ("QUANTIZE", "DEQUANTIZE")]
+
+
+def weight_tensors(blob: bytes, op_name: str) -> list[dict]:
+    """The weight tensor (input 1) of every `op_name` op, with its values and quantization."""
+    it = interpreter(blob)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    found = []
+    for op in it._get_ops_details():
+        if op["op_name"] == op_name:
+            tensor = details[op["inputs"][1]]
+            found.append(dict(tensor, values=it.get_tensor(tensor["index"])))
+    return found
+
+
+def calibrate(model, x, batches: int = 2):
+    """Runs `model` in training mode on `x` so the activation ranges (and BN statistics) see data."""
+    for batch in np.array_split(x, batches):
+        model(batch, training=True)
+    return model
