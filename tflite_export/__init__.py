@@ -1,4 +1,44 @@
 """tflite_export: Keras to TFLite for named targets, verified on the LiteRT runtime.
 
-This package never imports kstruct: it can be used on any Keras 3 model.
+This package never imports kstruct: it can be used on any Keras 3 model. Only
+`convert` needs TensorFlow (and the Keras TensorFlow backend); `predict`,
+`evaluate`, `analyze`, `check` and `benchmark` need only `ai-edge-litert`.
+
+Example:
+
+>>> import tflite_export as te  # doctest: +SKIP
+>>> blob = te.convert(model, "int8", representative_data=x_train[:200])  # doctest: +SKIP
+>>> te.verify(blob, model, x_test, y_test).top1_agreement  # doctest: +SKIP
 """
+
+from tflite_export.analyze import Analysis, TensorInfo, analyze
+from tflite_export.benchmark import BenchmarkResult, benchmark
+from tflite_export.check import TargetCheck, check
+from tflite_export.convert import convert
+from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
+from tflite_export.evaluate import evaluate
+from tflite_export.runtime import predict, read_model
+from tflite_export.targets import TARGET_TABLE, TARGETS, Target
+from tflite_export.verify import Verification, verify
+
+__all__ = [
+    "TARGETS",
+    "TARGET_TABLE",
+    "Target",
+    "convert",
+    "predict",
+    "evaluate",
+    "analyze",
+    "Analysis",
+    "TensorInfo",
+    "check",
+    "TargetCheck",
+    "verify",
+    "Verification",
+    "benchmark",
+    "BenchmarkResult",
+    "read_model",
+    "ExportError",
+    "CompatibilityError",
+    "EdgeTpuCpuFallbackWarning",
+]

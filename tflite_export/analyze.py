@@ -1,0 +1,256 @@
+"""Read a TFLite file's structure: ops, tensor dtypes, weights, signature, GPU verdict.
+
+The structure comes from the flatbuffer itself, read with the schema classes that
+ship with `ai_edge_litert` (`schema_py_generated`), so it is exact and needs no
+interpreter. The GPU verdict combines our op table (`targets.GPU_OPS`), the
+absence of dynamic shapes, and TensorFlow's analyzer text when TensorFlow is
+installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import io
+import json
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from tflite_export import runtime
+from tflite_export import targets as targets_lib
+
+_NUMPY_DTYPES = {
+    "float32": np.float32, "float16": np.float16, "float64": np.float64, "int8": np.int8,
+    "uint8": np.uint8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+}
+_WEIGHT_DTYPES = ("float32", "float16", "int8", "uint8")
+
+
+def _enum_names(enum_cls) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    """An input or output of the model: what a caller must feed or will get."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    scale: list[float]
+    zero_point: list[int]
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.scale)
+
+
+@dataclasses.dataclass
+class Analysis:
+    """What a TFLite file contains. Build it with `analyze(blob)`.
+
+    Attributes:
+        size_bytes / gzip_bytes: file size, raw and gzipped (pruning only shrinks the latter).
+        ops: op names in execution order (subgraph 0); `op_counts`: histogram.
+        custom_ops: custom op names (Flex ops are custom ops named `Flex...`).
+        dtype_counts: number of tensors per dtype (all subgraphs).
+        tensors_not_int8_int32: `(name, dtype)` of tensors that are neither int8 nor
+            int32; empty for a full-integer int8 file with int8 I/O.
+        constant_bytes: bytes held by constant tensors.
+        weight_count / zero_weight_fraction: elements of rank>=2 constant float or
+            8-bit tensors (kernels; biases and shape constants excluded) and the
+            fraction equal to their zero point.
+        sparse_tensors: tensors stored in the sparse format.
+        inputs / outputs: the signature (shape as stored, -1 for a dynamic dim).
+        dynamic_tensors: tensors with a -1 in their shape signature.
+        has_dynamic_shape_ops: SHAPE/RANK ops or dynamic tensors are present.
+        gpu_compatible / gpu_problems: our verdict for LiteRT's GPU accelerator.
+        gpu_analyzer_text: TensorFlow's analyzer output, captured (empty without TF).
+    """
+
+    size_bytes: int
+    gzip_bytes: int
+    ops: list[str]
+    op_counts: dict[str, int]
+    custom_ops: list[str]
+    dtype_counts: dict[str, int]
+    tensors_not_int8_int32: list[tuple[str, str]]
+    constant_bytes: int
+    weight_count: int
+    zero_weight_fraction: float
+    sparse_tensors: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    dynamic_tensors: list[str]
+    has_dynamic_shape_ops: bool
+    gpu_compatible: bool
+    gpu_problems: list[str]
+    gpu_analyzer_text: str = dataclasses.field(repr=False, default="")
+
+    @property
+    def uses_flex(self) -> bool:
+        return any(op.startswith("Flex") for op in self.custom_ops)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tensors_not_int8_int32"] = [list(t) for t in self.tensors_not_int8_int32]
+        d["uses_flex"] = self.uses_flex
+        return d
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def to_text(self) -> str:
+        def sig(t: TensorInfo) -> str:
+            q = f" scale={t.scale[0]:.6g} zero_point={t.zero_point[0]}" if len(t.scale) == 1 else ""
+            q = q or (f" per-channel ({len(t.scale)} scales)" if t.scale else "")
+            return f"  {t.name}: {t.dtype}{t.shape}{q}"
+
+        lines = [
+            f"size: {self.size_bytes} bytes ({self.gzip_bytes} gzipped), constants {self.constant_bytes} bytes",
+            f"ops ({len(self.ops)}): " + ", ".join(f"{k} x{v}" for k, v in self.op_counts.items()),
+            "tensor dtypes: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.dtype_counts.items())),
+            f"weights: {self.weight_count} elements, {self.zero_weight_fraction:.1%} zeros, "
+            f"{self.sparse_tensors} sparse tensors",
+            "inputs:", *map(sig, self.inputs), "outputs:", *map(sig, self.outputs),
+            f"dynamic shapes: {'yes' if self.has_dynamic_shape_ops else 'no'}"
+            + (f" ({', '.join(self.dynamic_tensors[:5])})" if self.dynamic_tensors else ""),
+            f"Flex (SELECT_TF_OPS): {'yes' if self.uses_flex else 'no'}",
+            "GPU: " + ("compatible" if self.gpu_compatible else "NOT compatible: " + "; ".join(self.gpu_problems)),
+        ]
+        return "\n".join(lines)
+
+
+def _tensor_info(tensor, type_names) -> TensorInfo:
+    q = tensor.quantization
+    scale = [float(s) for s in (q.scale if q is not None and q.scale is not None else [])]
+    zp = [int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else [])]
+    shape_sig = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+    return TensorInfo(
+        name=tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name),
+        shape=[int(d) for d in (shape_sig if shape_sig is not None else [])],
+        dtype=type_names[tensor.type].lower(),
+        scale=scale,
+        zero_point=zp,
+    )
+
+
+def _gpu_analyzer_text(blob: bytes) -> str:
+    """TensorFlow's analyzer report with `gpu_compatibility=True` (it only prints)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return ""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tf.lite.experimental.Analyzer.analyze(model_content=blob, gpu_compatibility=True)
+    return buffer.getvalue()
+
+
+def analyze(model: bytes | str | os.PathLike, *, gpu_analyzer: bool = True) -> Analysis:
+    """Reads a TFLite file and reports what it contains.
+
+    Args:
+        model: TFLite bytes or a path to a `.tflite` file.
+        gpu_analyzer: also run TensorFlow's analyzer for its GPU text (skipped
+            silently when TensorFlow is not installed).
+
+    Returns:
+        An `Analysis`.
+
+    Raises:
+        ExportError: `model` is not a TFLite file.
+
+    Example:
+
+    >>> a = analyze("model.tflite")   # doctest: +SKIP
+    >>> a.op_counts, a.inputs[0].dtype  # doctest: +SKIP
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    blob = runtime.read_model(model)
+    op_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    fb = schema.ModelT.InitFromPackedBuf(blob, 0)
+    buffers = fb.buffers or []
+
+    code_names = []
+    for code in fb.operatorCodes or []:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode
+            code_names.append(custom.decode() if isinstance(custom, bytes) else str(custom))
+        else:
+            code_names.append(op_names.get(builtin, f"BUILTIN_{builtin}"))
+
+    main = fb.subgraphs[0]
+    ops = [code_names[op.opcodeIndex] for op in main.operators or []]
+    custom_ops = sorted({name for name in code_names if name not in op_names.values()})
+
+    dtype_counts: Counter = Counter()
+    not_int8_int32: list[tuple[str, str]] = []
+    dynamic_tensors: list[str] = []
+    constant_bytes = weight_count = zero_count = sparse_tensors = 0
+    for subgraph_index, subgraph in enumerate(fb.subgraphs):
+        for tensor in subgraph.tensors or []:
+            info = _tensor_info(tensor, type_names)
+            dtype_counts[info.dtype] += 1
+            if info.dtype not in ("int8", "int32"):
+                not_int8_int32.append((info.name, info.dtype))
+            if subgraph_index == 0 and any(d < 0 for d in info.shape):
+                dynamic_tensors.append(info.name)
+            data = buffers[tensor.buffer].data if 0 < tensor.buffer < len(buffers) else None
+            if data is None or len(data) == 0:
+                continue
+            raw = np.asarray(data, dtype=np.uint8)
+            constant_bytes += raw.nbytes
+            shape = tensor.shape if tensor.shape is not None else []
+            if info.dtype not in _WEIGHT_DTYPES or len(shape) < 2:
+                continue
+            values = raw.view(_NUMPY_DTYPES[info.dtype])
+            zero = info.zero_point[0] if info.zero_point and info.dtype in ("int8", "uint8") else 0
+            dense = int(np.prod(shape))
+            weight_count += dense
+            if tensor.sparsity is not None:
+                sparse_tensors += 1
+                zero_count += dense - int(np.count_nonzero(values != zero))
+            else:
+                zero_count += int(np.count_nonzero(values == zero))
+
+    has_dynamic = bool(dynamic_tensors) or any(op in targets_lib.DYNAMIC_SHAPE_OPS for op in ops)
+
+    gpu_problems = []
+    if has_dynamic:
+        gpu_problems.append("dynamic shapes (" + ", ".join(
+            sorted({op for op in ops if op in targets_lib.DYNAMIC_SHAPE_OPS}) or dynamic_tensors[:3]) + ")")
+    for index, op in enumerate(ops):
+        if op not in targets_lib.GPU_OPS and op not in targets_lib.GPU_CUSTOM_OPS:
+            gpu_problems.append(f"op #{index} {op} is not supported by the GPU delegate")
+    analyzer_text = _gpu_analyzer_text(blob) if gpu_analyzer else ""
+    # The analyzer marks failing ops with this phrase; keep its own words.
+    gpu_problems += [line.strip() for line in analyzer_text.splitlines() if "GPU COMPATIBILITY WARNING" in line]
+
+    return Analysis(
+        size_bytes=len(blob),
+        gzip_bytes=len(gzip.compress(blob, compresslevel=9, mtime=0)),
+        ops=ops,
+        op_counts=dict(Counter(ops)),
+        custom_ops=custom_ops,
+        dtype_counts=dict(dtype_counts),
+        tensors_not_int8_int32=not_int8_int32,
+        constant_bytes=constant_bytes,
+        weight_count=weight_count,
+        zero_weight_fraction=zero_count / weight_count if weight_count else 0.0,
+        sparse_tensors=sparse_tensors,
+        inputs=[_tensor_info(main.tensors[i], type_names) for i in main.inputs],
+        outputs=[_tensor_info(main.tensors[i], type_names) for i in main.outputs],
+        dynamic_tensors=dynamic_tensors,
+        has_dynamic_shape_ops=has_dynamic,
+        gpu_compatible=not gpu_problems,
+        gpu_problems=gpu_problems,
+        gpu_analyzer_text=analyzer_text,
+    )

@@ -1,0 +1,136 @@
+"""Latency of a TFLite file on LiteRT: CPU through the Interpreter, GPU through CompiledModel.
+
+Imports only numpy and `ai_edge_litert`, so it runs on a device machine that has
+no TensorFlow (see docs/deployment.md, "GPU check").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from tflite_export import runtime
+from tflite_export.errors import ExportError
+
+ACCELERATORS = ("cpu", "gpu")
+
+
+@dataclasses.dataclass
+class BenchmarkResult:
+    """Timings in milliseconds of single invocations after warm-up.
+
+    Attributes:
+        median_ms / p90_ms / mean_ms: over `runs` invocations.
+        load_ms: creating the interpreter (or compiled model) and allocating tensors.
+        fully_accelerated: for gpu, whether LiteRT placed every op on the GPU; None for cpu.
+    """
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    load_ms: float
+    runs: int
+    threads: int
+    accelerator: str
+    fully_accelerated: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _random_input(dtype: Any, shape, rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
+    return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
+
+
+def _time(fn, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _cpu(blob: bytes, threads: int, rng) -> tuple[float, Any, None]:
+    start = time.perf_counter()
+    interpreter = runtime.load_interpreter(blob, threads=threads)
+    load_ms = (time.perf_counter() - start) * 1e3
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], _random_input(detail["dtype"], detail["shape"], rng))
+    return load_ms, interpreter.invoke, None
+
+
+def _gpu(blob: bytes, threads: int, rng) -> tuple[float, Any, bool]:
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+    from ai_edge_litert.options import CpuOptions, Options
+
+    def compile_for(accelerators):
+        options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=threads))
+        return CompiledModel.from_buffer(blob, options=options)
+
+    start = time.perf_counter()
+    try:
+        model = compile_for(HardwareAccelerator.GPU | HardwareAccelerator.CPU)
+    except RuntimeError:
+        compile_for(HardwareAccelerator.CPU)  # the file itself loads: the GPU is what is missing
+        raise ExportError(
+            "No GPU accelerator is available here: LiteRT could not create its GPU (WebGPU/Vulkan) "
+            "environment; use accelerator='cpu', or run on a machine with a GPU (docs/deployment.md, 'GPU check')"
+        ) from None
+    load_ms = (time.perf_counter() - start) * 1e3
+    signature = next(iter(model.get_signature_list()))
+    inputs = model.create_input_buffers(0)
+    outputs = model.create_output_buffers(0)
+    for buffer, detail in zip(inputs, model.get_input_tensor_details(signature).values()):
+        buffer.write(_random_input(detail["dtype"], detail["shape"], rng))
+    return load_ms, lambda: model.run_by_index(0, inputs, outputs), model.is_fully_accelerated()
+
+
+_RUNNERS = {"cpu": _cpu, "gpu": _gpu}
+
+
+def benchmark(
+    model: bytes | str | os.PathLike, threads: int = 1, runs: int = 50, warmup: int = 5, accelerator: str = "cpu"
+) -> BenchmarkResult:
+    """Times single invocations of a TFLite file on LiteRT with random inputs.
+
+    Args:
+        model: TFLite bytes or a path.
+        threads: CPU threads.
+        runs / warmup: timed and untimed invocations.
+        accelerator: "cpu" (`ai_edge_litert` Interpreter, XNNPACK) or "gpu"
+            (`CompiledModel` with the GPU accelerator, CPU fallback for ops it lacks;
+            `fully_accelerated` says whether any fell back).
+
+    Raises:
+        ExportError: bad arguments, or accelerator="gpu" where no GPU is available.
+    """
+    if accelerator not in ACCELERATORS:
+        raise ExportError(f"Expected `accelerator` to be one of {ACCELERATORS}. Received: accelerator={accelerator!r}")
+    for name, value, low in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ExportError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
+    blob = runtime.read_model(model)
+    load_ms, invoke, fully = _RUNNERS[accelerator](blob, threads, np.random.default_rng(0))
+    times = _time(invoke, runs, warmup)
+    return BenchmarkResult(
+        median_ms=float(np.median(times)),
+        p90_ms=float(np.percentile(times, 90)),
+        mean_ms=float(np.mean(times)),
+        load_ms=load_ms,
+        runs=runs,
+        threads=threads,
+        accelerator=accelerator,
+        fully_accelerated=fully,
+    )

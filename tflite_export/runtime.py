@@ -1,0 +1,136 @@
+"""LiteRT helpers: load a file, quantize inputs with its own scale/zero-point, run, dequantize.
+
+Everything here runs on `ai_edge_litert` (the runtime phones ship), never on
+`tf.lite.Interpreter`, and imports neither TensorFlow nor Keras: this module works
+on a machine where only `ai-edge-litert` is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from tflite_export.errors import ExportError
+
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+def read_model(model: bytes | str | os.PathLike) -> bytes:
+    """Returns the flatbuffer bytes of `model` (bytes, or a path to a `.tflite` file).
+
+    Raises:
+        ExportError: the path does not exist or the content is not a TFLite file.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        blob = bytes(model)
+        origin = f"{len(blob)} bytes"
+    elif isinstance(model, (str, os.PathLike)):
+        if not os.path.isfile(model):
+            raise ExportError(f"Expected a path to a .tflite file. Received: {os.fspath(model)!r} (no such file)")
+        with open(model, "rb") as f:
+            blob = f.read()
+        origin = repr(os.fspath(model))
+    else:
+        raise ExportError(
+            f"Expected TFLite flatbuffer bytes or a path to a .tflite file. Received: {type(model).__name__}"
+        )
+    if len(blob) < 8 or blob[4:8] != _TFLITE_IDENTIFIER:
+        raise ExportError(f"Expected a TFLite file (flatbuffer identifier 'TFL3'). Received: {origin}, which is not one")
+    return blob
+
+
+def load_interpreter(blob: bytes, *, threads: int = 1):
+    """Returns an allocated `ai_edge_litert.interpreter.Interpreter` for `blob`."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=blob, num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Converts float `x` to the tensor's dtype with the file's scale and zero-point.
+
+    Float tensors get a plain cast; integer tensors without quantization parameters
+    (scale 0) too.
+    """
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(dtype, np.integer) or scale == 0:
+        return np.asarray(x).astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float32) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Converts an output tensor to float32 with the file's scale and zero-point."""
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(np.dtype(detail["dtype"]), np.integer) and scale != 0:
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return np.asarray(y, dtype=np.float32)
+
+
+def input_shape_text(detail: dict[str, Any]) -> str:
+    """The input shape as users see it in Keras: `(None, 28, 28, 1)`."""
+    dims = [None] + [int(d) for d in detail["shape_signature"][1:]]
+    return str(tuple(None if d is None or d < 0 else d for d in dims))
+
+
+def run_all(interpreter, x: np.ndarray) -> list[np.ndarray]:
+    """Runs every row of `x` through a single-input interpreter; returns float outputs.
+
+    Files with a static batch (batch 1 by default in `convert`) are run chunk by
+    chunk, padding the last chunk; files with a dynamic batch are resized once.
+    """
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise ExportError(f"Expected a TFLite file with one input. Received: a file with {len(inputs)} inputs")
+    detail = inputs[0]
+    x = np.asarray(x)
+    expected = tuple(int(d) for d in detail["shape_signature"][1:])
+    if x.ndim != len(expected) + 1 or any(e > 0 and e != s for e, s in zip(expected, x.shape[1:])):
+        raise ExportError(
+            f"x has shape {x.shape}; the model expects inputs of shape {input_shape_text(detail)}"
+        )
+    static_batch = int(detail["shape_signature"][0])
+    if static_batch <= 0:
+        interpreter.resize_tensor_input(detail["index"], list(x.shape), strict=False)
+        interpreter.allocate_tensors()
+        static_batch = len(x)
+    outputs = interpreter.get_output_details()
+    chunks: list[list[np.ndarray]] = [[] for _ in outputs]
+    for start in range(0, len(x), static_batch):
+        chunk = x[start : start + static_batch]
+        n = len(chunk)
+        if n < static_batch:
+            pad = np.zeros((static_batch - n,) + chunk.shape[1:], dtype=chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        interpreter.set_tensor(detail["index"], quantize(chunk, detail))
+        interpreter.invoke()
+        for i, out in enumerate(outputs):
+            chunks[i].append(dequantize(interpreter.get_tensor(out["index"]), out)[:n])
+    return [np.concatenate(c) if c else np.zeros((0,)) for c in chunks]
+
+
+def predict(model: bytes | str | os.PathLike, x: np.ndarray) -> np.ndarray:
+    """Runs every row of `x` on LiteRT and returns float outputs.
+
+    Integer inputs are quantized with the file's own scale and zero-point, and
+    integer outputs dequantized, so the result is comparable with Keras's output.
+
+    Args:
+        model: TFLite bytes, or a path to a `.tflite` file.
+        x: inputs, shape `(n, ...)`, float.
+
+    Returns:
+        float32 array `(n, ...)` for single-output files; a list of arrays otherwise.
+
+    Raises:
+        ExportError: `model` is not a TFLite file, or `x` has the wrong shape.
+    """
+    interpreter = load_interpreter(read_model(model))
+    outputs = run_all(interpreter, x)
+    return outputs[0] if len(outputs) == 1 else outputs
