@@ -23,7 +23,7 @@ class Prune(Step):
     layers with zeros in their kernels.
 
     Args:
-        sparsity: fraction of weights to zero, in [0, 1).
+        sparsity: fraction of weights to zero, in [0, 1); an `(n, m)` pair means `m_by_n`.
         schedule: "polynomial" (gradual) or "constant" (prune at once, keep updating).
         m_by_n: `(n, m)`, e.g. `(2, 4)`; overrides `sparsity`.
         epochs: fine-tuning epochs (default: optimize's `epochs`).
@@ -34,13 +34,15 @@ class Prune(Step):
 
     def __init__(
         self,
-        sparsity: float | None = None,
+        sparsity: float | tuple[int, int] | None = None,
         *,
         schedule: str = "polynomial",
         m_by_n: tuple[int, int] | None = None,
         epochs: int | None = None,
         layers: str | list[str] | None = None,
     ):
+        if isinstance(sparsity, (tuple, list)):  # prune(2:4) in a strategy string
+            sparsity, m_by_n = None, tuple(sparsity)
         if m_by_n is None and sparsity is None:
             raise ValueError("prune needs a sparsity, e.g. prune(0.75), or an N:M pattern, e.g. prune(2:4).")
         if sparsity is not None and not 0.0 <= float(sparsity) < 1.0:
