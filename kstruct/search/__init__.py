@@ -12,7 +12,7 @@ from kstruct.search.pareto import pareto_front, plot_pareto
 from kstruct.search.run import SearchResult, TrialRecord, run
 from kstruct.search.space import SearchSpace, space
 from kstruct.search.step import Search
-from kstruct.search.tuner import BehindBestStopping, BudgetedBayesianOptimization, BudgetedHyperband, BudgetedRandomSearch
+from kstruct.search.tuner import BehindBestStopping, BudgetedBayesianOptimization, BudgetedHyperband, BudgetedRandomSearch, TUNER_NAMES
 
 __all__ = [
     "space",
@@ -34,4 +34,5 @@ __all__ = [
     "BudgetedRandomSearch",
     "BudgetedBayesianOptimization",
     "BudgetedHyperband",
+    "TUNER_NAMES",
 ]

@@ -8,14 +8,14 @@ import time
 
 import keras
 
-from kstruct.search.budget import Budget, SearchError
+from kstruct.search.budget import Budget
 from kstruct.search.pareto import plot_pareto
 from kstruct.search.run import run
 from kstruct.search.space import DEFAULT_WIDTHS, space
+from kstruct.search.tuner import TUNER_NAMES
 from kstruct.step import Step, StepResult
 from kstruct.training import StepContext
 
-TUNER_NAMES = ("random", "bayesian", "hyperband")
 
 
 class Search(Step):
@@ -105,5 +105,3 @@ class Search(Step):
             parts.append(f"epochs={self.epochs}")
         return f"search({', '.join(parts)})"
 
-
-__all__ = ["Search", "SearchError"]

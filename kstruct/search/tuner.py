@@ -263,3 +263,4 @@ TUNERS = {
     "bayesian": BudgetedBayesianOptimization,
     "hyperband": BudgetedHyperband,
 }
+TUNER_NAMES = tuple(TUNERS)
