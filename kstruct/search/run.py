@@ -324,6 +324,11 @@ def run(
             search_tuner.oracle.max_trials = max_trials
         else:
             search_tuner = TUNERS[tuner](max_trials=max_trials, **common)
+    except ImportError as error:  # BayesianOptimization needs scipy and scikit-learn
+        raise SearchError(
+            f"tuner={tuner!r} needs packages that are not installed ({error}); "
+            "install them with `pip install keras-tuner[bayesian]`, or use tuner='random' or 'hyperband'"
+        ) from None
     except ValueError as error:
         if isinstance(error, KstructError):
             raise
