@@ -191,7 +191,8 @@ class _BudgetMixin:
             reference = self._reference_curve()
             if reference:
                 callbacks.append(BehindBestStopping(objective.name, objective.direction, reference, self.settings.margin))
-        requested = int(kwargs.get("epochs", 1))
+        values = trial.hyperparameters.values  # Hyperband sets its own epochs per round
+        requested = int(values.get("tuner/epochs", kwargs.get("epochs", 1))) - int(values.get("tuner/initial_epoch", 0))
         try:
             histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)
         except _OverBudget as over:
@@ -209,8 +210,7 @@ class _BudgetMixin:
             ) from error
         finally:
             del model
-        initial = int(kwargs.get("initial_epoch", 0))
-        return self._report(trial, raw, measurement, trained=True, epochs=epochs, requested=requested - initial)
+        return self._report(trial, raw, measurement, trained=True, epochs=epochs, requested=requested)
 
     def _report(self, trial, raw, measurement: Measurement, *, trained: bool, epochs: int, requested: int) -> dict:
         objective = self.oracle.objective
