@@ -99,8 +99,10 @@ def report(result, base, base_blob, base_latency, x, x_test, y_test, tflite_expo
     stopped = sum(t.stopped_early for t in result.trials)
     print(f"trials: {len(result.trials)}, within budget {feasible}, not trained (over budget before training) "
           f"{untrained_n}, stopped early (behind the best curve) {stopped}")
+    outside = result.wall_seconds - result.train_seconds
     print(f"search wall {result.wall_seconds:.1f} s, in fit {result.train_seconds:.1f} s, overhead "
-          f"{100 * result.overhead:.1f}% (target < 15%)")
+          f"{100 * result.overhead:.1f}% (target < 15%); outside fit {outside / len(result.trials):.2f} s per trial "
+          f"(build, two conversions and timings, Keras Tuner's clear_session/gc and bookkeeping)")
     rss = result.rss_mb_after_trials
     print(f"peak RSS {result.peak_rss_mb:.0f} MiB; RSS after each trial: first {rss[0]:.0f} MiB, last {rss[-1]:.0f} MiB, "
           f"max {max(rss):.0f} MiB")

@@ -14,7 +14,6 @@ whose validation curve falls clearly behind the best feasible trial's curve.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import resource
@@ -200,7 +199,10 @@ class _BudgetMixin:
         raw, curve, epochs = _best_epoch(histories, objective)
         with open(os.path.join(self.get_trial_dir(trial.trial_id), CURVE_FILE), "w") as f:
             json.dump(curve, f)
-        model = self.load_model(trial)  # the best epoch's weights, as get_best_models would return
+        model, self._last_model = self._last_model, None
+        last_is_best = curve and curve[-1] == (max(curve) if objective.direction == "max" else min(curve))
+        if model is None or not last_is_best:
+            model = self.load_model(trial)  # the best epoch's weights, as get_best_models would return
         try:
             measurement, _ = measure(model, self.settings.target, self.settings.representative,
                                      latency_runs=self.settings.latency_runs)
@@ -216,7 +218,6 @@ class _BudgetMixin:
         objective = self.oracle.objective
         feasible = self.settings.budget.fits(measurement)
         score = raw if feasible else infeasible_score(objective.direction, self.settings.budget.excess(measurement))
-        gc.collect()
         self.stats.trials_run += 1
         self.stats.rss_after_trial.append(rss_mb())
         report = {
@@ -240,10 +241,14 @@ class _BudgetMixin:
         if any(type(c).__name__ == "TensorBoard" for c in callbacks):
             super()._configure_tensorboard_dir(callbacks, trial, execution)
 
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
-        keras.backend.clear_session()  # the next build clears too; this frees the last trial's graph now
-        gc.collect()
+    _last_model = None
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        # The trained model, so that a trial whose last epoch is its best is measured
+        # without a rebuild; Keras Tuner's own build clears the session and collects
+        # garbage before every trial, which keeps memory flat.
+        self._last_model = model
 
 
 class BudgetedRandomSearch(_BudgetMixin, keras_tuner.RandomSearch):
