@@ -1,0 +1,190 @@
+"""The `search` subcommand of the kstruct CLI: argument parsing and files only.
+
+    kstruct search MODEL.keras --data DATA.npz --trials N --budget latency_ms=0.5
+        [--budget tflite_bytes=40000] --target int8 --out DIR [--tuner random]
+        [--epochs N] [--overwrite] [--chief|--worker --oracle HOST:PORT]
+
+`DIR` holds the search (run it again to resume), `best.keras`, `trials.json` and
+`pareto.png`. Bad input prints one line `kstruct: error: ...` on stderr and
+returns 2, with no traceback; a search in which no trial met the budget returns 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK = 0
+EXIT_NO_FEASIBLE = 1
+EXIT_USAGE = 2
+
+
+class _UsageError(Exception):
+    """Bad command-line input: printed as one line, exit code 2."""
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"kstruct: error: {message}", file=sys.stderr)
+    return code
+
+
+def _parse_budget(items: list[str] | None) -> dict[str, float]:
+    from kstruct.search import BUDGET_KEYS
+
+    budget: dict[str, float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise _UsageError(f"--budget expects KEY=VALUE, e.g. latency_ms=0.5. Received: {item!r}")
+        if key not in BUDGET_KEYS:
+            raise _UsageError(f"unknown budget key {key!r}; valid keys: {', '.join(BUDGET_KEYS)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise _UsageError(f"--budget {key} expects a number. Received: {value!r}") from None
+        if not number > 0:
+            raise _UsageError(f"--budget {key} must be positive. Received: {value}")
+        budget[key] = int(number) if key in ("tflite_bytes", "params") else number
+    return budget
+
+
+def _load_data(path: str):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise _UsageError(f"data file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as err:
+        raise _UsageError(f"{path} is not a numpy .npz file: {str(err).splitlines()[0] if str(err) else err}") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise _UsageError(
+            f"{path} has no array {' or '.join(repr(m) for m in missing)} (found: {', '.join(sorted(arrays)) or 'none'}); "
+            "save it with numpy.savez(path, x=inputs, y=labels[, x_val=..., y_val=...])"
+        )
+    validation = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
+    return (arrays["x"], arrays["y"]), validation
+
+
+def _load_model(path: str):
+    import keras
+
+    if not os.path.isfile(path):
+        raise _UsageError(f"model file {path} does not exist")
+    try:
+        return keras.models.load_model(path)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _UsageError(f"{path} is not a Keras model file (.keras): {reason}") from None
+
+
+def _distributed_environment(args) -> None:
+    """Sets Keras Tuner's chief/worker variables from --chief/--worker/--oracle/--tuner-id."""
+    if not (args.chief or args.worker):
+        return
+    if args.oracle:
+        host, sep, port = args.oracle.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise _UsageError(f"--oracle expects HOST:PORT, e.g. 127.0.0.1:8000. Received: {args.oracle!r}")
+        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
+    if "KERASTUNER_ORACLE_IP" not in os.environ or "KERASTUNER_ORACLE_PORT" not in os.environ:
+        raise _UsageError("--chief/--worker need --oracle HOST:PORT (or KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT)")
+    if args.chief:
+        os.environ["KERASTUNER_TUNER_ID"] = "chief"
+    else:
+        tuner_id = args.tuner_id or os.environ.get("KERASTUNER_TUNER_ID") or f"worker{os.getpid()}"
+        if "chief" in tuner_id:
+            raise _UsageError(f"a worker's --tuner-id must not contain 'chief'. Received: {tuner_id!r}")
+        os.environ["KERASTUNER_TUNER_ID"] = tuner_id
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """kstruct search MODEL.keras --data DATA.npz --trials N --budget KEY=VALUE --out DIR"""
+    from kstruct.errors import KstructError
+
+    try:
+        return _search(args)
+    except _UsageError as err:
+        return _fail(str(err))
+    except KstructError as err:
+        from kstruct.search import BudgetError
+
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return _fail(message, EXIT_NO_FEASIBLE if isinstance(err, BudgetError) else EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted; run the same command again to resume", EXIT_NO_FEASIBLE)
+
+
+def _search(args: argparse.Namespace) -> int:
+    import tflite_export
+
+    from kstruct.search import TUNER_NAMES, plot_pareto, run
+
+    if args.target not in tflite_export.TARGETS:
+        raise _UsageError(f"unknown target {args.target!r}; valid targets: {', '.join(tflite_export.TARGETS)}")
+    if args.tuner not in TUNER_NAMES:
+        raise _UsageError(f"unknown tuner {args.tuner!r}; valid tuners: {', '.join(TUNER_NAMES)}")
+    if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
+        raise _UsageError("--trials and --epochs must be positive")
+    if args.chief and args.worker:
+        raise _UsageError("pass --chief or --worker, not both")
+    budget = _parse_budget(args.budget)
+    train, validation = _load_data(args.data)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise _UsageError(f"--out {args.out} exists and is not a directory")
+    _distributed_environment(args)
+    model = _load_model(args.model)
+    result = run(
+        model,
+        train,
+        validation,
+        budget=budget,
+        target=args.target,
+        tuner=args.tuner,
+        max_trials=args.trials,
+        epochs=args.epochs or 2,
+        directory=args.out,
+        overwrite=args.overwrite,
+        verbose=0,
+    )
+    print(result.table())
+    if args.worker:
+        print(f"kstruct: worker done; best trial {result.best_trial.trial_id}")
+        return EXIT_OK
+    result.best_model.save(os.path.join(args.out, "best.keras"))
+    with open(os.path.join(args.out, "trials.json"), "w") as f:
+        json.dump(result.to_dict(), f, indent=1)
+    plot_pareto(result, os.path.join(args.out, "pareto.png"))
+    best = result.best_trial
+    print(
+        f"kstruct: best trial {best.trial_id}: {result.objective}={best.objective:.4f}, "
+        f"{best.tflite_bytes} bytes, {best.latency_ms:.4f} ms, {best.params} parameters"
+    )
+    print(f"kstruct: wrote best.keras, trials.json and pareto.png to {args.out}/")
+    return EXIT_OK
+
+
+def add_subcommands(subparsers) -> None:
+    """Registers `search` on an argparse subparsers object; the handler is set as both
+    `func` and `handler` and returns an exit code."""
+    p = subparsers.add_parser("search", help="search widths, depth and activations under a deployment budget")
+    p.add_argument("model", help="a .keras file (Sequential or functional, compiled)")
+    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional x_val, y_val)")
+    p.add_argument("--trials", type=int, default=12, help="trials in all (default 12)")
+    p.add_argument("--budget", action="append", metavar="KEY=VALUE",
+                   help="tflite_bytes=, latency_ms= or params=; repeat for several")
+    p.add_argument("--target", default="int8", help="TFLite target (default int8)")
+    p.add_argument("--out", required=True, help="search directory; run again to resume")
+    p.add_argument("--tuner", default="random", help="random (default), bayesian or hyperband")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--chief", action="store_true", help="run the oracle for distributed workers")
+    p.add_argument("--worker", action="store_true", help="run trials for a chief at --oracle")
+    p.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
+    p.add_argument("--tuner-id", help="this worker's id (default worker<pid>)")
+    p.set_defaults(func=search_command, handler=search_command)

@@ -1,0 +1,225 @@
+"""A Sequential or functional model as data (layer configs and calls), rebuilt with edits.
+
+The search derives many models from one: some layers narrower, some dropped, some
+activations swapped. Working on the model's config (public `get_config`) instead of
+live layers keeps the space free of Keras objects, so `clear_session()` between
+trials cannot invalidate it, and a rebuild is one pass over the calls.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One tensor of the graph: output `index` of call `call` of layer `layer`."""
+
+    layer: str
+    call: int = 0
+    index: int = 0
+
+
+@dataclass
+class Call:
+    args: Any
+    kwargs: Any
+
+
+@dataclass
+class Node:
+    """One layer: its serialized config (no build config) and the calls made on it."""
+
+    name: str
+    config: dict
+    calls: list[Call]
+
+    @property
+    def class_name(self) -> str:
+        return self.config["class_name"]
+
+    @property
+    def options(self) -> dict:
+        return self.config["config"]
+
+
+@dataclass
+class Graph:
+    name: str
+    sequential: bool
+    inputs: list[tuple[str, tuple, str]]  # (name, batch_shape, dtype)
+    nodes: list[Node]
+    outputs: Any  # nested structure of Ref
+    shapes: dict[Ref, tuple] = field(default_factory=dict)
+
+    def node(self, name: str) -> Node:
+        return self._by_name[name]
+
+    def __post_init__(self):
+        self._by_name = {n.name: n for n in self.nodes}
+
+    def output_refs(self) -> list[Ref]:
+        return [r for r in keras.tree.flatten(self.outputs)] if not isinstance(self.outputs, Ref) else [self.outputs]
+
+    def consumers(self) -> dict[Ref, list[str]]:
+        users: dict[Ref, list[str]] = {}
+        for node in self.nodes:
+            for call in node.calls:
+                for ref in tensor_refs(call):
+                    users.setdefault(ref, []).append(node.name)
+        return users
+
+
+def tensor_refs(call: Call) -> list[Ref]:
+    return [r for r in _leaves((call.args, call.kwargs)) if isinstance(r, Ref)]
+
+
+def _leaves(structure):
+    if isinstance(structure, Ref):
+        yield structure
+    elif isinstance(structure, dict):
+        for value in structure.values():
+            yield from _leaves(value)
+    elif isinstance(structure, (list, tuple)):
+        for value in structure:
+            yield from _leaves(value)
+    else:
+        yield structure
+
+
+def _map(structure, fn: Callable[[Ref], Any]):
+    if isinstance(structure, Ref):
+        return fn(structure)
+    if isinstance(structure, dict):
+        return {k: _map(v, fn) for k, v in structure.items()}
+    if isinstance(structure, list):
+        return [_map(v, fn) for v in structure]
+    if isinstance(structure, tuple):
+        return tuple(_map(v, fn) for v in structure)
+    return structure
+
+
+def _refs_from_config(structure):
+    """Replaces serialized `__keras_tensor__` entries with Refs."""
+    if isinstance(structure, dict):
+        if structure.get("class_name") == "__keras_tensor__":
+            layer, call, index = structure["config"]["keras_history"]
+            return Ref(layer, call, index)
+        return {k: _refs_from_config(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [_refs_from_config(v) for v in structure]
+    return structure
+
+
+def _history_to_refs(spec):
+    """`input_layers`/`output_layers` entries: [name, call, index] or nested lists of them."""
+    if isinstance(spec, dict):
+        return {k: _history_to_refs(v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)) and len(spec) == 3 and isinstance(spec[0], str):
+        return Ref(spec[0], int(spec[1]), int(spec[2]))
+    return [_history_to_refs(s) for s in spec]
+
+
+def _strip(layer_config: dict) -> dict:
+    config = {k: v for k, v in layer_config.items() if k not in ("build_config", "inbound_nodes", "name", "compile_config")}
+    return copy.deepcopy(config)
+
+
+def parse(model: keras.Model) -> Graph:
+    """The graph of a built Sequential or functional model (see model_graph.check_graph_model)."""
+    config = model.get_config()
+    if isinstance(model, keras.Sequential):
+        layers = config["layers"]
+        if layers and layers[0]["class_name"] == "InputLayer":
+            first = layers.pop(0)["config"]
+            inputs = [(first["name"], tuple(first["batch_shape"]), first["dtype"])]
+        else:
+            tensor = model.inputs[0]
+            inputs = [("input", tuple(tensor.shape), tensor.dtype)]
+        previous = Ref(inputs[0][0])
+        nodes = []
+        for layer_config in layers:
+            name = layer_config["config"]["name"]
+            nodes.append(Node(name, _strip(layer_config), [Call([previous], {})]))
+            previous = Ref(name)
+        graph = Graph(config.get("name", model.name), True, inputs, nodes, previous)
+    else:
+        inputs, nodes = [], []
+        for layer_config in config["layers"]:
+            name = layer_config["name"]
+            if layer_config["class_name"] == "InputLayer":
+                c = layer_config["config"]
+                inputs.append((name, tuple(c["batch_shape"]), c["dtype"]))
+                continue
+            calls = [
+                Call(_refs_from_config(n["args"]), _refs_from_config(n["kwargs"]))
+                for n in layer_config["inbound_nodes"]
+            ]
+            nodes.append(Node(name, _strip(layer_config), calls))
+        input_refs = _history_to_refs(config["input_layers"])
+        order = [r.layer for r in (input_refs if isinstance(input_refs, list) else [input_refs])]
+        inputs.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+        graph = Graph(config.get("name", model.name), False, inputs, nodes, _history_to_refs(config["output_layers"]))
+    # One symbolic pass records every tensor's shape for the analysis.
+    build(graph, {}, {}, record_shapes=True)
+    return graph
+
+
+def build(
+    graph: Graph,
+    configs: dict[str, dict],
+    aliases: dict[str, Ref],
+    *,
+    record_shapes: bool = False,
+) -> tuple[keras.Model, dict[str, keras.layers.Layer]]:
+    """Rebuilds `graph` as a new model: `configs` replaces layer configs by name,
+    `aliases` drops layers (their outputs become the aliased tensor).
+
+    Returns the model and its new layers by name (for weight copying).
+    """
+    tensors: dict[Ref, Any] = {}
+    model_inputs = []
+    for name, batch_shape, dtype in graph.inputs:
+        tensor = keras.Input(batch_shape=batch_shape, dtype=dtype, name=name)
+        model_inputs.append(tensor)
+        tensors[Ref(name)] = tensor
+
+    def resolve(ref: Ref):
+        seen = 0
+        while ref.layer in aliases:
+            ref = aliases[ref.layer]
+            seen += 1
+            if seen > len(aliases):
+                raise RuntimeError(f"cyclic layer aliases at {ref.layer}")
+        return tensors[ref]
+
+    layers: dict[str, keras.layers.Layer] = {}
+    for node in graph.nodes:
+        if node.name in aliases:
+            continue
+        layer_config = copy.deepcopy(configs.get(node.name, node.config))
+        layer_config["config"]["name"] = node.name
+        layer = keras.layers.deserialize(layer_config)
+        layers[node.name] = layer
+        for k, call in enumerate(node.calls):
+            output = layer(*_map(call.args, resolve), **_map(call.kwargs, resolve))
+            for i, tensor in enumerate(keras.tree.flatten(output)):
+                tensors[Ref(node.name, k, i)] = tensor
+                if record_shapes:
+                    graph.shapes[Ref(node.name, k, i)] = tuple(tensor.shape)
+    if record_shapes:
+        for name, batch_shape, _ in graph.inputs:
+            graph.shapes[Ref(name)] = tuple(batch_shape)
+    outputs = _map(graph.outputs, resolve)
+    if graph.sequential:
+        kept = [layers[n.name] for n in graph.nodes if n.name in layers]
+        name, batch_shape, dtype = graph.inputs[0]
+        model = keras.Sequential([keras.Input(batch_shape=batch_shape, dtype=dtype, name=name), *kept], name=graph.name)
+    else:
+        inputs = model_inputs[0] if len(model_inputs) == 1 else model_inputs
+        model = keras.Model(inputs, outputs, name=graph.name)
+    return model, layers

@@ -1,0 +1,128 @@
+"""Deployment budgets, and measuring a trial's model against one on the LiteRT runtime."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+
+from kstruct.errors import KstructError
+
+BUDGET_KEYS = ("tflite_bytes", "latency_ms", "params")
+_UNITS = {"tflite_bytes": " bytes", "latency_ms": " ms", "params": " parameters"}
+
+
+class SearchError(KstructError, ValueError):
+    """A search was asked for something it cannot do (bad budget, changed settings on resume)."""
+
+
+class BudgetError(SearchError):
+    """No trial of a finished search met the budget. `result` holds the search's trials."""
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a trial's model costs on the target: file size, latency, parameters."""
+
+    tflite_bytes: int
+    latency_ms: float
+    params: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Upper limits on a model's deployment cost; None means no limit."""
+
+    tflite_bytes: int | None = None
+    latency_ms: float | None = None
+    params: int | None = None
+
+    @classmethod
+    def from_mapping(cls, budget: Mapping[str, float] | "Budget" | None) -> "Budget":
+        """Checks the keys and values of a `{"latency_ms": 0.5, ...}` mapping."""
+        if budget is None:
+            return cls()
+        if isinstance(budget, Budget):
+            return budget
+        if not isinstance(budget, Mapping):
+            raise SearchError(f"Expected `budget` as a dict with keys {BUDGET_KEYS}. Received: {budget!r}")
+        unknown = [k for k in budget if k not in BUDGET_KEYS]
+        if unknown:
+            raise SearchError(
+                f"Unknown budget key {', '.join(repr(k) for k in unknown)}. Valid keys: {', '.join(BUDGET_KEYS)}"
+            )
+        values = {}
+        for key, value in budget.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise SearchError(f"Expected budget {key} to be a positive number. Received: {key}={value!r}")
+            values[key] = int(value) if key in ("tflite_bytes", "params") else float(value)
+        return cls(**values)
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def excess(self, measured: Measurement) -> float:
+        """How far over budget, as the largest fraction over a limit (0.0 when within)."""
+        values = measured.as_dict()
+        return max([0.0] + [values[k] / limit - 1.0 for k, limit in self.limits().items()])
+
+    def fits(self, measured: Measurement) -> bool:
+        values = measured.as_dict()
+        return all(values[k] <= limit for k, limit in self.limits().items())
+
+    def describe(self) -> str:
+        limits = self.limits()
+        if not limits:
+            return "no budget"
+        return ", ".join(f"{k} <= {_number(v)}" for k, v in limits.items())
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def count_params(model: keras.Model) -> int:
+    """Parameters of the deployed network: weights and normalization statistics, no optimizer state."""
+    return int(sum(math.prod(w.shape) for w in model.weights))
+
+
+def measure(
+    model: keras.Model,
+    target: str,
+    representative_data: np.ndarray | None,
+    *,
+    latency_runs: int = 50,
+) -> tuple[Measurement, bytes]:
+    """Converts `model` for `target` and times it on LiteRT (CPU, one thread)."""
+    import tflite_export
+
+    blob = tflite_export.convert(model, target, representative_data)
+    timing = tflite_export.benchmark(blob, threads=1, runs=latency_runs, warmup=5)
+    return Measurement(len(blob), float(timing.median_ms), count_params(model)), blob
+
+
+def smallest_seen(measurements: list[Measurement], budget: Budget) -> str:
+    """For the error message: the least of each budgeted quantity over all trials."""
+    if not measurements:
+        return "no trial was measured"
+    keys = list(budget.limits()) or list(BUDGET_KEYS)
+    parts = []
+    for key in keys:
+        best = min(getattr(m, key) for m in measurements)
+        parts.append(f"{key}={best:.4g}" if isinstance(best, float) else f"{key}={best}")
+    return ", ".join(parts)

@@ -1,0 +1,62 @@
+"""Pareto fronts of a search (accuracy against size, accuracy against latency) and their plot."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from kstruct.search.run import SearchResult, TrialRecord
+
+
+def pareto_front(trials: Sequence["TrialRecord"], cost: str, *, direction: str = "max") -> list["TrialRecord"]:
+    """The trials no other trial beats on both the objective and `cost` (lower is better).
+
+    Only trained, measured trials take part; the front is sorted by cost.
+    """
+    points = [t for t in trials if t.objective is not None and getattr(t, cost) is not None]
+    sign = 1.0 if direction == "max" else -1.0
+
+    def dominates(a, b) -> bool:
+        a_obj, b_obj = sign * a.objective, sign * b.objective
+        a_cost, b_cost = getattr(a, cost), getattr(b, cost)
+        return a_obj >= b_obj and a_cost <= b_cost and (a_obj > b_obj or a_cost < b_cost)
+
+    front = [t for t in points if not any(dominates(o, t) for o in points if o is not t)]
+    return sorted(front, key=lambda t: (getattr(t, cost), -sign * t.objective))
+
+
+def plot_pareto(result: "SearchResult", path: str | os.PathLike) -> str:
+    """Writes a PNG: the objective against file size and against latency, every trial a
+    dot (filled when within budget), the front as a line, the budget as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    limits = result.budget.limits()
+    for ax, cost, label, front, scale in (
+        (axes[0], "tflite_bytes", "TFLite size (KiB)", result.pareto_size, 1 / 1024),
+        (axes[1], "latency_ms", "latency (ms, LiteRT CPU, 1 thread)", result.pareto_latency, 1.0),
+    ):
+        measured = [t for t in result.trials if t.objective is not None and getattr(t, cost) is not None]
+        for feasible, style in ((True, {"color": "tab:blue"}), (False, {"facecolors": "none", "edgecolors": "tab:red"})):
+            group = [t for t in measured if t.feasible == feasible]
+            if group:
+                ax.scatter([getattr(t, cost) * scale for t in group], [t.objective for t in group],
+                           label="within budget" if feasible else "over budget", **style)
+        if front:
+            ax.plot([getattr(t, cost) * scale for t in front], [t.objective for t in front], "-", color="tab:gray",
+                    label="Pareto front")
+        if cost in limits:
+            ax.axvline(limits[cost] * scale, linestyle="--", color="tab:red", label="budget")
+        ax.set_xlabel(label)
+        ax.set_ylabel(result.objective)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"structure search, target={result.target}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,107 @@
+"""The `search` strategy step: derive a space from the model, search it under a budget."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import keras
+
+from kstruct.search.budget import Budget
+from kstruct.search.pareto import plot_pareto
+from kstruct.search.run import run
+from kstruct.search.space import DEFAULT_WIDTHS, space
+from kstruct.search.tuner import TUNER_NAMES
+from kstruct.step import Step, StepResult
+from kstruct.training import StepContext
+
+
+
+class Search(Step):
+    """Structure search (widths, depth, activations) under a deployment budget.
+
+    In a strategy: `search(trials=12, latency_ms=0.5)`, with any of `tflite_bytes=`,
+    `params=`, `tuner='random'`, `epochs=`. The model handed on is the best trial
+    within budget, trained for `epochs` from the original's weights (sliced).
+
+    Args:
+        trials: how many structures to try.
+        latency_ms / tflite_bytes / params: the budget (at least none: then the
+            search is for accuracy alone).
+        tuner: "random" (default), "bayesian" or "hyperband".
+        epochs: training epochs per trial (default: the strategy's epochs).
+        directory: where the trials go; default a new temporary directory.
+        plot: write `pareto.png` beside the trials.
+    """
+
+    name = "search"
+
+    def __init__(
+        self,
+        trials: int = 12,
+        *,
+        latency_ms: float | None = None,
+        tflite_bytes: int | None = None,
+        params: int | None = None,
+        tuner: str = "random",
+        epochs: int | None = None,
+        directory: str | None = None,
+        plot: bool = True,
+    ):
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise ValueError(f"Expected `trials` to be a positive int. Received: trials={trials!r}")
+        if tuner not in TUNER_NAMES:
+            raise ValueError(f"Expected `tuner` to be one of {TUNER_NAMES}. Received: tuner={tuner!r}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs!r}")
+        self.budget = Budget.from_mapping(
+            {k: v for k, v in (("latency_ms", latency_ms), ("tflite_bytes", tflite_bytes), ("params", params)) if v is not None}
+        )
+        self.trials = trials
+        self.tuner = tuner
+        self.epochs = epochs
+        self.directory = directory
+        self.plot = plot
+
+    def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        start = time.perf_counter()
+        hypermodel = space(model, widths=DEFAULT_WIDTHS, target=context.target, compile=context.compile)
+        directory = self.directory or tempfile.mkdtemp(prefix="kstruct-search-")
+        result = run(
+            hypermodel,
+            context.train,
+            context.validation,
+            budget=self.budget,
+            target=context.target,
+            tuner=self.tuner,
+            max_trials=self.trials,
+            epochs=self.epochs or context.epochs,
+            directory=directory,
+            verbose=0,
+        )
+        plot_path = None
+        if self.plot:
+            plot_path = plot_pareto(result, os.path.join(directory, "pareto.png"))
+        notes = {
+            "budget": self.budget.limits(),
+            "best_trial": result.best_trial.as_dict(),
+            "trials": [t.as_dict() for t in result.trials],
+            "pareto": result.to_dict()["pareto"],
+            "overhead": result.overhead,
+            "peak_rss_mb": result.peak_rss_mb,
+            "search_seconds": time.perf_counter() - start,
+            "directory": directory,
+            "plot": plot_path,
+        }
+        return StepResult(model=context.compile(result.best_model), notes=notes)
+
+    def __str__(self) -> str:
+        parts = [f"trials={self.trials}"]
+        parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.budget.limits().items()]
+        if self.tuner != "random":
+            parts.append(f"tuner='{self.tuner}'")
+        if self.epochs is not None:
+            parts.append(f"epochs={self.epochs}")
+        return f"search({', '.join(parts)})"
+

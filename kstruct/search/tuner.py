@@ -1,0 +1,271 @@
+"""Keras Tuner's tuners, each trial measured on the target after training.
+
+`BudgetedRandomSearch`, `BudgetedBayesianOptimization` and `BudgetedHyperband` are
+Keras Tuner's own classes with one change, in `run_trial`: the trained model
+(its best epoch, as Keras Tuner checkpoints it) is converted for the target and
+timed on LiteRT, and a trial over budget reports the worst objective, so every
+oracle ranks it last without knowing about budgets. The oracles are untouched.
+
+Two savings: a model whose structure is already over budget before training
+(size and latency do not depend on the weight values) is measured untrained and
+not trained at all; and for random and Bayesian search a callback stops a trial
+whose validation curve falls clearly behind the best feasible trial's curve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+
+import keras
+import keras_tuner
+import numpy as np
+
+from kstruct.search.budget import Budget, Measurement, count_params, measure
+
+CURVE_FILE = "kstruct_curve.json"
+_PENALTY_CAP = 10.0
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), in MiB; falls back to the peak."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def infeasible_score(direction: str, excess: float) -> float:
+    """The objective reported for an over-budget trial: below any non-negative metric
+    when maximizing, above any plausible loss when minimizing; less over budget is
+    less bad, which gives Bayesian search a slope toward the feasible region."""
+    excess = min(max(excess, 0.0), _PENALTY_CAP)
+    return -(1.0 + excess) if direction == "max" else 1e6 * (1.0 + excess)
+
+
+class BehindBestStopping(keras.callbacks.Callback):
+    """Stops training when the monitored value is clearly behind a reference curve.
+
+    Args:
+        monitor: the objective's name in the epoch logs (e.g. "val_accuracy").
+        direction: "max" or "min".
+        reference: the best feasible trial's value after each epoch.
+        margin: relative gap that counts as clearly behind (0.1: 10% worse).
+        patience: how many epochs in a row the trial must be behind.
+    """
+
+    def __init__(self, monitor: str, direction: str, reference: list[float], margin: float = 0.1, patience: int = 1):
+        super().__init__()
+        self.monitor = monitor
+        self.direction = direction
+        self.reference = [float(v) for v in reference]
+        self.margin = margin
+        self.patience = patience
+        self.behind = 0
+        self.stopped_epoch: int | None = None
+
+    def is_behind(self, value: float, reference: float) -> bool:
+        if self.direction == "max":
+            return value < reference - self.margin * abs(reference)
+        return value > reference + self.margin * abs(reference)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        last_epoch = (self.params or {}).get("epochs", epoch + 2) - 1
+        if self.monitor not in logs or epoch >= len(self.reference) or epoch >= last_epoch:
+            return
+        self.behind = self.behind + 1 if self.is_behind(float(logs[self.monitor]), self.reference[epoch]) else 0
+        if self.behind >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
+@dataclass
+class SearchStats:
+    """Time and memory of this process's share of a search (for the overhead figure)."""
+
+    train_seconds: float = 0.0
+    trials_run: int = 0
+    rss_after_trial: list[float] = field(default_factory=list)
+
+
+class _OverBudget(Exception):
+    def __init__(self, measurement: Measurement):
+        super().__init__("over budget before training")
+        self.measurement = measurement
+
+
+class MeasuredHyperModel(keras_tuner.HyperModel):
+    """Wraps the user's HyperModel: times `fit`, and skips training a model whose
+    structure is over budget already (measured untrained)."""
+
+    def __init__(self, hypermodel: keras_tuner.HyperModel, settings: "TrialSettings", stats: SearchStats):
+        super().__init__(name=getattr(hypermodel, "name", None))
+        self.inner = hypermodel
+        self.settings = settings
+        self.stats = stats
+
+    def declare_hyperparameters(self, hp):
+        self.inner.declare_hyperparameters(hp)
+
+    def build(self, hp):
+        return self.inner.build(hp)
+
+    def fit(self, hp, model, *args, **kwargs):
+        settings = self.settings
+        if settings.screen and settings.budget.limits():
+            over_params = settings.budget.params is not None and count_params(model) > settings.budget.params
+            if over_params or settings.budget.tflite_bytes is not None or settings.budget.latency_ms is not None:
+                measurement, _ = measure(model, settings.target, settings.representative, latency_runs=settings.latency_runs)
+                if not settings.budget.fits(measurement):
+                    raise _OverBudget(measurement)
+        start = time.perf_counter()
+        try:
+            return self.inner.fit(hp, model, *args, **kwargs)
+        finally:
+            self.stats.train_seconds += time.perf_counter() - start
+
+
+@dataclass
+class TrialSettings:
+    budget: Budget
+    target: str
+    representative: np.ndarray | None
+    early_stopping: bool = True
+    screen: bool = True
+    margin: float = 0.1
+    latency_runs: int = 50
+
+
+def _best_epoch(histories, objective) -> tuple[float, list[float], int]:
+    """(objective at the best epoch averaged over executions, first curve, epochs trained)."""
+    histories = histories if isinstance(histories, list) else [histories]
+    bests, curve, epochs = [], [], 0
+    for history in histories:
+        values = history.history.get(objective.name) if isinstance(history, keras.callbacks.History) else None
+        if not values:
+            logged = sorted(history.history) if isinstance(history, keras.callbacks.History) else history
+            raise keras_tuner.errors.FatalValueError(
+                f"The objective {objective.name!r} is not among the metrics training logs: {logged}. "
+                "Pass objective= one of them (validation metrics need validation data)."
+            )
+        values = [float(v) for v in values]
+        bests.append(max(values) if objective.direction == "max" else min(values))
+        if not curve:
+            curve, epochs = values, len(values)
+    return float(np.mean(bests)), curve, epochs
+
+
+class _BudgetMixin:
+    """The `run_trial` shared by the three budgeted tuners."""
+
+    def _init_budget(self, settings: TrialSettings, stats: SearchStats) -> None:
+        self.settings = settings
+        self.stats = stats
+
+    def _reference_curve(self) -> list[float] | None:
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
+        if not best or not best[0].metrics.exists("feasible") or best[0].metrics.get_last_value("feasible") < 0.5:
+            return None
+        path = os.path.join(self.get_trial_dir(best[0].trial_id), CURVE_FILE)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def run_trial(self, trial, *args, **kwargs):
+        objective = self.oracle.objective
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if self.settings.early_stopping:
+            reference = self._reference_curve()
+            if reference:
+                callbacks.append(BehindBestStopping(objective.name, objective.direction, reference, self.settings.margin))
+        values = trial.hyperparameters.values  # Hyperband sets its own epochs per round
+        requested = int(values.get("tuner/epochs", kwargs.get("epochs", 1))) - int(values.get("tuner/initial_epoch", 0))
+        try:
+            histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)
+        except _OverBudget as over:
+            return self._report(trial, None, over.measurement, trained=False, epochs=0, requested=requested)
+        raw, curve, epochs = _best_epoch(histories, objective)
+        with open(os.path.join(self.get_trial_dir(trial.trial_id), CURVE_FILE), "w") as f:
+            json.dump(curve, f)
+        model, self._last_model = self._last_model, None
+        last_is_best = curve and curve[-1] == (max(curve) if objective.direction == "max" else min(curve))
+        if model is None or not last_is_best:
+            model = self.load_model(trial)  # the best epoch's weights, as get_best_models would return
+        try:
+            measurement, _ = measure(model, self.settings.target, self.settings.representative,
+                                     latency_runs=self.settings.latency_runs)
+        except Exception as error:
+            raise keras_tuner.errors.FailedTrialError(
+                f"could not convert the trial's model for target={self.settings.target!r}: {error}"
+            ) from error
+        finally:
+            del model
+        return self._report(trial, raw, measurement, trained=True, epochs=epochs, requested=requested)
+
+    def _report(self, trial, raw, measurement: Measurement, *, trained: bool, epochs: int, requested: int) -> dict:
+        objective = self.oracle.objective
+        feasible = self.settings.budget.fits(measurement)
+        score = raw if feasible else infeasible_score(objective.direction, self.settings.budget.excess(measurement))
+        self.stats.trials_run += 1
+        self.stats.rss_after_trial.append(rss_mb())
+        report = {
+            objective.name: float(score),
+            "tflite_bytes": float(measurement.tflite_bytes),
+            "latency_ms": float(measurement.latency_ms),
+            "params": float(measurement.params),
+            "feasible": 1.0 if feasible else 0.0,
+            "trained": 1.0 if trained else 0.0,
+            "epochs": float(epochs),
+            "stopped_early": 1.0 if trained and epochs < requested else 0.0,
+            "rss_mb": float(self.stats.rss_after_trial[-1]),
+        }
+        if raw is not None:
+            report["measured_objective"] = float(raw)
+        return report
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        # Keras Tuner imports tensorboard on every trial under the TensorFlow backend,
+        # and TensorFlow no longer installs it: only do so when a TensorBoard callback is there.
+        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+    _last_model = None
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        # The trained model, so that a trial whose last epoch is its best is measured
+        # without a rebuild; Keras Tuner's own build clears the session and collects
+        # garbage before every trial, which keeps memory flat.
+        self._last_model = model
+
+
+class BudgetedRandomSearch(_BudgetMixin, keras_tuner.RandomSearch):
+    """`keras_tuner.RandomSearch`, each trial measured against a budget."""
+
+
+class BudgetedBayesianOptimization(_BudgetMixin, keras_tuner.BayesianOptimization):
+    """`keras_tuner.BayesianOptimization`, each trial measured against a budget."""
+
+
+class BudgetedHyperband(_BudgetMixin, keras_tuner.Hyperband):
+    """`keras_tuner.Hyperband`, each trial measured against a budget."""
+
+
+TUNERS = {
+    "random": BudgetedRandomSearch,
+    "bayesian": BudgetedBayesianOptimization,
+    "hyperband": BudgetedHyperband,
+}
+TUNER_NAMES = tuple(TUNERS)

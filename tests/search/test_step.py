@@ -1,0 +1,36 @@
+import os
+
+import pytest
+
+from kstruct.search import Search
+from kstruct.step import Step
+from kstruct.training import StepContext, TrainingData
+from tests.search.conftest import tiny_cnn
+
+
+def test_search_step_returns_the_best_model_within_budget_and_notes(data, tmp_path):
+    model = tiny_cnn()
+    (x, y), (xv, yv) = data
+    context = StepContext(train=TrainingData((x, y)), validation=TrainingData((xv, yv)), epochs=1, target="int8",
+                          compile_source=model, verbose=0)
+    budget = int(model.count_params() * 0.7)
+    step = Search(trials=3, params=budget, directory=str(tmp_path))
+    result = step.apply(model, context)
+    assert isinstance(step, Step) and step.name == "search"
+    assert result.model.count_params() <= budget and result.model.compiled
+    notes = result.notes
+    assert len(notes["trials"]) == 3 and notes["best_trial"]["feasible"]
+    assert set(notes["pareto"]) == {"tflite_bytes", "latency_ms"}
+    assert 0.0 <= notes["overhead"] <= 1.0 and notes["peak_rss_mb"] > 0
+    assert os.path.getsize(notes["plot"]) > 1000 and notes["plot"].endswith(".png")
+
+
+def test_search_step_prints_back_in_the_strategy_grammar_and_checks_arguments():
+    assert str(Search(trials=12, latency_ms=0.5)) == "search(trials=12, latency_ms=0.5)"
+    assert str(Search(trials=4, tflite_bytes=20000, tuner="hyperband", epochs=3)) == (
+        "search(trials=4, tflite_bytes=20000, tuner='hyperband', epochs=3)"
+    )
+    with pytest.raises(ValueError, match="tuner"):
+        Search(tuner="grid")
+    with pytest.raises(ValueError, match="trials"):
+        Search(trials=0)
