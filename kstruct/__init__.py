@@ -19,6 +19,9 @@ _EXPORTS = {
     "Step": "kstruct.step",
     "StepResult": "kstruct.step",
     "Prune": "kstruct.pruning.step",
+    "QAT": "kstruct.quantization.step",
+    "PTQ": "kstruct.quantization.step",
+    "Search": "kstruct.search.step",
     "Report": "kstruct.report",
     "StageReport": "kstruct.report",
     "OutputExistsError": "kstruct.outputs",
@@ -28,7 +31,7 @@ _EXPORTS = {
     "StrategyError": "kstruct.errors",
     "UnsupportedModelError": "kstruct.errors",
 }
-_SUBPACKAGES = ("pruning", "data", "models", "outputs", "errors")
+_SUBPACKAGES = ("pruning", "quantization", "search", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 

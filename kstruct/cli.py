@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommand_adders():
     """The modules that add their own subcommands (export/inspect/bench, search)."""
-    from kstruct import cli_export
+    from kstruct import cli_export, cli_search
 
-    return [cli_export.add_subcommands]
+    return [cli_export.add_subcommands, cli_search.add_subcommands]
 
 
 @contextlib.contextmanager

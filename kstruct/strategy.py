@@ -12,18 +12,31 @@ Grammar (whitespace is free):
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Iterable, Union
 
 from kstruct.errors import StrategyError
-from kstruct.pruning.step import Prune
 from kstruct.step import Step
 
-# Step name -> step class. A technique joins the grammar by adding one entry here.
-KNOWN_STEPS: dict[str, type[Step]] = {
-    Prune.name: Prune,
+# Step name -> "module:class". A technique joins the grammar by adding one entry here;
+# its module is imported only when a strategy uses it (search pulls in keras_tuner).
+KNOWN_STEPS: dict[str, str] = {
+    "prune": "kstruct.pruning.step:Prune",
+    "qat": "kstruct.quantization.step:QAT",
+    "ptq": "kstruct.quantization.step:PTQ",
+    "search": "kstruct.search.step:Search",
 }
+
+
+def step_class(name: str) -> type[Step] | None:
+    """The step class for a name in a strategy string, or None if there is none."""
+    where = KNOWN_STEPS.get(name.lower())
+    if where is None:
+        return None
+    module, _, attribute = where.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -104,8 +117,8 @@ class _Parser:
         if token is None or token.kind != "name":
             found = "the end" if token is None else f"'{token.text}'"
             raise _error(self.text, token, f"Invalid strategy: expected a step name, found {found}.")
-        step_class = KNOWN_STEPS.get(token.text.lower())
-        if step_class is None:
+        found = step_class(token.text)
+        if found is None:
             raise _error(self.text, token, f"Invalid strategy: unknown step '{token.text}'.")
         args, kwargs = [], {}
         if self.peek() is not None and self.peek().text == "(":
@@ -113,7 +126,7 @@ class _Parser:
         end = self.tokens[self.position - 1]
         width = end.start + len(end.text) - token.start
         try:
-            return step_class(*args, **kwargs)
+            return found(*args, **kwargs)
         except (TypeError, ValueError) as err:
             raise _error(self.text, token, f"Invalid arguments for step '{token.text}': {err}", width) from None
 

@@ -197,6 +197,11 @@ def sparsity(model: keras.Model) -> SparsityReport:
         if isinstance(layer, PruneWrapper):
             values = keras.ops.convert_to_numpy(layer.masked_weight())
             name = layer.layer.name
+        elif isinstance(layer, keras.layers.Wrapper) and prunable_weight(layer.layer) is not None:
+            # Another technique's wrapper (e.g. QAT) around a prunable layer: measure the inner weight.
+            inner = layer.layer
+            values = keras.ops.convert_to_numpy(getattr(inner, prunable_weight(inner).attribute))
+            name = inner.name
         else:
             how = prunable_weight(layer)
             if how is None or not layer.built:

@@ -193,3 +193,19 @@ def test_mobilenet_v2_prunes_trains_and_strips(rng):
     assert sparsity(stripped).overall == pytest.approx(0.5, abs=0.01)
     assert len(stripped.layers) == len(model.layers)
     np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-4)
+
+
+def test_sparsity_looks_inside_other_wrappers():
+    dense = keras.layers.Dense(4, name="inner")
+    dense.build((None, 8))
+    kernel = np.ones((8, 4), "float32")
+    kernel[:6] = 0.0
+    dense.set_weights([kernel, np.zeros(4, "float32")])
+
+    class Passthrough(keras.layers.Wrapper):
+        def call(self, x):
+            return self.layer(x)
+
+    model = keras.Sequential([keras.Input((8,)), Passthrough(dense)])
+    report = sparsity(model)
+    assert [(layer.name, layer.sparsity) for layer in report.layers] == [("inner", 0.75)]
