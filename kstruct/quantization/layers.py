@@ -474,7 +474,8 @@ class FloatPassthrough(keras.layers.Wrapper):
 
     def call(self, inputs, training=None, **kwargs):
         outputs = self.layer(inputs, training=training, **kwargs)
-        if keras.backend.is_float_dtype(outputs.dtype) if hasattr(outputs, "dtype") else False:
+        # One float tensor gets an int8 range; several outputs, or integer ones, stay as they are.
+        if hasattr(outputs, "dtype") and keras.backend.is_float_dtype(outputs.dtype):
             return self.output_quantizer(outputs, training=training)
         return outputs
 
