@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/prune_vs_tfmot.py --epochs 3
 	$(PY) benchmarks/export_targets.py
+	$(PY) benchmarks/qat_vs_tfmot.py
 
 clean:
 	rm -rf out .pytest_cache

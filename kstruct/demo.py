@@ -8,7 +8,7 @@ from kstruct.data import load_mnist_5k
 from kstruct.models import compile_for_classification, example_cnn
 from kstruct.pipeline import OptimizationResult, optimize
 
-DEMO_STRATEGY = "prune(0.75)"
+DEMO_STRATEGY = "prune(0.75) + qat"
 
 
 def run_demo(
