@@ -201,8 +201,11 @@ class _BudgetMixin:
             json.dump(curve, f)
         model, self._last_model = self._last_model, None
         last_is_best = curve and curve[-1] == (max(curve) if objective.direction == "max" else min(curve))
-        if model is None or not last_is_best:
-            model = self.load_model(trial)  # the best epoch's weights, as get_best_models would return
+        checkpoint = os.path.join(self.get_trial_dir(trial.trial_id), "checkpoint.weights.h5")
+        if model is not None and not last_is_best and os.path.exists(checkpoint):
+            model.load_weights(checkpoint)  # the best epoch's weights, as get_best_models would return
+        elif model is None or not last_is_best:
+            model = self.load_model(trial)
         try:
             measurement, _ = measure(model, self.settings.target, self.settings.representative,
                                      latency_runs=self.settings.latency_runs)

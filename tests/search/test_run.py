@@ -58,6 +58,9 @@ def test_trials_over_budget_are_recorded_and_the_best_is_within_budget(data, tmp
     assert result.best_model.output_shape == (None, 3)
     feasible = [t.objective for t in result.trials if t.feasible]
     assert result.best_trial.objective == max(feasible)
+    # The returned model holds the best epoch's weights: it scores what the trial reported.
+    (xv, yv) = data[1]
+    assert result.best_model.evaluate(xv, yv, verbose=0)[1] == pytest.approx(result.best_trial.objective, abs=1e-6)
     # The oracle saw the worst score for every infeasible trial.
     for trial_file in sorted((tmp_path / "kstruct_search").glob("trial_*/trial.json")):
         saved = json.loads(trial_file.read_text())
