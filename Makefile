@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/prune_vs_tfmot.py --epochs 3
 	$(PY) benchmarks/export_targets.py
 	$(PY) benchmarks/qat_vs_tfmot.py
+	$(PY) benchmarks/search_budget.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -16,6 +16,7 @@ import keras_tuner
 
 from kstruct.errors import KstructError
 from kstruct.search.budget import Budget, BudgetError, Measurement, SearchError, smallest_seen
+from kstruct.outputs import write_file
 from kstruct.search.pareto import pareto_front
 from kstruct.search.tuner import TUNERS, MeasuredHyperModel, SearchStats, TrialSettings, peak_rss_mb
 from kstruct.training import TrainingData, split_validation
@@ -336,8 +337,8 @@ def run(
     search_tuner._init_budget(trial_settings, stats)
     if role != "worker":
         os.makedirs(project_dir, exist_ok=True)
-        with open(settings_path, "w") as f:
-            json.dump(recorded, f, indent=1)
+        # Atomic: a worker reading the settings never sees a half-written file.
+        write_file(settings_path, json.dumps(recorded, indent=1).encode(), overwrite=True)
 
     start = time.perf_counter()
     try:
