@@ -168,13 +168,24 @@ class MeasuredHyperModel(keras_tuner.HyperModel):
         try:
             model = self.inner.build(hp)
             optimizer = getattr(model, "optimizer", None)
-            if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built and model.built:
+            if self.loading_checkpoint and isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
                 # A checkpoint holds the optimizer's state, which Keras skips (with a
                 # warning) when loading into an optimizer that has no slots yet.
                 optimizer.build(model.trainable_variables)
             return model
         finally:
             self.stats.build_seconds += time.perf_counter() - start
+
+    loading_checkpoint = False
+
+    @contextlib.contextmanager
+    def for_checkpoint(self) -> Iterator[None]:
+        """Models built in the block get a checkpoint loaded into them next."""
+        self.loading_checkpoint = True
+        try:
+            yield
+        finally:
+            self.loading_checkpoint = False
 
     def fit(self, hp, model, *args, **kwargs):
         settings = self.settings
@@ -291,6 +302,16 @@ class _BudgetMixin:
         with open(os.path.join(self.get_trial_dir(trial.trial_id), CURVE_FILE), "w") as f:
             json.dump(curve, f)
         return self._report(trial, raw, self.hypermodel.measurement, trained=True, epochs=epochs, requested=requested)
+
+    def load_model(self, trial):
+        with self.hypermodel.for_checkpoint():
+            return super().load_model(trial)
+
+    def _build_hypermodel(self, hp):
+        if "tuner/trial_id" not in hp.values:
+            return super()._build_hypermodel(hp)
+        with self.hypermodel.for_checkpoint():  # Hyperband continues a trial from its checkpoint
+            return super()._build_hypermodel(hp)
 
     def _report(self, trial, raw, measurement: Measurement, *, trained: bool, epochs: int, requested: int) -> dict:
         objective = self.oracle.objective
