@@ -239,3 +239,12 @@ def test_trained_trials_leave_no_graph_in_tensorflows_gradient_registry(data, tm
     result = search(data, tmp_path, max_trials=2, budget={"params": 10**6})
     assert all(t.trained for t in result.trials)
     assert custom_gradients() <= before
+
+
+def test_screen_false_trains_a_trial_over_budget_but_keeps_it_infeasible(data, tmp_path):
+    result = run(_two_widths, *data, budget={"params": 1000}, tuner="random", max_trials=2, epochs=1,
+                 directory=str(tmp_path), latency_runs=5, seed=0, screen=False)
+    over = next(t for t in result.trials if t.hyperparameters["units"] == 64)
+    assert over.trained and over.objective is not None and not over.feasible
+    assert result.best_trial.hyperparameters["units"] == 4
+    assert "2 trained, 0 over budget before training" in result.summary()
