@@ -159,6 +159,7 @@ class MeasuredHyperModel(keras_tuner.HyperModel):
         self.settings = settings
         self.stats = stats
         self.measurement: Measurement | None = None
+        self.loading_checkpoint = False
 
     def declare_hyperparameters(self, hp):
         self.inner.declare_hyperparameters(hp)
@@ -175,8 +176,6 @@ class MeasuredHyperModel(keras_tuner.HyperModel):
             return model
         finally:
             self.stats.build_seconds += time.perf_counter() - start
-
-    loading_checkpoint = False
 
     @contextlib.contextmanager
     def for_checkpoint(self) -> Iterator[None]:
