@@ -52,7 +52,8 @@ def load_npz(path: str, *, required=("x", "y")) -> dict:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except Exception as err:
-        raise UsageError(f"{path} is not a numpy .npz file: {err}") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{path} is not a numpy .npz file: {reason}") from None
     missing = [name for name in required if name not in arrays]
     if missing:
         found = ", ".join(sorted(arrays)) or "no arrays"
@@ -63,18 +64,24 @@ def load_npz(path: str, *, required=("x", "y")) -> dict:
     return arrays
 
 
+def load_training_npz(path: str) -> tuple[tuple, tuple | None]:
+    """`(x, y)` from an `.npz`, and `(x_val, y_val)` when it holds both (else None)."""
+    arrays = load_npz(path)
+    validation = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
+    return (arrays["x"], arrays["y"]), validation
+
+
 def _optimize(args) -> int:
     import kstruct
 
     strategy = kstruct.Strategy.parse(args.strategy)  # bad strategies fail before anything slow
     kstruct.outputs.check_can_write(args.out, overwrite=args.overwrite, flag="--overwrite")
-    arrays = load_npz(args.data)
+    train, validation = load_training_npz(args.data)
     model = load_keras_model(args.model)
-    validation = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
     result = kstruct.optimize(
         model,
         strategy,
-        train_data=(arrays["x"], arrays["y"]),
+        train_data=train,
         validation_data=validation,
         epochs=args.epochs,
         target=args.target,

@@ -16,13 +16,11 @@ import json
 import os
 import sys
 
+from kstruct.cli import UsageError, load_keras_model, load_training_npz
+
 EXIT_OK = 0
 EXIT_NO_FEASIBLE = 1
 EXIT_USAGE = 2
-
-
-class _UsageError(Exception):
-    """Bad command-line input: printed as one line, exit code 2."""
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -38,49 +36,17 @@ def _parse_budget(items: list[str] | None) -> dict[str, float]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep:
-            raise _UsageError(f"--budget expects KEY=VALUE, e.g. latency_ms=0.5. Received: {item!r}")
+            raise UsageError(f"--budget expects KEY=VALUE, e.g. latency_ms=0.5. Received: {item!r}")
         if key not in BUDGET_KEYS:
-            raise _UsageError(f"unknown budget key {key!r}; valid keys: {', '.join(BUDGET_KEYS)}")
+            raise UsageError(f"unknown budget key {key!r}; valid keys: {', '.join(BUDGET_KEYS)}")
         try:
             number = float(value)
         except ValueError:
-            raise _UsageError(f"--budget {key} expects a number. Received: {value!r}") from None
+            raise UsageError(f"--budget {key} expects a number. Received: {value!r}") from None
         if not number > 0:
-            raise _UsageError(f"--budget {key} must be positive. Received: {value}")
+            raise UsageError(f"--budget {key} must be positive. Received: {value}")
         budget[key] = int(number) if key in ("tflite_bytes", "params") else number
     return budget
-
-
-def _load_data(path: str):
-    import numpy as np
-
-    if not os.path.isfile(path):
-        raise _UsageError(f"data file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as err:
-        raise _UsageError(f"{path} is not a numpy .npz file: {str(err).splitlines()[0] if str(err) else err}") from None
-    missing = [k for k in ("x", "y") if k not in arrays]
-    if missing:
-        raise _UsageError(
-            f"{path} has no array {' or '.join(repr(m) for m in missing)} (found: {', '.join(sorted(arrays)) or 'none'}); "
-            "save it with numpy.savez(path, x=inputs, y=labels[, x_val=..., y_val=...])"
-        )
-    validation = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
-    return (arrays["x"], arrays["y"]), validation
-
-
-def _load_model(path: str):
-    import keras
-
-    if not os.path.isfile(path):
-        raise _UsageError(f"model file {path} does not exist")
-    try:
-        return keras.models.load_model(path)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _UsageError(f"{path} is not a Keras model file (.keras): {reason}") from None
 
 
 def _distributed_environment(args) -> None:
@@ -90,16 +56,16 @@ def _distributed_environment(args) -> None:
     if args.oracle:
         host, sep, port = args.oracle.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise _UsageError(f"--oracle expects HOST:PORT, e.g. 127.0.0.1:8000. Received: {args.oracle!r}")
+            raise UsageError(f"--oracle expects HOST:PORT, e.g. 127.0.0.1:8000. Received: {args.oracle!r}")
         os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
     if "KERASTUNER_ORACLE_IP" not in os.environ or "KERASTUNER_ORACLE_PORT" not in os.environ:
-        raise _UsageError("--chief/--worker need --oracle HOST:PORT (or KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT)")
+        raise UsageError("--chief/--worker need --oracle HOST:PORT (or KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT)")
     if args.chief:
         os.environ["KERASTUNER_TUNER_ID"] = "chief"
     else:
         tuner_id = args.tuner_id or os.environ.get("KERASTUNER_TUNER_ID") or f"worker{os.getpid()}"
         if "chief" in tuner_id:
-            raise _UsageError(f"a worker's --tuner-id must not contain 'chief'. Received: {tuner_id!r}")
+            raise UsageError(f"a worker's --tuner-id must not contain 'chief'. Received: {tuner_id!r}")
         os.environ["KERASTUNER_TUNER_ID"] = tuner_id
 
 
@@ -109,7 +75,7 @@ def search_command(args: argparse.Namespace) -> int:
 
     try:
         return _search(args)
-    except _UsageError as err:
+    except UsageError as err:
         return _fail(str(err))
     except KstructError as err:
         from kstruct.search import BudgetError
@@ -126,19 +92,19 @@ def _search(args: argparse.Namespace) -> int:
     from kstruct.search import TUNER_NAMES, plot_pareto, run
 
     if args.target not in tflite_export.TARGETS:
-        raise _UsageError(f"unknown target {args.target!r}; valid targets: {', '.join(tflite_export.TARGETS)}")
+        raise UsageError(f"unknown target {args.target!r}; valid targets: {', '.join(tflite_export.TARGETS)}")
     if args.tuner not in TUNER_NAMES:
-        raise _UsageError(f"unknown tuner {args.tuner!r}; valid tuners: {', '.join(TUNER_NAMES)}")
+        raise UsageError(f"unknown tuner {args.tuner!r}; valid tuners: {', '.join(TUNER_NAMES)}")
     if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
-        raise _UsageError("--trials and --epochs must be positive")
+        raise UsageError("--trials and --epochs must be positive")
     if args.chief and args.worker:
-        raise _UsageError("pass --chief or --worker, not both")
+        raise UsageError("pass --chief or --worker, not both")
     budget = _parse_budget(args.budget)
-    train, validation = _load_data(args.data)
+    train, validation = load_training_npz(args.data)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise _UsageError(f"--out {args.out} exists and is not a directory")
+        raise UsageError(f"--out {args.out} exists and is not a directory")
     _distributed_environment(args)
-    model = _load_model(args.model)
+    model = load_keras_model(args.model)
     result = run(
         model,
         train,
@@ -153,6 +119,7 @@ def _search(args: argparse.Namespace) -> int:
         verbose=0,
     )
     print(result.table())
+    print(result.summary())
     if args.worker:
         print(f"kstruct: worker done; best trial {result.best_trial.trial_id}")
         return EXIT_OK

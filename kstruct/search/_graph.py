@@ -205,6 +205,8 @@ def build(
         layer_config["config"]["name"] = node.name
         layer = keras.layers.deserialize(layer_config)
         layers[node.name] = layer
+        if graph.sequential and not record_shapes:
+            continue  # keras.Sequential calls (and builds) them once below; twice cost a trial 20 ms
         for k, call in enumerate(node.calls):
             output = layer(*_map(call.args, resolve), **_map(call.kwargs, resolve))
             for i, tensor in enumerate(keras.tree.flatten(output)):
@@ -214,12 +216,11 @@ def build(
     if record_shapes:
         for name, batch_shape, _ in graph.inputs:
             graph.shapes[Ref(name)] = tuple(batch_shape)
-    outputs = _map(graph.outputs, resolve)
     if graph.sequential:
         kept = [layers[n.name] for n in graph.nodes if n.name in layers]
         name, batch_shape, dtype = graph.inputs[0]
         model = keras.Sequential([keras.Input(batch_shape=batch_shape, dtype=dtype, name=name), *kept], name=graph.name)
     else:
         inputs = model_inputs[0] if len(model_inputs) == 1 else model_inputs
-        model = keras.Model(inputs, outputs, name=graph.name)
+        model = keras.Model(inputs, _map(graph.outputs, resolve), name=graph.name)
     return model, layers

@@ -465,7 +465,9 @@ class SearchSpace(keras_tuner.HyperModel):
             self._compile_fn(model)
         elif self._compile_config is not None:
             try:
-                model.compile_from_config(self._compile_config)
+                # Not compile_from_config, which also creates the optimizer's slots: as
+                # with any compile(), `fit` creates them, and a trial over budget never does.
+                model.compile(**keras.saving.deserialize_keras_object(self._compile_config))
             except Exception:  # a loss or metric that does not deserialize: reuse the objects
                 copy_compile(self._source, model)
         return model

@@ -1,30 +1,34 @@
-"""Keras Tuner's tuners, each trial measured on the target after training.
+"""Keras Tuner's tuners, each trial measured on the target before it trains.
 
 `BudgetedRandomSearch`, `BudgetedBayesianOptimization` and `BudgetedHyperband` are
-Keras Tuner's own classes with one change, in `run_trial`: the trained model
-(its best epoch, as Keras Tuner checkpoints it) is converted for the target and
-timed on LiteRT, and a trial over budget reports the worst objective, so every
-oracle ranks it last without knowing about budgets. The oracles are untouched.
+Keras Tuner's own classes with one change, in `run_trial`: the freshly built model
+is converted for the target and timed on LiteRT before training (size and latency
+depend on the structure, not on the weight values), and a trial over budget
+reports the worst objective, so every oracle ranks it last without knowing about
+budgets. The oracles are untouched.
 
-Two savings: a model whose structure is already over budget before training
-(size and latency do not depend on the weight values) is measured untrained and
-not trained at all; and for random and Bayesian search a callback stops a trial
-whose validation curve falls clearly behind the best feasible trial's curve.
+Savings, since a search's time should go into training: a trial over budget is
+recorded without being trained at all; each trial is converted once; the best
+epoch's weights are written once, when training ends, instead of at every better
+epoch; and for random and Bayesian search a callback stops a trial whose
+validation curve falls clearly behind the best feasible trial's curve.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import keras
 import keras_tuner
 import numpy as np
 
-from kstruct.search.budget import Budget, Measurement, count_params, measure
+from kstruct.search.budget import Budget, Measurement, measure
 
 CURVE_FILE = "kstruct_curve.json"
 _PENALTY_CAP = 10.0
@@ -91,9 +95,11 @@ class BehindBestStopping(keras.callbacks.Callback):
 
 @dataclass
 class SearchStats:
-    """Time and memory of this process's share of a search (for the overhead figure)."""
+    """Where this process's search time went (for the overhead figure), and its memory."""
 
     train_seconds: float = 0.0
+    measure_seconds: float = 0.0
+    build_seconds: float = 0.0
     trials_run: int = 0
     rss_after_trial: list[float] = field(default_factory=list)
 
@@ -104,30 +110,97 @@ class _OverBudget(Exception):
         self.measurement = measurement
 
 
+class BestWeightsAtEnd(keras.callbacks.Callback):
+    """Stands in for Keras Tuner's best-epoch checkpoint: keeps the best epoch's
+    weights in memory and writes them once, when training ends, leaving the model at
+    its best epoch. Why: a trial killed mid-way runs again from its start on resume,
+    so the file is only needed once the trial is done; writing it at every better
+    epoch cost a save per epoch."""
+
+    def __init__(self, objective: keras_tuner.Objective, filepath: str):
+        super().__init__()
+        self.objective = objective
+        self.filepath = filepath
+        self.best_value: float | None = None
+        self.best_weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not self.objective.has_value(logs):  # judged after fit: keep the last epoch
+            self.best_weights = self.model.get_weights()
+            return
+        value = self.objective.get_value(logs)
+        if self.best_value is None or self.objective.better_than(value, self.best_value):
+            self.best_value = value
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            self.model.save_weights(self.filepath)
+            self.best_weights = None
+
+
+def _checkpoint_once(callbacks: list) -> list:
+    """The callbacks with Keras Tuner's per-epoch checkpoint replaced by `BestWeightsAtEnd`."""
+    return [
+        BestWeightsAtEnd(c.objective, c.filepath) if type(c).__name__ == "SaveBestEpoch" else c
+        for c in callbacks
+    ]
+
+
 class MeasuredHyperModel(keras_tuner.HyperModel):
-    """Wraps the user's HyperModel: times `fit`, and skips training a model whose
-    structure is over budget already (measured untrained)."""
+    """Wraps the user's HyperModel: measures each built model before it trains, skips
+    training one over budget (with `screen`), and times building, measuring and `fit`."""
 
     def __init__(self, hypermodel: keras_tuner.HyperModel, settings: "TrialSettings", stats: SearchStats):
         super().__init__(name=getattr(hypermodel, "name", None))
         self.inner = hypermodel
         self.settings = settings
         self.stats = stats
+        self.measurement: Measurement | None = None
+        self.loading_checkpoint = False
 
     def declare_hyperparameters(self, hp):
         self.inner.declare_hyperparameters(hp)
 
     def build(self, hp):
-        return self.inner.build(hp)
+        start = time.perf_counter()
+        try:
+            model = self.inner.build(hp)
+            optimizer = getattr(model, "optimizer", None)
+            if self.loading_checkpoint and isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+                # A checkpoint holds the optimizer's state, which Keras skips (with a
+                # warning) when loading into an optimizer that has no slots yet.
+                optimizer.build(model.trainable_variables)
+            return model
+        finally:
+            self.stats.build_seconds += time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def for_checkpoint(self) -> Iterator[None]:
+        """Models built in the block get a checkpoint loaded into them next."""
+        self.loading_checkpoint = True
+        try:
+            yield
+        finally:
+            self.loading_checkpoint = False
 
     def fit(self, hp, model, *args, **kwargs):
         settings = self.settings
-        if settings.screen and settings.budget.limits():
-            over_params = settings.budget.params is not None and count_params(model) > settings.budget.params
-            if over_params or settings.budget.tflite_bytes is not None or settings.budget.latency_ms is not None:
-                measurement, _ = measure(model, settings.target, settings.representative, latency_runs=settings.latency_runs)
-                if not settings.budget.fits(measurement):
-                    raise _OverBudget(measurement)
+        start = time.perf_counter()
+        try:
+            self.measurement, _ = measure(model, settings.target, settings.representative,
+                                          latency_runs=settings.latency_runs)
+        except Exception as error:
+            raise keras_tuner.errors.FailedTrialError(
+                f"could not convert the trial's model for target={settings.target!r}: {error}"
+            ) from error
+        finally:
+            self.stats.measure_seconds += time.perf_counter() - start
+        if settings.screen and not settings.budget.fits(self.measurement):
+            raise _OverBudget(self.measurement)
+        kwargs["callbacks"] = _checkpoint_once(list(kwargs.get("callbacks") or []))
         start = time.perf_counter()
         try:
             return self.inner.fit(hp, model, *args, **kwargs)
@@ -144,6 +217,32 @@ class TrialSettings:
     screen: bool = True
     margin: float = 0.1
     latency_runs: int = 50
+
+
+@contextlib.contextmanager
+def _trial_gradients_dropped() -> Iterator[None]:
+    """Drops the gradient functions a trial registered with TensorFlow once it ends.
+
+    Why: tf.custom_gradient inside a traced function registers its gradient in a
+    process-wide registry and never removes it, and Keras's optimizer step does that
+    for every model it trains (through tf.distribute's all_reduce); the entry holds
+    the whole traced training graph, which kept about 8 MiB per trained trial alive
+    (the same happens to any loop of `fit` on new models). A trial's graphs are dead
+    once it ends, so nothing needs them.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            for name in [n for n in registry if n.startswith("CustomGradient-") and n not in before]:
+                del registry[name]
 
 
 def _best_epoch(histories, objective) -> tuple[float, list[float], int]:
@@ -192,30 +291,26 @@ class _BudgetMixin:
                 callbacks.append(BehindBestStopping(objective.name, objective.direction, reference, self.settings.margin))
         values = trial.hyperparameters.values  # Hyperband sets its own epochs per round
         requested = int(values.get("tuner/epochs", kwargs.get("epochs", 1))) - int(values.get("tuner/initial_epoch", 0))
+        self.hypermodel.measurement = None
         try:
-            histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)
+            with _trial_gradients_dropped():
+                histories = super().run_trial(trial, *args, callbacks=callbacks, **kwargs)
         except _OverBudget as over:
             return self._report(trial, None, over.measurement, trained=False, epochs=0, requested=requested)
         raw, curve, epochs = _best_epoch(histories, objective)
         with open(os.path.join(self.get_trial_dir(trial.trial_id), CURVE_FILE), "w") as f:
             json.dump(curve, f)
-        model, self._last_model = self._last_model, None
-        last_is_best = curve and curve[-1] == (max(curve) if objective.direction == "max" else min(curve))
-        checkpoint = os.path.join(self.get_trial_dir(trial.trial_id), "checkpoint.weights.h5")
-        if model is not None and not last_is_best and os.path.exists(checkpoint):
-            model.load_weights(checkpoint)  # the best epoch's weights, as get_best_models would return
-        elif model is None or not last_is_best:
-            model = self.load_model(trial)
-        try:
-            measurement, _ = measure(model, self.settings.target, self.settings.representative,
-                                     latency_runs=self.settings.latency_runs)
-        except Exception as error:
-            raise keras_tuner.errors.FailedTrialError(
-                f"could not convert the trial's model for target={self.settings.target!r}: {error}"
-            ) from error
-        finally:
-            del model
-        return self._report(trial, raw, measurement, trained=True, epochs=epochs, requested=requested)
+        return self._report(trial, raw, self.hypermodel.measurement, trained=True, epochs=epochs, requested=requested)
+
+    def load_model(self, trial):
+        with self.hypermodel.for_checkpoint():
+            return super().load_model(trial)
+
+    def _build_hypermodel(self, hp):
+        if "tuner/trial_id" not in hp.values:
+            return super()._build_hypermodel(hp)
+        with self.hypermodel.for_checkpoint():  # Hyperband continues a trial from its checkpoint
+            return super()._build_hypermodel(hp)
 
     def _report(self, trial, raw, measurement: Measurement, *, trained: bool, epochs: int, requested: int) -> dict:
         objective = self.oracle.objective
@@ -243,15 +338,6 @@ class _BudgetMixin:
         # and TensorFlow no longer installs it: only do so when a TensorBoard callback is there.
         if any(type(c).__name__ == "TensorBoard" for c in callbacks):
             super()._configure_tensorboard_dir(callbacks, trial, execution)
-
-    _last_model = None
-
-    def on_epoch_end(self, trial, model, epoch, logs=None):
-        super().on_epoch_end(trial, model, epoch, logs=logs)
-        # The trained model, so that a trial whose last epoch is its best is measured
-        # without a rebuild; Keras Tuner's own build clears the session and collects
-        # garbage before every trial, which keeps memory flat.
-        self._last_model = model
 
 
 class BudgetedRandomSearch(_BudgetMixin, keras_tuner.RandomSearch):

@@ -69,7 +69,9 @@ def test_search_command_writes_the_best_model_trials_and_plot(files, tmp_path, c
     assert (out / "best.keras").is_file() and (out / "pareto.png").is_file()
     summary = json.loads((out / "trials.json").read_text())
     assert len(summary["trials"]) == 2 and summary["budget"] == {"params": 100000}
-    assert "kstruct: best trial" in capsys.readouterr().out
+    assert 0.0 <= summary["overhead"] <= 1.0 and summary["measure_seconds"] > 0
+    out_text = capsys.readouterr().out
+    assert "kstruct: best trial" in out_text and "overhead" in out_text and "in fit" in out_text
 
 
 def test_a_budget_nothing_meets_exits_1_with_one_line(files, tmp_path, capsys):
@@ -78,3 +80,17 @@ def test_a_budget_nothing_meets_exits_1_with_one_line(files, tmp_path, capsys):
                     "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("kstruct: error: no trial met budget tflite_bytes <= 10") and err.count("\n") == 1
+
+
+def test_bad_data_and_model_files_give_the_same_one_line_errors_as_kstruct_optimize(files, tmp_path, capsys):
+    model, data = files
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not an archive\nsecond line")
+    assert run_cli(["search", model, "--data", str(junk), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{junk} is not a numpy .npz file: " in err
+    bad_model = tmp_path / "junk.keras"
+    bad_model.write_text("not a model")
+    assert run_cli(["search", str(bad_model), "--data", data, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad_model} is not a Keras model file (.keras)" in err

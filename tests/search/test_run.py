@@ -1,3 +1,4 @@
+import gc
 import json
 import os
 
@@ -8,7 +9,9 @@ import pytest
 
 from kstruct.errors import UnsupportedModelError
 from kstruct.search import Budget, BudgetError, SearchError, run, space
-from kstruct.search.tuner import BehindBestStopping, infeasible_score
+from kstruct.search import tuner as tuner_module
+from kstruct.search.budget import with_trained_layout
+from kstruct.search.tuner import BehindBestStopping, BestWeightsAtEnd, infeasible_score
 from tests.search.conftest import tiny_cnn
 
 
@@ -80,6 +83,12 @@ def test_a_budget_no_candidate_meets_fails_after_the_search_with_the_smallest_se
 def test_result_reports_overhead_memory_and_pareto_fronts(data, tmp_path):
     result = search(data, tmp_path, max_trials=3)
     assert 0.0 <= result.overhead <= 1.0
+    assert result.overhead == pytest.approx((result.wall_seconds - result.train_seconds) / result.wall_seconds)
+    assert result.measure_seconds > 0 and result.build_seconds > 0
+    assert result.train_seconds + result.measure_seconds + result.build_seconds <= result.wall_seconds
+    summary = result.summary()
+    assert f"overhead {100 * result.overhead:.1f}%" in summary and "3 trials" in summary
+    assert gc.get_freeze_count() == 0  # the search unfroze what it froze
     assert result.peak_rss_mb > 0 and len(result.rss_mb_after_trials) == 3
     for front, cost in ((result.pareto_size, "tflite_bytes"), (result.pareto_latency, "latency_ms")):
         assert front
@@ -135,3 +144,107 @@ def test_behind_best_stopping_stops_only_a_trial_clearly_behind():
     assert callback.model.stop_training and callback.stopped_epoch == 1
     assert infeasible_score("max", 0.5) < 0 < infeasible_score("min", 0.5)
     assert infeasible_score("max", 0.1) > infeasible_score("max", 2.0)
+
+
+def _two_widths(hp):
+    """Two structures only, so a 2-trial random search tries both: 4 units fit a
+    1,000-parameter budget, 64 units (4,355 parameters) do not."""
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(hp.Choice("units", [4, 64]), activation="relu"),
+         keras.layers.Dense(3, activation="softmax")]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_a_trial_over_budget_is_measured_once_recorded_and_never_trained(data, tmp_path, monkeypatch):
+    calls = {"measure": 0, "fit": 0}
+    real_measure, real_fit = tuner_module.measure, keras.Model.fit
+
+    def counting_measure(*args, **kwargs):
+        calls["measure"] += 1
+        return real_measure(*args, **kwargs)
+
+    def counting_fit(self, *args, **kwargs):
+        calls["fit"] += 1
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(tuner_module, "measure", counting_measure)
+    monkeypatch.setattr(keras.Model, "fit", counting_fit)
+    result = run(_two_widths, *data, budget={"params": 1000}, tuner="random", max_trials=2, epochs=2,
+                 directory=str(tmp_path), latency_runs=5, seed=0)
+    over = next(t for t in result.trials if t.hyperparameters["units"] == 64)
+    within = next(t for t in result.trials if t.hyperparameters["units"] == 4)
+    assert calls == {"measure": 2, "fit": 1}  # one conversion per trial, none after training
+    assert not over.feasible and not over.trained and over.epochs == 0 and over.objective is None
+    assert over.params == 4355 and over.tflite_bytes > 0 and over.latency_ms > 0  # still reported
+    assert not (tmp_path / "kstruct_search" / f"trial_{over.trial_id}" / "checkpoint.weights.h5").exists()
+    assert within.feasible and within.trained and within.epochs == 2 and result.best_trial is within
+    assert "1 over budget before training and not trained" in result.summary()
+
+
+def test_the_size_measured_before_training_is_the_trained_files_size(data, tmp_path):
+    import tflite_export
+
+    # tiny_cnn starts with zero biases, which the converter drops or merges.
+    result = search(data, tmp_path, max_trials=2, budget={"params": 10**6})
+    blob = tflite_export.convert(result.best_model, "int8", data[0][0][:16])
+    assert len(blob) == result.best_trial.tflite_bytes
+
+
+def test_with_trained_layout_changes_only_constant_weights_and_restores_them():
+    model = tiny_cnn()
+    before = model.get_weights()
+    with with_trained_layout(model):
+        inside = model.get_weights()
+    for original, changed in zip(before, inside):
+        if np.all(original == original.reshape(-1)[0]):  # the zero biases
+            assert len(np.unique(changed)) == changed.size
+        else:  # the random kernels
+            np.testing.assert_array_equal(original, changed)
+    for original, restored in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(original, restored)
+
+
+def test_the_best_epochs_weights_are_written_once_when_training_ends(tmp_path, monkeypatch):
+    saves = []
+    real_save = keras.Model.save_weights
+    monkeypatch.setattr(keras.Model, "save_weights", lambda self, path, **kw: (saves.append(path), real_save(self, path, **kw)))
+    model = tiny_cnn()
+    path = str(tmp_path / "checkpoint.weights.h5")
+    callback = BestWeightsAtEnd(keras_tuner.Objective("val_accuracy", "max"), path)
+    callback.set_model(model)
+    epochs = []
+    for epoch, accuracy in enumerate([0.5, 0.8, 0.6]):
+        model.set_weights([w + 1.0 for w in model.get_weights()])  # stands in for an epoch of training
+        epochs.append(model.get_weights())
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert saves == []
+    callback.on_train_end()
+    assert saves == [path]
+    fresh = tiny_cnn()
+    fresh.load_weights(path)
+    for best, now, loaded in zip(epochs[1], model.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(best, now)
+        np.testing.assert_array_equal(best, loaded)
+
+
+def test_trained_trials_leave_no_graph_in_tensorflows_gradient_registry(data, tmp_path):
+    from tensorflow.python.framework import ops
+
+    def custom_gradients():
+        return {n for n in ops._gradient_registry._registry if n.startswith("CustomGradient-")}
+
+    before = custom_gradients()
+    result = search(data, tmp_path, max_trials=2, budget={"params": 10**6})
+    assert all(t.trained for t in result.trials)
+    assert custom_gradients() <= before
+
+
+def test_screen_false_trains_a_trial_over_budget_but_keeps_it_infeasible(data, tmp_path):
+    result = run(_two_widths, *data, budget={"params": 1000}, tuner="random", max_trials=2, epochs=1,
+                 directory=str(tmp_path), latency_runs=5, seed=0, screen=False)
+    over = next(t for t in result.trials if t.hyperparameters["units"] == 64)
+    assert over.trained and over.objective is not None and not over.feasible
+    assert result.best_trial.hyperparameters["units"] == 4
+    assert "2 trained, 0 over budget before training" in result.summary()
