@@ -27,11 +27,13 @@ class ActivationSpec:
             a range learned like any other activation.
         function: the simulation to use instead of the Keras activation, when the
             kernel TFLite runs has an int8 tensor inside it (swish: LOGISTIC, then MUL).
+        nonnegative: its output is never negative, so its range's minimum is 0.
     """
 
     fusable: bool = False
     output_range: tuple[float, float] | None = None
     function: Callable | None = None  # (x, training) -> y
+    nonnegative: bool = False
 
 
 def _quantized_silu(x, training=None):
@@ -41,8 +43,8 @@ def _quantized_silu(x, training=None):
 
 ACTIVATIONS: dict[str, ActivationSpec] = {
     "linear": ActivationSpec(fusable=True),
-    "relu": ActivationSpec(fusable=True),
-    "relu6": ActivationSpec(fusable=True),
+    "relu": ActivationSpec(fusable=True, nonnegative=True),
+    "relu6": ActivationSpec(fusable=True, nonnegative=True),
     "sigmoid": ActivationSpec(output_range=UNIT_RANGE),
     "softmax": ActivationSpec(output_range=UNIT_RANGE),
     "tanh": ActivationSpec(output_range=TANH_RANGE),

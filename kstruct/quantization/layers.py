@@ -114,7 +114,10 @@ class _ActivationStage:
         self.activation_kind = name
         self._activation_spec = spec
         self.quantize_output = bool(quantize_output)
-        self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
+        # A fused ReLU/ReLU6 comes before the output quantizer, so its input is never negative.
+        self.output_quantizer = FakeQuant(
+            ema_decay=ema_decay, nonnegative=spec.fusable and spec.nonnegative, name="output_quantizer"
+        )
         self.activation_quantizer = None
         if not spec.fusable:
             self.activation_quantizer = FakeQuant(

@@ -70,6 +70,10 @@ class FakeQuant(keras.layers.Layer):
     including 0. At inference (and in the TFLite file) it is frozen. The range
     variables are saved with the model, so training can resume.
 
+    A `nonnegative` tensor (a ReLU/ReLU6 output) has a minimum of exactly 0, so
+    only its maximum is measured: one reduction over the tensor per step instead
+    of two, on what are usually a model's largest activations.
+
     A fixed `value_range` (the output grid TFLite's LOGISTIC, SOFTMAX and TANH
     kernels impose) applies at inference only: its steps are at most 1/128, and a
     cross-entropy on probabilities rounded to multiples of 1/256 has no gradient
@@ -78,9 +82,16 @@ class FakeQuant(keras.layers.Layer):
     Args:
         ema_decay: weight of the old range in each update, in [0, 1).
         value_range: `(min, max)` to use a fixed range instead (no variables).
+        nonnegative: the inputs are never negative (a ReLU's output); the minimum stays 0.
     """
 
-    def __init__(self, ema_decay: float = 0.99, value_range: tuple[float, float] | None = None, **kwargs):
+    def __init__(
+        self,
+        ema_decay: float = 0.99,
+        value_range: tuple[float, float] | None = None,
+        nonnegative: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay}")
@@ -91,12 +102,14 @@ class FakeQuant(keras.layers.Layer):
             value_range = (low, high)
         self.ema_decay = float(ema_decay)
         self.value_range = value_range
+        self.nonnegative = bool(nonnegative)
         self.supports_masking = True
 
     def build(self, input_shape=None):
         if self.value_range is None:
+            low = 0.0 if self.nonnegative else -6.0
             self.min_value = self.add_weight(
-                name="min_value", shape=(), initializer=keras.initializers.Constant(-6.0), trainable=False
+                name="min_value", shape=(), initializer=keras.initializers.Constant(low), trainable=False
             )
             self.max_value = self.add_weight(
                 name="max_value", shape=(), initializer=keras.initializers.Constant(6.0), trainable=False
@@ -105,15 +118,19 @@ class FakeQuant(keras.layers.Layer):
         self.built = True
 
     def observe(self, x):
-        """Moves the range toward `x`'s min/max (the first call sets it)."""
+        """Moves the range toward `x`'s min/max (the first call sets it).
+
+        Each bound becomes `old * keep + batch * (1 - keep)` with
+        `keep = ema_decay * observed`: 0 on the first batch, which so sets the
+        range, with no branch; QAT runs this every step on every activation.
+        """
         x = ops.stop_gradient(ops.cast(x, "float32"))
-        low = ops.minimum(ops.min(x), 0.0)
-        high = ops.maximum(ops.max(x), 0.0)
-        first = ops.equal(self.observed, 0.0)
-        decay = self.ema_decay
-        self.min_value.assign(ops.where(first, low, decay * self.min_value + (1.0 - decay) * low))
-        self.max_value.assign(ops.where(first, high, decay * self.max_value + (1.0 - decay) * high))
-        self.observed.assign(ops.ones_like(self.observed))
+        keep = self.ema_decay * self.observed
+        take = 1.0 - keep
+        if not self.nonnegative:
+            self.min_value.assign(self.min_value * keep + ops.minimum(ops.min(x), 0.0) * take)
+        self.max_value.assign(self.max_value * keep + ops.maximum(ops.max(x), 0.0) * take)
+        self.observed.assign(1.0)
 
     def call(self, inputs, training=None):
         if self.value_range is not None:
@@ -144,5 +161,6 @@ class FakeQuant(keras.layers.Layer):
         config.update(
             ema_decay=self.ema_decay,
             value_range=None if self.value_range is None else list(self.value_range),
+            nonnegative=self.nonnegative,
         )
         return config

@@ -21,6 +21,24 @@ def test_first_training_batch_sets_the_range_then_it_follows_a_moving_average():
     assert _range(layer) == pytest.approx((0.9 * -1.0, 0.9 * 3.0 + 0.1 * 13.0))
 
 
+def test_nonnegative_range_keeps_its_minimum_at_zero_and_tracks_the_maximum():
+    layer = FakeQuant(ema_decay=0.9, nonnegative=True)
+    layer(np.array([[0.0, 4.0]], "float32"), training=True)
+    assert _range(layer) == pytest.approx((0.0, 4.0))
+    layer(np.array([[0.5, 14.0]], "float32"), training=True)
+    assert _range(layer) == pytest.approx((0.0, 0.9 * 4.0 + 0.1 * 14.0))
+    assert layer.quantization_params()[1] == -128  # 0.0 is the lowest int8 level, as for a fused ReLU
+
+
+def test_relu_outputs_are_quantized_as_nonnegative_and_others_are_not(float_cnn):
+    from kstruct.quantization import quantize
+
+    qat = quantize(float_cnn)
+    nonnegative = {layer.name: layer.output_quantizer.nonnegative for layer in qat.layers if hasattr(layer, "output_quantizer")}
+    # conv1, conv2 and dense1 end in a fused ReLU; the classifier's logits feed a softmax.
+    assert nonnegative == {"quant_conv1": True, "quant_conv2": True, "quant_dense1": True, "quant_classifier": False}
+
+
 def test_inference_neither_moves_the_range_nor_leaves_the_grid():
     layer = FakeQuant()
     layer(np.array([[-2.0, 2.0]], "float32"), training=True)
@@ -45,6 +63,7 @@ def test_fixed_range_rounds_to_its_grid_at_inference_only():
 def test_fake_quant_config_round_trips():
     layer = FakeQuant(ema_decay=0.95, value_range=(-1.0, 127 / 128))
     clone = FakeQuant.from_config(layer.get_config())
-    assert (clone.ema_decay, clone.value_range) == (0.95, (-1.0, 127 / 128))
+    assert (clone.ema_decay, clone.value_range, clone.nonnegative) == (0.95, (-1.0, 127 / 128), False)
+    assert FakeQuant.from_config(FakeQuant(nonnegative=True).get_config()).nonnegative
     with pytest.raises(ValueError, match=r"Expected `ema_decay` in \[0, 1\). Received: ema_decay=1.5"):
         FakeQuant(ema_decay=1.5)
