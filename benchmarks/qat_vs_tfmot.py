@@ -75,22 +75,13 @@ def tfmot_worker(base_path: str, out_path: str, settings: dict) -> None:
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
+    from _tfmot_prune import example_cnn  # the same CNN in tf_keras (a sibling script)
+
     from kstruct.data import load_mnist_5k  # numpy only: no Keras 3 import
 
     keras.utils.set_random_seed(settings["seed"])
     (x, y), (xt, yt) = load_mnist_5k()
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    model = example_cnn()
     base = np.load(base_path)
     model.set_weights([base[f"w{i}"] for i in range(len(base.files))])
 
