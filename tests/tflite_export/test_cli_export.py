@@ -137,3 +137,15 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write(str(tmp_path / "m.tflite"), b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_compatibility_error_is_one_line_with_exit_2(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.Conv3D(2, 2), keras.layers.Flatten()])
+    model.save(tmp_path / "conv3d.keras")
+    code, _, err = run(["export", tmp_path / "conv3d.keras", "--target", "gpu", "--out", tmp_path / "m.tflite"], capsys)
+    line = _one_error_line(code, err)
+    assert line.startswith("kstruct: error: The converted file does not suit target='gpu': op #")
+    assert line.endswith(" CONV_3D is not supported by the GPU delegate")
+    assert not (tmp_path / "m.tflite").exists()
