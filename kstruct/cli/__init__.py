@@ -39,18 +39,34 @@ def fail(message: str, status: int = 2) -> int:
 
 @contextlib.contextmanager
 def _quiet_native_stderr():
-    """Silences what native libraries write to stderr (TensorFlow's start-up lines) for the block.
+    """Silences what native libraries write to file descriptor 2 (TensorFlow's log lines) for the block.
 
-    TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL says, which would bury
-    the one-line errors this command promises. Python exceptions still surface.
+    TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL says (start-up lines, a
+    cuInit error on machines without CUDA), which would bury the one-line errors this
+    command promises. Python's own writes (warnings, our error line, a traceback from a
+    bug) still reach the terminal through a copy of the descriptor. TF_CPP_MIN_LOG_LEVEL=0
+    keeps TensorFlow's lines, for debugging.
     """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    try:
+        terminal = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # already captured (pytest, a notebook): leave it be
+        terminal = False
     sys.stderr.flush()
     saved = os.dup(2)
+    python_stderr = sys.stderr
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            yield
+        if terminal:
+            sys.stderr = open(os.dup(saved), "w", buffering=1, errors="backslashreplace")
+        yield
     finally:
+        if sys.stderr is not python_stderr:
+            sys.stderr.close()
+            sys.stderr = python_stderr
         os.dup2(saved, 2)
         os.close(saved)
 
@@ -72,14 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         return fail(str(err), err.exit_status)
     with _quiet_native_stderr():
-        import keras  # noqa: F401  (loads TensorFlow once, quietly)
-    expected = _expected_errors()
-    try:
-        return args.run(args)
-    except expected as err:
-        return fail(str(err) or type(err).__name__, getattr(err, "exit_status", 2))
-    except KeyboardInterrupt:
-        return fail(getattr(args, "interrupted", "interrupted"))
+        expected = _expected_errors()  # loads TensorFlow once
+        try:
+            return args.run(args)
+        except expected as err:
+            return fail(str(err) or type(err).__name__, getattr(err, "exit_status", 2))
+        except KeyboardInterrupt:
+            return fail(getattr(args, "interrupted", "interrupted"))
 
 
 if __name__ == "__main__":
