@@ -326,11 +326,13 @@ class Strategy:
                 raise StrategyError(
                     f"Invalid strategy '{self}': {step} {does} the model after {quantized_by} has quantized it; {fix}."
                 )
-            if step.targets is not None and target not in step.targets:
-                raise StrategyError(
-                    f"Invalid strategy '{self}' for target '{target}': {step.name} serves only the targets "
-                    f"{', '.join(step.targets)}. Pass one of them as target (CLI: --target), or drop {step.name}."
-                )
+            own = step.get_config().get("target")  # a step's own target= option, e.g. qat(target='int8')
+            for wanted in (target, own) if own is not None else (target,):
+                if step.targets is not None and wanted not in step.targets:
+                    raise StrategyError(
+                        f"Invalid strategy '{self}' for target '{wanted}': {step.name} serves only the targets "
+                        f"{', '.join(step.targets)}. Pass one of them as target (CLI: --target), or drop {step.name}."
+                    )
             if step.quantizes:
                 quantized_by = step
 

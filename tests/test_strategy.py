@@ -216,6 +216,16 @@ def test_optimize_refuses_impossible_chains_before_any_work(text, target, messag
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+def test_a_steps_own_target_option_is_validated_too():
+    with pytest.raises(StrategyError) as err:
+        Strategy.parse("qat(target='int16x8')").validate("int8")
+    assert str(err.value) == (
+        "Invalid strategy 'qat(target='int16x8')' for target 'int16x8': qat serves only the targets int8, "
+        "edgetpu, micro. Pass one of them as target (CLI: --target), or drop qat."
+    )
+    Strategy.parse("qat(target='edgetpu')").validate("int8")
+
+
 def test_valid_chains_pass_validation():
     for text in ("prune(0.5) + qat", "prune(2:4) + ptq", "search(trials=2) + prune(0.5) + qat", "prune(0.5)"):
         Strategy.parse(text).validate("int8")
