@@ -57,6 +57,7 @@ def test_missing_files_are_reported_in_one_line(files, tmp_path, capsys):
     assert "has no array 'x' or 'y' (found: inputs)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_search_console_script_writes_the_best_model_trials_and_plot(files, tmp_path):
     model, data = files
     out = tmp_path / "out"
