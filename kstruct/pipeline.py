@@ -102,6 +102,7 @@ def optimize(
     check_graph_model(model, "kstruct.optimize")
     plan = as_strategy(strategy)
     _check_target(target)
+    plan.validate(target)  # an impossible chain fails here, before any training or conversion
     if epochs is not None and int(epochs) < 1:
         raise KstructError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
     if not model.compiled and loss is None:
