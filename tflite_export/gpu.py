@@ -208,8 +208,10 @@ def _fmt(values: list[float]) -> str:
 
 
 def _last_line(log: str) -> str:
+    """The child's Python exception if it raised one, else its last log line."""
+    errors = re.findall(r"^\w+(?:Error|Exception): .*$", log, re.M)
     lines = [line for line in log.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
+    return errors[-1].strip() if errors else lines[-1].strip() if lines else "no output"
 
 
 def run_on_gpu(

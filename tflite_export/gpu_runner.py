@@ -61,16 +61,22 @@ def _run(model, arrays: list[np.ndarray], runs: int, warmup: int) -> tuple[list[
     inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
     for buffer, array in zip(inputs, arrays):
         buffer.write(array)
+    details = list(model.get_output_tensor_details(signature).values())
+    shapes = [[max(int(d), 1) for d in detail["shape"]] for detail in details]
+
+    def read() -> list[np.ndarray]:
+        return [
+            buffer.read(int(np.prod(shape)), np.dtype(detail["dtype"])).reshape(shape)
+            for buffer, detail, shape in zip(outputs, details, shapes)
+        ]
+
     times = []
     for i in range(warmup + max(runs, 1)):
         start = time.perf_counter()
         model.run_by_index(0, inputs, outputs)
+        results = read()  # a GPU run may return before it finishes: reading the outputs waits for it
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1e3)
-    results = []
-    for buffer, detail in zip(outputs, model.get_output_tensor_details(signature).values()):
-        shape = [max(int(d), 1) for d in detail["shape"]]
-        results.append(buffer.read(int(np.prod(shape)), np.dtype(detail["dtype"])).reshape(shape))
     return results, times
 
 
