@@ -55,8 +55,10 @@ def prepare(folder: pathlib.Path) -> None:
         print(path)
 
 
-def _row(path: pathlib.Path, runs: int) -> dict:
+def _row(path: pathlib.Path, runs: int, out: pathlib.Path | None) -> dict:
     v = tflite_export.run_on_gpu(path, runs=runs, warmup=5, timeout=300)
+    if out is not None:  # LiteRT's own log of the child, for whoever reads a surprising verdict
+        (out / f"{path.stem}.log").write_text(v.log)
     return {"file": path.name, "status": v.status, "device": v.device, "software": v.software,
             "max_abs_diff": v.max_abs_diff, "gpu_ms": v.gpu_ms, "cpu_ms": v.cpu_ms, "message": v.message}
 
@@ -67,17 +69,22 @@ def _cell(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def run(folder: pathlib.Path, runs: int, as_json: bool) -> int:
+def run(folder: pathlib.Path, runs: int, as_json: bool, out: pathlib.Path | None = None) -> int:
     files = sorted(folder.glob("*.tflite"))
     if not files:
         print(f"gpu_check: no .tflite files in {folder}", file=sys.stderr)
         return 2
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     rows = []
     for path in files:
-        row = _row(path, runs)
+        row = _row(path, runs, out)
         rows.append(row)
         if as_json:
             print(json.dumps(row), flush=True)
+        if out is not None:
+            with open(out / "results.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
     if not as_json:
         columns = ("file", "status", "device", "software", "max_abs_diff", "gpu_ms", "cpu_ms")
         table = [columns] + [tuple(_cell(r[c]) for c in columns) for r in rows]
@@ -95,8 +102,9 @@ if __name__ == "__main__":
     parser.add_argument("folder", type=pathlib.Path)
     parser.add_argument("--runs", type=int, default=50, help="timed runs per accelerator (run only)")
     parser.add_argument("--json", action="store_true", help="one JSON line per file (run only)")
+    parser.add_argument("--out", type=pathlib.Path, help="also write results.jsonl and each file's LiteRT log here")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.folder)
         sys.exit(0)
-    sys.exit(run(args.folder, args.runs, args.json))
+    sys.exit(run(args.folder, args.runs, args.json, args.out))
