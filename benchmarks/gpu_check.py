@@ -55,6 +55,57 @@ def prepare(folder: pathlib.Path) -> None:
         print(path)
 
 
+def _residual_net():
+    """A small net with Add and Concatenate, the graph shapes a plain CNN lacks."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Add()([x, y])
+    z = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.Concatenate()([x, z])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x), name="residual")
+
+
+def table(runs: int) -> int:
+    """Converts the example CNN, MobileNetV2/V3Small and a residual net for several targets, runs each
+    on the GPU accelerator and prints a Markdown table (docs/deployment.md's)."""
+    import tempfile
+
+    import keras
+    import numpy as np
+
+    from kstruct.models import example_cnn
+
+    keras.utils.set_random_seed(0)
+    apps = dict(input_shape=(96, 96, 3), weights=None, classifier_activation=None)
+    models = {
+        "example CNN": (example_cnn(), ("float32", "float16", "dynamic", "int8", "gpu")),
+        "MobileNetV2 0.35 96x96": (keras.applications.MobileNetV2(alpha=0.35, **apps), ("float32", "int8", "gpu")),
+        "MobileNetV3Small 96x96": (keras.applications.MobileNetV3Small(**apps), ("float32", "int8", "gpu")),
+        "residual (Add, Concatenate)": (_residual_net(), ("float32", "int8", "gpu")),
+    }
+    print("| model | target | verdict | max abs diff | largest output | GPU ms | CPU ms |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, (model, targets) in models.items():
+            data = np.random.default_rng(0).uniform(0, 1, (50, *model.input_shape[1:])).astype("float32")
+            for target in targets:
+                path = pathlib.Path(folder, "m.tflite")
+                try:
+                    path.write_bytes(tflite_export.convert(model, target, data))
+                except tflite_export.ExportError as e:
+                    print(f"| {name} | {target} | conversion refused: {str(e).splitlines()[0]} | | | | |")
+                    continue
+                v = tflite_export.run_on_gpu(path, runs=runs, warmup=2, timeout=600)
+                verdict = v.status if v.ok else f"{v.status}: {v.message}"
+                print(f"| {name} | {target} | {verdict} | {_cell(v.max_abs_diff)} | {_cell(v.largest_output)} | {_cell(v.gpu_ms)} | {_cell(v.cpu_ms)} |",
+                      flush=True)
+    return 0
+
+
 def _row(path: pathlib.Path, runs: int, out: pathlib.Path | None) -> dict:
     v = tflite_export.run_on_gpu(path, runs=runs, warmup=5, timeout=300)
     if out is not None:  # LiteRT's own log of the child, for whoever reads a surprising verdict
@@ -98,8 +149,8 @@ def run(folder: pathlib.Path, runs: int, as_json: bool, out: pathlib.Path | None
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="prepare: write .tflite files (needs TF); run: check them on the GPU")
-    parser.add_argument("command", choices=("prepare", "run"))
-    parser.add_argument("folder", type=pathlib.Path)
+    parser.add_argument("command", choices=("prepare", "run", "table"))
+    parser.add_argument("folder", type=pathlib.Path, nargs="?", default=pathlib.Path(".gpu"))
     parser.add_argument("--runs", type=int, default=50, help="timed runs per accelerator (run only)")
     parser.add_argument("--json", action="store_true", help="one JSON line per file (run only)")
     parser.add_argument("--out", type=pathlib.Path, help="also write results.jsonl and each file's LiteRT log here")
@@ -107,4 +158,6 @@ if __name__ == "__main__":
     if args.command == "prepare":
         prepare(args.folder)
         sys.exit(0)
+    if args.command == "table":
+        sys.exit(table(args.runs))
     sys.exit(run(args.folder, args.runs, args.json, args.out))

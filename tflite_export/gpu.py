@@ -52,7 +52,8 @@ class GpuVerdict:
         device: the Vulkan adapter LiteRT selected, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)".
         software: whether that adapter is a CPU (lavapipe): its latency means nothing for speed.
         fully_accelerated: LiteRT's own claim, when the file compiled.
-        max_abs_diff: largest |GPU - CPU| over all outputs, when both ran.
+        max_abs_diff: largest |GPU - CPU| over all outputs, when both ran; `largest_output`
+            is the largest |CPU output|, the scale `tolerance` is relative to.
         unsupported_ops: ops the accelerator refused, from its log (or, when the log names
             none, the ops that make shapes dynamic).
         runtime_warnings: what LiteRT's GPU graph builder logged (e.g. the TopK warning).
@@ -66,6 +67,7 @@ class GpuVerdict:
     software: bool | None = None
     fully_accelerated: bool | None = None
     max_abs_diff: float | None = None
+    largest_output: float | None = None
     tolerance: float | None = None
     unsupported_ops: list[str] = dataclasses.field(default_factory=list)
     runtime_warnings: list[str] = dataclasses.field(default_factory=list)
@@ -184,7 +186,7 @@ def _judge(v: GpuVerdict, result: dict[str, Any] | None, blob: bytes, tolerance:
     v.load_ms, v.gpu_times_ms = result["load_ms"], result["gpu_times_ms"]
     # Integer outputs may differ by a quantization step (the GPU computes in float).
     # Relative to the largest CPU output: an untrained net's logits can be ~1e-10 in all.
-    scale = result["output_scale"]
+    scale = v.largest_output = result["output_scale"]
     v.tolerance = 1.0 if result["integer_outputs"] else tolerance * (scale if scale > 0 else 1.0)
     warned = f"; LiteRT warned: {' '.join(v.runtime_warnings)}" if v.runtime_warnings else ""
     if not v.fully_accelerated:
