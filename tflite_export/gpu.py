@@ -203,9 +203,10 @@ def _judge(v: GpuVerdict, result: dict[str, Any] | None, blob: bytes, tolerance:
         )
     else:
         v.status = "accelerated"
+        vacuous = "; every output is 0, so the comparison proves little" if scale == 0 else ""
         v.message = (
             f"fully accelerated{_on(v)}; outputs equal to the CPU's (max abs diff {v.max_abs_diff:.3g}, "
-            f"largest output {scale:.3g}){warned}"
+            f"largest output {scale:.3g}){vacuous}{warned}"
         )
     return v
 
@@ -216,7 +217,7 @@ def _fmt(values: list[float]) -> str:
 
 def _last_line(log: str) -> str:
     """The child's Python exception if it raised one, else its last log line."""
-    errors = re.findall(r"^\w+(?:Error|Exception): .*$", log, re.M)
+    errors = [" ".join(e.split()) for e in re.findall(r"^\w+(?:Error|Exception): .*(?:\n└.*)?", log, re.M)]
     lines = [line for line in log.splitlines() if line.strip()]
     return errors[-1].strip() if errors else lines[-1].strip() if lines else "no output"
 
