@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"output directory {out_dir!r} does not exist")
     data = load_calibration(args.data) if args.data else None
     blob = convert(args.model, args.target, data, allow_flex=args.allow_flex)
+    if args.target == "gpu":  # run it on LiteRT's GPU accelerator; a failure is an error, no device a note
+        from tflite_export import run_on_gpu
+
+        print(f"gpu run check: {run_on_gpu(blob).raise_for_failure().message}")
     atomic_write(args.out, blob)
     print(f"wrote {args.out} ({len(blob)} bytes, target={args.target})")
     return 0
