@@ -1,0 +1,46 @@
+"""The `distill` strategy step: fine-tune the current model with the original (or `teacher=`) as teacher."""
+
+from __future__ import annotations
+
+import keras
+
+from kstruct.distillation.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_settings, copy_model
+from kstruct.step import Step, StepResult
+from kstruct.training import StepContext
+
+
+class Distill(Step):
+    """Knowledge distillation: the current model learns from the teacher's softened class scores.
+
+    The teacher is the model given to `optimize`, or its `teacher=` argument. After
+    compression (pruning, a narrower search result) the student recovers faster from
+    the teacher's scores, which say how wrong each wrong class is, than from labels alone.
+
+    Args:
+        epochs: fine-tuning epochs (default 3).
+        temperature: > 0; softens both distributions (default 4).
+        alpha: weight of the label loss in [0, 1]; 1 - alpha weighs the teacher (default 0.5).
+    """
+
+    name = "distill"
+
+    def __init__(self, *, epochs: int = 3, temperature: float = DEFAULT_TEMPERATURE, alpha: float = DEFAULT_ALPHA):
+        if isinstance(epochs, bool) or int(epochs) < 1:
+            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
+        self.epochs = int(epochs)
+        self.temperature, self.alpha = check_settings(temperature, alpha)
+
+    def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        student = context.compile(copy_model(model))  # the incoming model (maybe the user's) stays as it was
+        context.fit(student, epochs=self.epochs, distill=True, temperature=self.temperature, alpha=self.alpha)
+        return StepResult(model=student, notes={"temperature": self.temperature, "alpha": self.alpha})
+
+    def __str__(self) -> str:
+        extras = []
+        if self.epochs != 3:
+            extras.append(f"epochs={self.epochs}")
+        if self.temperature != DEFAULT_TEMPERATURE:
+            extras.append(f"temperature={self.temperature:g}")
+        if self.alpha != DEFAULT_ALPHA:
+            extras.append(f"alpha={self.alpha:g}")
+        return f"distill({', '.join(extras)})" if extras else "distill"
