@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import keras
+
+from kstruct.errors import KstructError
 
 
 class EpochScalars(keras.callbacks.Callback):
@@ -32,3 +35,13 @@ def epoch_callbacks(model: keras.Model, tensorboard_dir: str | os.PathLike | Non
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in stage)
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(os.fspath(tensorboard_dir), safe)))
     return callbacks
+
+
+def check_tensorboard() -> None:
+    """Raises KstructError before any training when TensorBoard's package is missing
+    (TensorFlow 2.21 no longer installs it, and Keras would fail mid-fit)."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise KstructError(
+            "`tensorboard_dir` needs the tensorboard package, which is not installed. "
+            "Install it (pip install tensorboard) or leave tensorboard_dir out."
+        )

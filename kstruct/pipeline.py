@@ -139,6 +139,10 @@ def optimize(
         from kstruct.distillation import check_teacher
 
         check_teacher(teacher, model)
+    if tensorboard_dir is not None:
+        from kstruct._tensorboard import check_tensorboard
+
+        check_tensorboard()
     if output_dir is not None:
         from kstruct.outputs import check_can_write
 

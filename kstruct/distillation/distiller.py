@@ -1,7 +1,8 @@
 """Keras's `Distiller` for any classifier: checked teacher, frozen copy, softmax outputs handled.
 
 `keras.distillation.LogitsDistillation` divides its inputs by the temperature and
-applies softmax, so it expects logits. Fed probabilities (a model ending in
+applies softmax, so it expects logits (and, in Keras 3.15, a `KLDivergence` object:
+its default string loss skips the softmax and gives 0). Fed probabilities (a model ending in
 softmax) it silently computes the wrong loss. Since softmax(log p / T) equals
 softmax(z / T) when p = softmax(z), taking the log of probability outputs first
 gives exactly the loss the logits would have given, without rebuilding the model.
@@ -88,6 +89,9 @@ class ClassScoreDistillation(keras.distillation.LogitsDistillation):
 
     def __init__(self, temperature: float = DEFAULT_TEMPERATURE, teacher_probabilities: bool = False,
                  student_probabilities: bool = False, **kwargs):
+        # A KLDivergence instance, not the string: Keras 3.15 turns "kl_divergence" into a plain
+        # function, misses its softmax branch, and returns 0 for logits with negative values.
+        kwargs.setdefault("loss", keras.losses.KLDivergence())
         super().__init__(temperature=temperature, **kwargs)
         self.teacher_probabilities = bool(teacher_probabilities)
         self.student_probabilities = bool(student_probabilities)
@@ -117,8 +121,9 @@ def copy_model(model: keras.Model) -> keras.Model:
 
 def _compile_like(trainer: keras.Model, student: keras.Model) -> None:
     """Compiles the Distiller with the student's loss, metrics and a fresh optimizer of the same kind."""
-    try:
-        trainer.compile_from_config(student.get_compile_config())
+    try:  # Distiller overrides compile, so Keras's compile_from_config would skip it
+        config = keras.saving.deserialize_keras_object(student.get_compile_config())
+        trainer.compile(**config)
     except Exception:  # a loss or metric that cannot be serialized: reuse the objects
         optimizer = type(student.optimizer).from_config(student.optimizer.get_config())
         trainer.compile(optimizer=optimizer, loss=student.loss, metrics=["accuracy"])
