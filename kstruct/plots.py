@@ -49,10 +49,11 @@ def stages_figure(report: "Report | dict") -> "Figure":
                 ax.annotate(name, (xi, s["tflite_accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xlabel(label)
         ax.set_ylabel("top-1 accuracy (validation)")
-        ax.set_xlim(left=0)
-    axes[0, 0].set_title("accuracy vs size", fontsize=10)
+        ax.margins(x=0.3, y=0.12)  # room for the stage names
+    axes[0, 0].set_xlim(left=0)  # sizes from zero, so the saving reads at a glance
+    axes[0, 0].set_title("accuracy vs size (lines join the stages in order)", fontsize=10)
     axes[0, 1].set_title("accuracy vs latency", fontsize=10)
-    axes[0, 0].legend(fontsize=8, loc="lower right")
+    axes[0, 0].legend(fontsize=8, loc="best")
     figure.suptitle(f"kstruct stages: {data['strategy']} (target {data['target']})", fontsize=11)
     return figure
 
@@ -98,20 +99,26 @@ def training_series(stage: dict) -> dict[str, list[float]]:
 
 
 def training_figure(report: "Report | dict") -> "Figure":
-    """Label loss and accuracy per epoch of every training step (from Keras's History)."""
+    """Label loss and accuracy per epoch of every training step (from Keras's History),
+    the steps one after the other on one epoch axis, so the whole run reads left to right."""
     stages = [s for s in _data(report)["stages"] if training_series(s)["loss"]]
     figure, axes = new_figure(1, 2, width=11, height=4.2)
+    total = sum(len(training_series(s)["loss"]) for s in stages)
     for ax, key, label in ((axes[0, 0], "loss", "training loss (labels)"), (axes[0, 1], "accuracy", "training accuracy")):
         if not stages:
             note(ax, "no training step in this strategy")
             continue
+        start = 1
         for stage in stages:
             values = training_series(stage)[key]
             if values:
-                ax.plot(range(1, len(values) + 1), values, marker="o", label=stage["stage"])
-        ax.set_xlabel("epoch")
+                ax.plot(range(start, start + len(values)), values, marker="o", label=stage["stage"])
+            start += len(training_series(stage)["loss"])
+        ax.set_xlabel("epoch (training steps in strategy order)")
         ax.set_ylabel(label)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if total <= 30:
+            ax.set_xticks(range(1, total + 1))
+        ax.margins(x=0.08)
         ax.legend(fontsize=8)
     axes[0, 0].set_title("loss per epoch", fontsize=10)
     axes[0, 1].set_title("accuracy per epoch", fontsize=10)
