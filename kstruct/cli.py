@@ -78,6 +78,7 @@ def _optimize(args) -> int:
     kstruct.outputs.check_can_write(args.out, overwrite=args.overwrite, flag="--overwrite")
     train, validation = load_training_npz(args.data)
     model = load_keras_model(args.model)
+    teacher = load_keras_model(args.teacher) if args.teacher else None
     result = kstruct.optimize(
         model,
         strategy,
@@ -89,10 +90,15 @@ def _optimize(args) -> int:
         overwrite=args.overwrite,
         loss=args.loss,
         batch_size=args.batch_size,
+        teacher=teacher,
+        tensorboard_dir=args.tensorboard_dir,
     )
     print()
     print(result.report.to_text())
-    print(f"\nkstruct: wrote model.keras, model.tflite, report.json and report.md to {args.out}/")
+    print(
+        f"\nkstruct: wrote model.keras, model.tflite, report.json, report.md, "
+        f"stages.png, layers.png and training.png to {args.out}/"
+    )
     return 0
 
 
@@ -119,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--loss", default=None, help="loss for an uncompiled model, e.g. sparse_categorical_crossentropy")
     opt.add_argument("--batch-size", type=int, default=32)
     opt.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    opt.add_argument("--teacher", default=None, help="a .keras file that distill steps learn from (default: the model)")
+    opt.add_argument("--tensorboard-dir", default=None, help="log every training step's epochs there for TensorBoard")
     opt.set_defaults(handler=_optimize)
 
     demo = commands.add_parser("demo", help="optimize the example CNN on the bundled MNIST digits")
