@@ -14,14 +14,11 @@ import keras
 import numpy as np
 
 from kstruct.errors import DistillationError
+from kstruct.training import _shape_text
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.5
 _EPSILON = 1e-7  # the clip Keras's own crossentropy applies to probabilities
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def check_settings(temperature: float, alpha: float) -> tuple[float, float]:
