@@ -161,6 +161,7 @@ def test_pareto_figure_plots_the_trials_and_front(tmp_path):
     assert imread(path).shape[0] >= 400
 
 
+@pytest.mark.slow
 def test_cli_optimize_writes_the_figures(small_mnist, tmp_path):
     (x, y), (xt, yt) = small_mnist
     model = compiled(tiny_cnn())
