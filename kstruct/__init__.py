@@ -23,16 +23,18 @@ _EXPORTS = {
     "QAT": "kstruct.quantization.step",
     "PTQ": "kstruct.quantization.step",
     "Search": "kstruct.search.step",
+    "Distill": "kstruct.distillation.step",
     "Report": "kstruct.report",
     "StageReport": "kstruct.report",
     "OutputExistsError": "kstruct.outputs",
     "KstructError": "kstruct.errors",
     "DataError": "kstruct.errors",
     "PruningError": "kstruct.errors",
+    "DistillationError": "kstruct.errors",
     "StrategyError": "kstruct.errors",
     "UnsupportedModelError": "kstruct.errors",
 }
-_SUBPACKAGES = ("pruning", "quantization", "search", "data", "models", "outputs", "errors")
+_SUBPACKAGES = ("pruning", "quantization", "search", "distillation", "plots", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 

@@ -24,7 +24,7 @@ def run_demo(
     """Trains the example CNN on MNIST-5k, optimizes it with `strategy`, writes the results.
 
     Prints Keras's progress bars, one line per stage and the stage table; writes
-    `model.keras`, `model.tflite`, `report.json` and `report.md` to `output_dir`.
+    `model.keras`, `model.tflite`, `report.json`, `report.md` and the figures to `output_dir`.
     """
     import keras
 
@@ -48,5 +48,5 @@ def run_demo(
     )
     print()
     print(result.report.to_text())
-    print(f"\nkstruct demo: wrote model.keras, model.tflite, report.json and report.md to {output_dir}/")
+    print(f"\nkstruct demo: wrote model.keras, model.tflite, report.json, report.md and figures to {output_dir}/")
     return result

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import tflite_export
 
+from kstruct._layer_stats import compare_layers
 from kstruct.errors import KstructError
 from kstruct.measure import measure_stage
 from kstruct.model_graph import check_graph_model
@@ -35,8 +36,15 @@ class OptimizationResult:
     tflite: bytes
     report: Report
 
+    def plot(self) -> dict:
+        """The report's figures, `{"stages", "layers", "training"}` -> matplotlib `Figure` (Agg)."""
+        from kstruct.plots import figures
+
+        return figures(self.report)
+
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Writes `model.keras`, `model.tflite`, `report.json` and `report.md` into `directory`, atomically.
+        """Writes `model.keras`, `model.tflite`, `report.json`, `report.md` and the figures
+        (`stages.png`, `layers.png`, `training.png`) into `directory`, atomically.
 
         Raises:
             OutputExistsError: if `directory` exists and is not empty, unless `overwrite=True`.
@@ -46,7 +54,10 @@ class OptimizationResult:
             self.model.save(folder / "model.keras")
             (folder / "model.tflite").write_bytes(self.tflite)
             (folder / "report.json").write_text(self.report.to_json() + "\n")
-            (folder / "report.md").write_text(self.report.to_markdown() + "\n")
+            from kstruct.plots import markdown, save_figures
+
+            pictures = save_figures(self.report, folder)
+            (folder / "report.md").write_text(self.report.to_markdown() + "\n\n" + markdown(pictures) + "\n")
 
         return write_directory(directory, fill, overwrite=overwrite)
 
@@ -54,6 +65,15 @@ class OptimizationResult:
 def _check_target(target: str) -> None:
     if target not in tflite_export.TARGETS:
         raise KstructError(f"Expected `target` to be one of {tuple(tflite_export.TARGETS)}. Received: target={target!r}")
+
+
+def _history_note(histories: list[dict]) -> dict:
+    """`{"history": {metric: per-epoch values}}` of a step's fits, joined epoch after epoch."""
+    joined: dict[str, list[float]] = {}
+    for history in histories:
+        for key, values in history.items():
+            joined.setdefault(key, []).extend(values)
+    return {"history": joined} if joined else {}
 
 
 def _say(message: str, verbose) -> None:
@@ -76,6 +96,8 @@ def optimize(
     metrics=None,
     batch_size: int = 32,
     verbose: int | str = "auto",
+    teacher: keras.Model | None = None,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> OptimizationResult:
     """Runs `strategy` on `model` and exports the result for `target`.
 
@@ -95,6 +117,10 @@ def optimize(
         loss, optimizer, metrics: how to compile an uncompiled model for training.
         batch_size: batch size for array data.
         verbose: Keras's progress bar setting; 0 also silences the stage lines.
+        teacher: the model `distill` steps (and `distill=true` training steps) learn
+            from. Default: `model` itself, as it was before any step.
+        tensorboard_dir: if given, every training step logs loss, metrics and
+            sparsity per epoch there (Keras's TensorBoard callback), one run per step.
 
     Returns:
         An `OptimizationResult`.
@@ -110,6 +136,14 @@ def optimize(
             f"Model `{model.name}` is not compiled and no `loss` was given. Compile it first "
             "(model.compile(optimizer=..., loss=...)) or pass loss=... (CLI: --loss)."
         )
+    if teacher is not None:
+        from kstruct.distillation import check_teacher
+
+        check_teacher(teacher, model)
+    if tensorboard_dir is not None:
+        from kstruct._tensorboard import check_tensorboard
+
+        check_tensorboard()
     if output_dir is not None:
         from kstruct.outputs import check_can_write
 
@@ -138,6 +172,8 @@ def optimize(
         optimizer=optimizer or "adam",
         metrics=metrics,
         verbose=verbose,
+        teacher=model if teacher is None else teacher,
+        tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
     )
     x_val, y_val = validation.arrays()
     representative = context.representative_inputs()
@@ -161,20 +197,21 @@ def optimize(
     current, blob = model, convert(model)
     report.stages.append(measure_stage("original", model, blob, x_val, y_val))
     _say(report.stages[-1].summary_line(target), verbose)
-    for step in plan:
+    for index, step in enumerate(plan, 1):
         started = time.perf_counter()
+        context.stage, fits = f"{index}_{step}", len(context.histories)
         outcome = step.apply(current, context)
         current = outcome.model
         blob = outcome.tflite if outcome.tflite is not None else convert(current)
         seconds = time.perf_counter() - started
-        report.stages.append(
-            measure_stage(str(step), current, blob, x_val, y_val, seconds=seconds, notes=outcome.notes)
-        )
+        notes = {**outcome.notes, **_history_note(context.histories[fits:])}
+        report.stages.append(measure_stage(str(step), current, blob, x_val, y_val, seconds=seconds, notes=notes))
         _say(report.stages[-1].summary_line(target), verbose)
 
     if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
         report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
         _say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
+    report.layers = compare_layers(model, current)
     result = OptimizationResult(model=current, tflite=blob, report=report)
     if output_dir is not None:
         result.save(output_dir, overwrite=overwrite)

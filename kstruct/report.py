@@ -65,6 +65,7 @@ class Report:
     target: str
     stages: list[StageReport] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per layer, original vs final model
 
     @property
     def final(self) -> StageReport:
@@ -100,6 +101,7 @@ class Report:
             "target": self.target,
             "settings": self.settings,
             "stages": [asdict(stage) for stage in self.stages],
+            "layers": self.layers,
         }
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
-from kstruct.errors import DataError
+from kstruct.errors import DataError, KstructError
 
 DEFAULT_EPOCHS = 2
 
@@ -127,6 +127,10 @@ class StepContext:
             models copy; None when `loss` is given instead.
         loss, optimizer, metrics: used when the user's model was not compiled.
         verbose: Keras progress bar setting for `fit`.
+        teacher: the model steps distill from (the one given to `optimize`, or its `teacher=`).
+        tensorboard_dir: if set, every `fit` logs there (one run folder per stage).
+        stage: the name of the step now running (the TensorBoard run folder).
+        histories: `History.history` of every `fit` so far, in order, for the report.
     """
 
     train: TrainingData
@@ -138,6 +142,10 @@ class StepContext:
     optimizer: Any = "adam"
     metrics: Any = None
     verbose: int | str = "auto"
+    teacher: keras.Model | None = None
+    tensorboard_dir: str | None = None
+    stage: str = "step"
+    histories: list[dict[str, list[float]]] = field(default_factory=list)
 
     def steps(self, epochs: int | None = None) -> int:
         """Optimizer steps in `epochs` (default: the context's epochs)."""
@@ -154,15 +162,46 @@ class StepContext:
             model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics or ["accuracy"])
         return model
 
-    def fit(self, model: keras.Model, epochs: int | None = None, callbacks=None) -> keras.callbacks.History:
-        """Compiles and trains `model` on the training data, with Keras's own progress bar."""
+    def fit(
+        self,
+        model: keras.Model,
+        epochs: int | None = None,
+        callbacks=None,
+        *,
+        distill: bool = False,
+        temperature: float | None = None,
+        alpha: float | None = None,
+    ) -> keras.callbacks.History:
+        """Compiles and trains `model` on the training data, with Keras's own progress bar.
+
+        With `distill=True` the model learns from the context's teacher as well as the
+        labels (a `keras.distillation.Distiller` around it), so any training step gets
+        distillation by passing the flag. The History is kept for the report.
+        """
         self.compile(model)
-        return model.fit(
+        trainer = model
+        if distill:
+            from kstruct import distillation
+
+            if self.teacher is None:
+                raise KstructError("Distillation needs a teacher; `optimize` sets it (its `teacher=` argument).")
+            trainer = distillation.distiller(
+                self.teacher,
+                model,
+                temperature=distillation.DEFAULT_TEMPERATURE if temperature is None else temperature,
+                alpha=distillation.DEFAULT_ALPHA if alpha is None else alpha,
+                sample=self.train.arrays(limit=16)[0],
+            )
+        from kstruct._tensorboard import epoch_callbacks
+
+        history = trainer.fit(
             **self.train.fit_arguments(),
             epochs=epochs or self.epochs,
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), *epoch_callbacks(model, self.tensorboard_dir, self.stage)],
             verbose=self.verbose,
         )
+        self.histories.append({key: [float(v) for v in values] for key, values in history.history.items()})
+        return history
 
     def representative_inputs(self, count: int = 200) -> np.ndarray:
         """Training inputs for int8 calibration."""

@@ -11,7 +11,9 @@ def test_demo_writes_a_pruned_qat_int8_model_and_its_report(tmp_path, capsys):
     result = run_demo(out, base_epochs=1, epochs=1)
     printed = capsys.readouterr().out
     assert "stage" in printed and "prune(0.75) + qat" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "model.tflite", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "layers.png", "model.keras", "model.tflite", "report.json", "report.md", "stages.png", "training.png"
+    ]
     report = json.loads((out / "report.json").read_text())
     original, pruned, qat = report["stages"]
     assert pruned["sparsity"] == pytest.approx(0.75, abs=0.01)

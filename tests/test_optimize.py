@@ -56,7 +56,9 @@ def test_result_model_is_a_plain_keras_model_and_the_input_is_untouched(trained,
 def test_save_writes_all_outputs_and_never_overwrites_silently(pruned_result, tmp_path):
     out = tmp_path / "out"
     pruned_result.save(out)
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "model.tflite", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "layers.png", "model.keras", "model.tflite", "report.json", "report.md", "stages.png", "training.png"
+    ]
     assert (out / "model.tflite").read_bytes() == pruned_result.tflite
     report = json.loads((out / "report.json").read_text())
     assert report["strategy"] == "prune(0.75)" and report["target"] == "int8"

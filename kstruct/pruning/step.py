@@ -28,6 +28,7 @@ class Prune(Step):
         m_by_n: `(n, m)`, e.g. `(2, 4)`; overrides `sparsity`.
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         layers: which layers to prune (a name, a regex, a list of them).
+        distill: fine-tune from the teacher's class scores as well as the labels.
     """
 
     name = "prune"
@@ -42,6 +43,7 @@ class Prune(Step):
         m_by_n: tuple[int, int] | None = None,
         epochs: int | None = None,
         layers: str | list[str] | None = None,
+        distill: bool = False,
     ):
         if isinstance(sparsity, (tuple, list)):  # prune(2:4) in a strategy string
             sparsity, m_by_n = None, tuple(sparsity)
@@ -63,6 +65,7 @@ class Prune(Step):
         self.m_by_n = m_by_n
         self.epochs = None if epochs is None else int(epochs)
         self.layers = layers
+        self.distill = bool(distill)
 
     def pruning_schedule(self, total_steps: int) -> PruningSchedule:
         """The schedule for a fine-tuning run of `total_steps` optimizer steps."""
@@ -80,7 +83,7 @@ class Prune(Step):
         epochs = self.epochs or context.epochs
         schedule = self.pruning_schedule(context.steps(epochs))
         wrapped = prune(model, schedule=schedule, m_by_n=self.m_by_n, layers=self.layers)
-        context.fit(wrapped, epochs=epochs)
+        context.fit(wrapped, epochs=epochs, distill=self.distill)
         stale = never_updated(wrapped)
         if stale:
             raise PruningError(stale_message(stale))
@@ -98,4 +101,5 @@ class Prune(Step):
             "schedule": self.schedule,
             "epochs": self.epochs,
             "layers": self.layers,
+            "distill": self.distill,
         }

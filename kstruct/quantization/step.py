@@ -54,6 +54,7 @@ class QAT(Step):
         preserve_sparsity: keep zeros from pruning exactly zero (default True).
         target: the integer TFLite target to check against (default: the
             strategy's target if it is a full-integer one, else "int8").
+        distill: fine-tune from the teacher's class scores as well as the labels.
     """
 
     name = "qat"
@@ -61,8 +62,12 @@ class QAT(Step):
     quantizes = True
     targets = INTEGER_TARGETS
 
-    def __init__(self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None):
+    def __init__(
+        self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None,
+        distill: bool = False,
+    ):
         self.epochs = _check_epochs(epochs)
+        self.distill = bool(distill)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.target = target
 
@@ -70,7 +75,7 @@ class QAT(Step):
         import tflite_export
 
         qat_model = quantize(model, preserve_sparsity=self.preserve_sparsity)
-        context.fit(qat_model, epochs=self.epochs or context.epochs)
+        context.fit(qat_model, epochs=self.epochs or context.epochs, distill=self.distill)
         target = _integer_target(context, self.target)
         blob = tflite_export.convert(qat_model, target, representative_data=context.representative_inputs())
         x, y = context.validation.arrays()
