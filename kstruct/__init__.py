@@ -31,7 +31,7 @@ _EXPORTS = {
     "StrategyError": "kstruct.errors",
     "UnsupportedModelError": "kstruct.errors",
 }
-_SUBPACKAGES = ("pruning", "quantization", "search", "data", "models", "outputs", "errors")
+_SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 

@@ -27,6 +27,7 @@ KNOWN_STEPS: dict[str, str] = {
     "qat": "kstruct.quantization.step:QAT",
     "ptq": "kstruct.quantization.step:PTQ",
     "search": "kstruct.search.step:Search",
+    "cluster": "kstruct.clustering.step:Cluster",
 }
 
 

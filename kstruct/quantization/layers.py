@@ -18,6 +18,7 @@ from keras import ops
 
 from kstruct.quantization import bn_folding
 from kstruct.quantization.activations import activation_name, function_name, spec_for
+from kstruct.quantization.kernel_values import snap
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 
 
@@ -165,6 +166,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             (a Concatenate, whose inputs share its scale in TFLite).
         preserve_sparsity: keep the kernels' zeros (from pruning) exactly zero.
         ema_decay: decay of the moving activation ranges.
+        kernel_values: `{kernel name: {"values": ..., "axis": ...}}`, the values a
+            kernel may take (declared by clustering); see `kernel_values`.
     """
 
     def __init__(
@@ -175,6 +178,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         quantize_output: bool = True,
         preserve_sparsity: bool = True,
         ema_decay: float = 0.99,
+        kernel_values: dict | None = None,
         **kwargs,
     ):
         spec = kernel_spec(layer)
@@ -201,6 +205,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         self.batch_norm = batch_norm
         self.preserve_sparsity = bool(preserve_sparsity)
         self.ema_decay = float(ema_decay)
+        self.kernel_values = dict(kernel_values or {})  # cluster-preserving QAT
         self._init_activation(activation, quantize_output, ema_decay)
         self.intermediate_quantizer = None
         if isinstance(layer, keras.layers.SeparableConv2D):
@@ -240,6 +245,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         kernels = {}
         for name in self._spec.kernels:
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
+            if name in self.kernel_values:  # cluster-preserving QAT: snap before the mask and the BN fold
+                kernel = snap(kernel, self.kernel_values[name]["values"], self.kernel_values[name]["axis"])
             if name in self.sparsity_masks:
                 kernel = kernel * self.sparsity_masks[name]
             if scale is not None and name == self._spec.folded:
@@ -316,6 +323,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             quantize_output=self.quantize_output,
             preserve_sparsity=self.preserve_sparsity,
             ema_decay=self.ema_decay,
+            kernel_values=self.kernel_values,
         )
         return config
 

@@ -1,0 +1,42 @@
+"""Kernels constrained to declared values (cluster-preserving QAT).
+
+A technique that restricts a kernel to a few values (weight clustering) declares
+them on the stripped layer in the attribute `kstruct_kernel_values`:
+`{kernel attribute: {"values": (k,) or (channels, k) array, "axis": channel axis or None}}`.
+QAT reads that declaration (never the technique's classes) and snaps each
+kernel to its nearest declared value before BatchNorm folding and fake
+quantization. Snapping before folding keeps the clusters: folding scales each
+output channel by one positive factor, so a channel still holds at most `k`
+values, and so does its per-channel int8 kernel.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+KERNEL_VALUES_ATTRIBUTE = "kstruct_kernel_values"
+
+
+def declared_kernel_values(layer: keras.layers.Layer, names) -> dict:
+    """`{kernel name: {"values": nested list, "axis": int | None}}` declared on `layer` for the kernels in `names`."""
+    declared = getattr(layer, KERNEL_VALUES_ATTRIBUTE, None) or {}
+    return {
+        name: {"values": np.asarray(entry["values"], "float32").tolist(), "axis": entry["axis"]}
+        for name, entry in declared.items()
+        if name in names
+    }
+
+
+def snap(kernel, values, axis: int | None):
+    """Each weight replaced by its nearest value (per tensor, or per channel along `axis`); straight-through gradient."""
+    values = ops.convert_to_tensor(np.asarray(values, "float32"), dtype=kernel.dtype)
+    moved = kernel if axis is None else ops.moveaxis(kernel, axis, -1)
+    index = ops.argmin(ops.abs(ops.expand_dims(moved, -1) - values), axis=-1)
+    if axis is None:
+        snapped = ops.take(values, index)
+    else:
+        one_hot = ops.one_hot(index, values.shape[-1], dtype=kernel.dtype)
+        snapped = ops.moveaxis(ops.sum(one_hot * values, axis=-1), -1, axis)
+    return kernel + ops.stop_gradient(snapped - kernel)
