@@ -148,6 +148,20 @@ class ClusterWrapper(keras.layers.Wrapper):
             value = value + straight_through - ops.stop_gradient(straight_through)
         return value if entry.mask is None else value * entry.mask
 
+    def _entry(self, path: str) -> _Clustered:
+        for name, entry in self._state:
+            if name == path:
+                return entry
+        raise KeyError(f"Layer `{self.layer.name}` has no clustered weight {path!r}. Clustered: {[n for n, _ in self._state]}")
+
+    def centroids_of(self, path: str = "kernel") -> np.ndarray:
+        """The centroids of the weight at `path` as NumPy, `(k,)` or `(channels, k)`; a pinned zero included."""
+        return keras.ops.convert_to_numpy(self._centroids(self._entry(path)))
+
+    def assignments_of(self, path: str = "kernel") -> np.ndarray:
+        """The index of each weight's centroid, as NumPy."""
+        return keras.ops.convert_to_numpy(self._entry(path).assignments)
+
     def kernel_values(self) -> dict:
         """`{weight path: {"values": the allowed values, "axis": their channel axis or None}}`."""
         return {
