@@ -30,13 +30,19 @@ def declared_kernel_values(layer: keras.layers.Layer, names) -> dict:
 
 
 def snap(kernel, values, axis: int | None):
-    """Each weight replaced by its nearest value (per tensor, or per channel along `axis`); straight-through gradient."""
-    values = ops.convert_to_tensor(np.asarray(values, "float32"), dtype=kernel.dtype)
+    """Each weight replaced by its nearest value (per tensor, or per channel along `axis`); straight-through gradient.
+
+    Written as a staircase, `v0 + sum_j (v_j - v_j-1) * [w > midpoint_j]` over the
+    sorted values, not with argmin and gather: the TFLite converter folds these
+    ops on the frozen kernel, so the file holds the snapped int8 constant.
+    """
+    values = np.sort(np.asarray(values, "float32"), axis=-1)
+    steps = ops.convert_to_tensor(np.diff(values, axis=-1), dtype=kernel.dtype)
+    midpoints = ops.convert_to_tensor((values[..., 1:] + values[..., :-1]) / 2, dtype=kernel.dtype)
+    lowest = ops.convert_to_tensor(values[..., 0], dtype=kernel.dtype)
     moved = kernel if axis is None else ops.moveaxis(kernel, axis, -1)
-    index = ops.argmin(ops.abs(ops.expand_dims(moved, -1) - values), axis=-1)
-    if axis is None:
-        snapped = ops.take(values, index)
-    else:
-        one_hot = ops.one_hot(index, values.shape[-1], dtype=kernel.dtype)
-        snapped = ops.moveaxis(ops.sum(one_hot * values, axis=-1), -1, axis)
+    above = ops.cast(ops.greater(ops.expand_dims(moved, -1), midpoints), kernel.dtype)
+    snapped = lowest + ops.sum(above * steps, axis=-1)
+    if axis is not None:
+        snapped = ops.moveaxis(snapped, -1, axis)
     return kernel + ops.stop_gradient(snapped - kernel)

@@ -218,6 +218,14 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(output_shape)
         self._build_quantizers()
+        # Cluster-preserving QAT: the snapped kernels inference (and the TFLite file) uses.
+        self.snapped_kernels = {
+            name: self.add_weight(
+                name=f"{name}_snapped", shape=getattr(self.layer, name).shape, initializer="zeros", trainable=False
+            )
+            for name in self._spec.kernels
+            if name in self.kernel_values
+        }
         self.sparsity_masks = {}
         if self.preserve_sparsity:
             for name in self._spec.kernels:
@@ -233,6 +241,14 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
             mask.assign(ops.cast(ops.not_equal(kernel, 0.0), mask.dtype))
 
+    def capture_kernel_values(self) -> None:
+        """Snaps the kernels to their declared values (cluster-preserving QAT) for inference."""
+        for name, snapped in self.snapped_kernels.items():
+            snapped.assign(self._snapped(name, ops.convert_to_tensor(getattr(self.layer, name))))
+
+    def _snapped(self, name: str, kernel):
+        return snap(kernel, self.kernel_values[name]["values"], self.kernel_values[name]["axis"])
+
     @property
     def quantized_kernels(self) -> dict[str, int | None]:
         """`{kernel attribute: per-channel axis, or None for per-tensor}`."""
@@ -241,12 +257,16 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
     def _bias(self):
         return ops.convert_to_tensor(self.layer.bias) if getattr(self.layer, "use_bias", False) else None
 
-    def _kernels(self, scale=None) -> dict:
+    def _kernels(self, scale=None, training=False) -> dict:
         kernels = {}
         for name in self._spec.kernels:
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
-            if name in self.kernel_values:  # cluster-preserving QAT: snap before the mask and the BN fold
-                kernel = snap(kernel, self.kernel_values[name]["values"], self.kernel_values[name]["axis"])
+            if name in self.snapped_kernels:  # cluster-preserving QAT: snap before the mask and the BN fold
+                if training:  # kept as a variable: the converter cannot fold the snapping ops
+                    kernel = self._snapped(name, kernel)
+                    self.snapped_kernels[name].assign(ops.stop_gradient(kernel))
+                else:
+                    kernel = ops.convert_to_tensor(self.snapped_kernels[name])
             if name in self.sparsity_masks:
                 kernel = kernel * self.sparsity_masks[name]
             if scale is not None and name == self._spec.folded:
@@ -299,12 +319,12 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         bn = self.batch_norm
         bias = self._bias()
         if bn is None:
-            outputs = self._linear(inputs, self._quantize(self._kernels()), bias, training)
+            outputs = self._linear(inputs, self._quantize(self._kernels(training=training)), bias, training)
         elif training and bn.trainable:
-            float_outputs = self._linear(inputs, self._kernels(), bias, training, quantize_intermediate=False)
+            float_outputs = self._linear(inputs, self._kernels(training=training), bias, training, quantize_intermediate=False)
             mean, variance = bn_folding.batch_statistics(float_outputs)
             bn_folding.update_moving_statistics(bn, mean, variance)
-            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn)))
+            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn), training=training))
             factor, shift = bn_folding.training_correction(bn, mean, variance, bias)
             outputs = self._linear(inputs, kernels, None, training) * factor + shift
         else:

@@ -148,6 +148,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                 new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
             if preserve_sparsity:
                 new_layer.capture_sparsity()
+            new_layer.capture_kernel_values()
         elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
             target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
             target.set_weights(original.get_weights())
