@@ -1,5 +1,10 @@
 """Cluster-preserving QAT: values counted in the int8 kernels read back from the TFLite file."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -118,3 +123,38 @@ def test_bad_cluster_arguments_are_refused_in_the_strategy(text, message):
     with pytest.raises(kstruct.StrategyError) as raised:
         kstruct.Strategy.parse(text)
     assert message in str(raised.value)
+
+
+def test_qat_model_keeps_its_declared_values_through_keras_saving(base, digits, tmp_path):
+    (x, y), _ = digits
+    clustered = clustering.cluster(base, 8, per_channel=True)
+    qat = quantize(clustering.strip(clustered))
+    qat.fit(x, y, epochs=1, verbose=0)
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.models.load_model(tmp_path / "qat.keras")
+    np.testing.assert_allclose(loaded.predict(x[:50], verbose=0), qat.predict(x[:50], verbose=0), atol=1e-6)
+    loaded.fit(x, y, epochs=1, verbose=0)
+    blob = tflite_export.convert(loaded, "int8", representative_data=x[:50])
+    (conv,) = weight_tensors(blob, "CONV_2D")
+    assert max(_per_channel_counts(conv)) <= 8
+
+
+@pytest.mark.slow
+def test_console_script_runs_prune_cluster_qat(base, digits, tmp_path):
+    (x, y), (xt, yt) = digits
+    base.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", x=x, y=y, x_val=xt, y_val=yt)
+    kstruct_script = Path(sys.executable).with_name("kstruct")
+    done = subprocess.run(
+        [str(kstruct_script), "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5) + cluster(8) + qat",
+         "--data", str(tmp_path / "data.npz"), "--epochs", "1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    cluster_stage = next(stage for stage in report["stages"] if stage["stage"].startswith("cluster"))
+    assert cluster_stage["notes"]["distinct_values"] == {"conv": 8, "hidden": 8, "out": 8}
+    blob = (tmp_path / "out" / "model.tflite").read_bytes()
+    dense = weight_tensors(blob, "FULLY_CONNECTED")
+    assert [np.unique(t["values"]).size for t in dense] == [8, 8]
+    assert [float(np.mean(t["values"] == 0)) for t in dense] == pytest.approx([0.5, 0.5], abs=0.01)
