@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--base-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tfmot", action="store_true", help="also run tfmot's CQAT and PCQAT on tf_keras")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="kstruct strategies to run")
+    parser.add_argument("--save", type=Path, help="a folder to write every int8 file into")
     args = parser.parse_args()
 
     import keras
@@ -160,7 +162,8 @@ def main() -> None:
     base_weights = base.get_weights()
 
     rows = []
-    for strategy in STRATEGIES:
+    files: dict[str, bytes] = {}
+    for strategy in args.strategies:
         keras.utils.set_random_seed(args.seed + 1000)  # fine-tuning never replays the base's batches
         base.set_weights(base_weights)
         result = kstruct.optimize(
@@ -171,6 +174,7 @@ def main() -> None:
             rows.append(("original (ptq)", original.tflite_accuracy, original.tflite_bytes,
                          original.tflite_gzip_bytes, _kernel_values(tflite_export.convert(
                              base, "int8", representative_data=x[:200]))))
+        files[strategy] = result.tflite
         final = result.report.stages[-1]
         rows.append((strategy, final.tflite_accuracy, final.tflite_bytes, final.tflite_gzip_bytes,
                      _kernel_values(result.tflite)))
@@ -189,8 +193,14 @@ def main() -> None:
                          "end_step": schedule.end_step, "frequency": schedule.frequency},
         }
         for name, blob in run_tfmot(base_weights, settings).items():
+            files[name] = blob
             accuracy = tflite_export.evaluate(blob, xt, yt)
             rows.append((name, accuracy, len(blob), len(gzip.compress(blob, compresslevel=9)), _kernel_values(blob)))
+
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        for name, blob in files.items():
+            (args.save / f"{''.join(c if c.isalnum() else '_' for c in name)}.tflite").write_bytes(blob)
 
     print(f"example CNN, MNIST-5k (test {len(xt)}), int8 TFLite, {args.epochs} epochs per step, seed {args.seed}")
     print(f"{'strategy':<38} {'int8 acc':>8} {'bytes':>8} {'gzip B':>8} {'FC values':>9} {'conv/ch':>8}")
