@@ -6,8 +6,10 @@ them on the stripped layer in the attribute `kstruct_kernel_values`:
 QAT reads that declaration (never the technique's classes) and snaps each
 kernel to its nearest declared value before BatchNorm folding and fake
 quantization. Snapping before folding keeps the clusters: folding scales each
-output channel by one positive factor, so a channel still holds at most `k`
-values, and so does its per-channel int8 kernel.
+output channel by one factor, so a channel still holds at most `k` values, and
+so does its per-channel int8 kernel. The snapped kernel is kept in a variable
+(updated by each training step) that inference and the converter read: the
+converter does not fold the snapping ops into a constant.
 """
 
 from __future__ import annotations

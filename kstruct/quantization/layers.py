@@ -167,7 +167,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         preserve_sparsity: keep the kernels' zeros (from pruning) exactly zero.
         ema_decay: decay of the moving activation ranges.
         kernel_values: `{kernel name: {"values": ..., "axis": ...}}`, the values a
-            kernel may take (declared by clustering); see `kernel_values`.
+            kernel may take (declared by clustering); see `kstruct.quantization.kernel_values`.
     """
 
     def __init__(
