@@ -36,9 +36,13 @@ STRATEGIES = (
     "qat",
     "cluster(16)",
     "cluster(16) + qat",
+    "cluster(16, init='linear') + qat",
+    "cluster(16, init='density') + qat",
+    "cluster(16, init='random') + qat",
     "cluster(16, per_channel=true) + qat",
     "prune(0.75) + qat",
     "prune(0.75) + cluster(16) + qat",
+    "prune(0.75) + cluster(16, init='linear') + qat",
     "prune(0.75) + cluster(8) + qat",
 )
 
@@ -203,9 +207,9 @@ def main() -> None:
             (args.save / f"{''.join(c if c.isalnum() else '_' for c in name)}.tflite").write_bytes(blob)
 
     print(f"example CNN, MNIST-5k (test {len(xt)}), int8 TFLite, {args.epochs} epochs per step, seed {args.seed}")
-    print(f"{'strategy':<38} {'int8 acc':>8} {'bytes':>8} {'gzip B':>8} {'FC values':>9} {'conv/ch':>8}")
+    print(f"{'strategy':<48} {'int8 acc':>8} {'bytes':>8} {'gzip B':>8} {'FC values':>9} {'conv/ch':>8}")
     for name, accuracy, raw, gzipped, counts in rows:
-        print(f"{name:<38} {accuracy:>8.4f} {raw:>8,} {gzipped:>8,} {counts['FULLY_CONNECTED']:>9} {counts['CONV_2D']:>8}")
+        print(f"{name:<48} {accuracy:>8.4f} {raw:>8,} {gzipped:>8,} {counts['FULLY_CONNECTED']:>9} {counts['CONV_2D']:>8}")
 
 
 if __name__ == "__main__":
