@@ -34,7 +34,7 @@ _EXPORTS = {
     "StrategyError": "kstruct.errors",
     "UnsupportedModelError": "kstruct.errors",
 }
-_SUBPACKAGES = ("pruning", "quantization", "search", "distillation", "plots", "data", "models", "outputs", "errors")
+_SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "distillation", "plots", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 

@@ -78,6 +78,7 @@ for _name, _where in (
     ("ptq", "kstruct.quantization.step:PTQ"),
     ("search", "kstruct.search.step:Search"),
     ("distill", "kstruct.distillation.step:Distill"),
+    ("cluster", "kstruct.clustering.step:Cluster"),
 ):
     register_step(_name, _where)
 

@@ -18,6 +18,7 @@ from keras import ops
 
 from kstruct.quantization import bn_folding
 from kstruct.quantization.activations import activation_name, function_name, spec_for
+from kstruct.quantization.kernel_values import snap
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 
 
@@ -165,6 +166,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             (a Concatenate, whose inputs share its scale in TFLite).
         preserve_sparsity: keep the kernels' zeros (from pruning) exactly zero.
         ema_decay: decay of the moving activation ranges.
+        kernel_values: `{kernel name: {"values": ..., "axis": ...}}`, the values a
+            kernel may take (declared by clustering); see `kstruct.quantization.kernel_values`.
     """
 
     def __init__(
@@ -175,6 +178,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         quantize_output: bool = True,
         preserve_sparsity: bool = True,
         ema_decay: float = 0.99,
+        kernel_values: dict | None = None,
         **kwargs,
     ):
         spec = kernel_spec(layer)
@@ -201,6 +205,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         self.batch_norm = batch_norm
         self.preserve_sparsity = bool(preserve_sparsity)
         self.ema_decay = float(ema_decay)
+        self.kernel_values = dict(kernel_values or {})  # cluster-preserving QAT
         self._init_activation(activation, quantize_output, ema_decay)
         self.intermediate_quantizer = None
         if isinstance(layer, keras.layers.SeparableConv2D):
@@ -213,6 +218,14 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(output_shape)
         self._build_quantizers()
+        # Cluster-preserving QAT: the snapped kernels inference (and the TFLite file) uses.
+        self.snapped_kernels = {
+            name: self.add_weight(
+                name=f"{name}_snapped", shape=getattr(self.layer, name).shape, initializer="zeros", trainable=False
+            )
+            for name in self._spec.kernels
+            if name in self.kernel_values
+        }
         self.sparsity_masks = {}
         if self.preserve_sparsity:
             for name in self._spec.kernels:
@@ -228,6 +241,14 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
             mask.assign(ops.cast(ops.not_equal(kernel, 0.0), mask.dtype))
 
+    def capture_kernel_values(self) -> None:
+        """Snaps the kernels to their declared values (cluster-preserving QAT) for inference."""
+        for name, snapped in self.snapped_kernels.items():
+            snapped.assign(self._snapped(name, ops.convert_to_tensor(getattr(self.layer, name))))
+
+    def _snapped(self, name: str, kernel):
+        return snap(kernel, self.kernel_values[name]["values"], self.kernel_values[name]["axis"])
+
     @property
     def quantized_kernels(self) -> dict[str, int | None]:
         """`{kernel attribute: per-channel axis, or None for per-tensor}`."""
@@ -236,10 +257,16 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
     def _bias(self):
         return ops.convert_to_tensor(self.layer.bias) if getattr(self.layer, "use_bias", False) else None
 
-    def _kernels(self, scale=None) -> dict:
+    def _kernels(self, scale=None, training=False) -> dict:
         kernels = {}
         for name in self._spec.kernels:
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
+            if name in self.snapped_kernels:  # cluster-preserving QAT: snap before the mask and the BN fold
+                if training:  # kept as a variable: the converter cannot fold the snapping ops
+                    kernel = self._snapped(name, kernel)
+                    self.snapped_kernels[name].assign(ops.stop_gradient(kernel))
+                else:
+                    kernel = ops.convert_to_tensor(self.snapped_kernels[name])
             if name in self.sparsity_masks:
                 kernel = kernel * self.sparsity_masks[name]
             if scale is not None and name == self._spec.folded:
@@ -292,12 +319,12 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         bn = self.batch_norm
         bias = self._bias()
         if bn is None:
-            outputs = self._linear(inputs, self._quantize(self._kernels()), bias, training)
+            outputs = self._linear(inputs, self._quantize(self._kernels(training=training)), bias, training)
         elif training and bn.trainable:
-            float_outputs = self._linear(inputs, self._kernels(), bias, training, quantize_intermediate=False)
+            float_outputs = self._linear(inputs, self._kernels(training=training), bias, training, quantize_intermediate=False)
             mean, variance = bn_folding.batch_statistics(float_outputs)
             bn_folding.update_moving_statistics(bn, mean, variance)
-            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn)))
+            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn), training=training))
             factor, shift = bn_folding.training_correction(bn, mean, variance, bias)
             outputs = self._linear(inputs, kernels, None, training) * factor + shift
         else:
@@ -316,6 +343,7 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             quantize_output=self.quantize_output,
             preserve_sparsity=self.preserve_sparsity,
             ema_decay=self.ema_decay,
+            kernel_values=self.kernel_values,
         )
         return config
 

@@ -7,12 +7,14 @@ import warnings
 import keras
 
 from kstruct.model_graph import check_graph_model, copy_compile, fresh_copy
+from kstruct.quantization.kernel_values import KERNEL_VALUES_ATTRIBUTE, declared_kernel_values
 from kstruct.quantization.layers import (
     FloatPassthrough,
     QuantizeActivation,
     QuantizeOutput,
     QuantizeRescaling,
     QuantizeWrapper,
+    kernel_spec,
 )
 from kstruct.quantization.plan import LayerPlan, plan_model
 from kstruct.quantization.quantizers import FakeQuant
@@ -82,6 +84,9 @@ def _as_functional(model: keras.Model) -> keras.Model:
         return model
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
+    for original, copied in zip(model.layers, clone.layers):  # cluster-preserving QAT: keep the declarations
+        if hasattr(original, KERNEL_VALUES_ATTRIBUTE):
+            setattr(copied, KERNEL_VALUES_ATTRIBUTE, getattr(original, KERNEL_VALUES_ATTRIBUTE))
     source = model.inputs[0]
     inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{model.name}_input")
     outputs = inputs
@@ -121,6 +126,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                 quantize_output=plan.quantize_output,
                 preserve_sparsity=preserve_sparsity,
                 ema_decay=decay,
+                kernel_values=declared_kernel_values(layer, kernel_spec(layer).kernels),
             )
         if plan.kind == "output":
             activation = fresh_copy(layers[plan.activation]) if plan.activation else None
@@ -142,6 +148,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                 new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
             if preserve_sparsity:
                 new_layer.capture_sparsity()
+            new_layer.capture_kernel_values()
         elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
             target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
             target.set_weights(original.get_weights())
