@@ -21,6 +21,7 @@ def _raw_ops(model):
     return sorted(type(op).__name__ for op in model.operations if not isinstance(op, keras.layers.Layer))
 
 
+@pytest.mark.slow
 def test_prune_mobilenet_v3_trains_a_batch_and_strips_to_plain_keras(mnv3):
     before = [w.copy() for w in mnv3.get_weights()]
     x = sample(mnv3, n=8)
