@@ -121,7 +121,10 @@ class SearchSpace(keras_tuner.HyperModel):
         self._source = model  # compile settings only; the space holds data, not layers
         self._compile_config = model.get_compile_config() if model.compiled else None
         self.graph = _graph.parse(model)
-        self._weights = {n.name: [np.asarray(w) for w in model.get_layer(n.name).get_weights()] for n in self.graph.nodes}
+        self._weights = {
+            n.name: [np.asarray(w) for w in model.get_layer(n.name).get_weights()] if n.is_layer else []
+            for n in self.graph.nodes
+        }
         self._analyze()
         self.depths = self._find_depths() if depth else []
         self.activations = self._find_activations(activations)

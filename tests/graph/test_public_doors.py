@@ -75,3 +75,20 @@ def test_quantize_runs_a_raw_op_graph_close_to_float():
     got = np.asarray(qat(x, training=False))
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_search_space_ties_the_channels_raw_ops_merge_and_builds_narrower():
+    import keras_tuner
+
+    model = raw_ops()
+    model.compile(optimizer="adam", loss="mse")
+    space = kstruct.search.space(model, widths=(0.5, 1.0), depth=False, activations=False)
+    assert [(c.layers, c.channels) for c in space.widths] == [(["conv_a", "conv_b", "conv_c"], 4)]
+    hp = keras_tuner.HyperParameters()
+    space.declare_hyperparameters(hp)
+    hp.values["width/conv_a"] = 0.5
+    narrow = space.build(hp)
+    assert [narrow.get_layer(n).filters for n in ("conv_a", "conv_b", "conv_c")] == [2, 2, 2]
+    assert narrow.get_layer("out").kernel.shape == (2, 3)
+    assert _raw_ops(narrow) == _raw_ops(model)
+    assert np.asarray(narrow(sample(narrow))).shape == (2, 3)
