@@ -92,3 +92,33 @@ def test_search_space_ties_the_channels_raw_ops_merge_and_builds_narrower():
     assert narrow.get_layer("out").kernel.shape == (2, 3)
     assert _raw_ops(narrow) == _raw_ops(model)
     assert np.asarray(narrow(sample(narrow))).shape == (2, 3)
+
+
+def test_search_space_narrows_through_a_depthwise_multiplier():
+    import keras_tuner
+
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 1, name="a")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Conv2D(3, 1, name="b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    model.compile(optimizer="adam", loss="mse")
+    model.get_layer("bn").set_weights([np.arange(8.0) + k for k in (1, 2, 3, 4)])
+    space = kstruct.search.space(model, widths=(0.5, 1.0), depth=False, activations=False)
+    assert [c.layers for c in space.widths] == [["a"], ["b"]]
+    hp = keras_tuner.HyperParameters()
+    space.declare_hyperparameters(hp)
+    full = space.build(hp)
+    x = sample(model)
+    assert np.abs(np.asarray(full(x)) - np.asarray(model(x))).max() == 0.0
+    hp.values["width/a"] = 0.5
+    narrow = space.build(hp)
+    kept = np.sort(np.argsort(-np.abs(model.get_layer("a").kernel.numpy()).reshape(-1, 4).sum(0), kind="stable")[:2])
+    positions = (kept[:, None] * 2 + np.arange(2)).reshape(-1)
+    assert narrow.get_layer("dw").kernel.shape == (3, 3, 2, 2)
+    np.testing.assert_array_equal(narrow.get_layer("bn").gamma.numpy(), model.get_layer("bn").gamma.numpy()[positions])
+    np.testing.assert_array_equal(
+        narrow.get_layer("b").kernel.numpy(), model.get_layer("b").kernel.numpy()[:, :, positions, :]
+    )
