@@ -43,6 +43,18 @@ def test_prune_mobilenet_v3_trains_a_batch_and_strips_to_plain_keras(mnv3):
     assert all(np.array_equal(a, b) for a, b in zip(before, mnv3.get_weights()))
 
 
+def test_prune_and_strip_a_graph_of_raw_ops_keep_the_ops_and_the_outputs():
+    model = raw_ops()
+    x = sample(model, n=4)
+    pruned = kstruct.pruning.prune(model, ConstantSparsity(0.5, begin_step=0, frequency=1))
+    pruned.compile(optimizer="sgd", loss="mse")
+    pruned.fit(x, np.zeros((4, 3)), epochs=1, batch_size=4, verbose=0)
+    stripped = kstruct.pruning.strip(pruned)
+    assert _raw_ops(stripped) == _raw_ops(model) == ["Add", "Add", "Multiply"]
+    assert kstruct.pruning.sparsity(stripped).overall == pytest.approx(0.5, abs=0.02)
+    np.testing.assert_allclose(np.asarray(stripped(x)), np.asarray(pruned(x)), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_optimize_prunes_mobilenet_v3_to_a_float32_file(mnv3):
     rng = np.random.default_rng(0)
