@@ -55,6 +55,8 @@ class Node:
 
 @dataclass
 class Graph:
+    """A model's inputs, nodes in call order, outputs, and (when parsed with shapes) every tensor's shape."""
+
     name: str
     sequential: bool
     inputs: list[tuple[str, tuple, str]]  # (name, batch_shape, dtype)
