@@ -14,7 +14,7 @@ import tflite_export
 from kstruct._layer_stats import compare_layers
 from kstruct.errors import KstructError
 from kstruct.measure import measure_stage
-from kstruct.model_graph import check_graph_model
+from kstruct._graph import check_graph_model
 from kstruct.outputs import write_directory
 from kstruct.report import Report
 from kstruct.strategy import Strategy, as_strategy

@@ -153,7 +153,7 @@ class StepContext:
 
     def compile(self, model: keras.Model) -> keras.Model:
         """Compiles `model` like the user's model (fresh optimizer state); returns it."""
-        from kstruct.model_graph import copy_compile
+        from kstruct._graph import copy_compile
 
         if self.compile_source is not None and self.compile_source.compiled:
             copy_compile(self.compile_source, model)

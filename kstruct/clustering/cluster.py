@@ -12,7 +12,7 @@ import numpy as np
 from kstruct.clustering.centroids import check_init
 from kstruct.clustering.clusterable import clusterable_weights, is_opt_in, resolve
 from kstruct.clustering.wrapper import ClusterWrapper
-from kstruct.model_graph import check_graph_model, fresh_copy, rebuild
+from kstruct._graph import check_graph_model, fresh_copy, rebuild
 
 LayerSelector = Union[None, str, Iterable[str], Callable[[keras.layers.Layer], bool]]
 

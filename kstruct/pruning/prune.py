@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Union
 import keras
 import numpy as np
 
-from kstruct.model_graph import check_graph_model, fresh_copy, rebuild
+from kstruct._graph import check_graph_model, fresh_copy, rebuild
 from kstruct.pruning.prunable import prunable_weight
 from kstruct.pruning.schedules import PruningSchedule
 from kstruct.pruning.wrapper import PruneWrapper

@@ -1,18 +1,18 @@
 """What each layer of a functional model becomes under int8 QAT, decided from the graph.
 
-The graph is read from the model's own config (`inbound_nodes`), which is public
-and stable: who consumes each layer's output decides what can be fused. A
+The graph comes from kstruct's graph core (`kstruct._graph`): who consumes each
+layer's output decides what can be fused. A
 BatchNormalization or ReLU that is the only consumer of a Conv is folded into
 it; a tensor whose only consumer is a Concatenate takes the Concatenate's scale.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import keras
 
+from kstruct import _graph
 from kstruct.quantization import bn_folding
 from kstruct.quantization.activations import activation_name, function_name, spec_for
 from kstruct.quantization.layers import kernel_spec
@@ -80,56 +80,28 @@ class LayerPlan:
     reason: str = ""
 
 
-def _histories(value, found: list) -> list:
-    """Every `keras_history` (producer name first) inside a serialized node."""
-    if isinstance(value, dict):
-        history = value.get("config", {}).get("keras_history") if value.get("class_name") == "__keras_tensor__" else None
-        if history is not None:
-            found.append(history[0])
-        else:
-            for item in value.values():
-                _histories(item, found)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _histories(item, found)
-    return found
-
-
-def _output_names(value, found: list) -> list:
-    if isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str) and isinstance(value[1], int):
-        found.append(value[0])
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _output_names(item, found)
-    return found
-
-
 @dataclass
 class Graph:
-    """Layer order, call counts and consumers of a functional model, from its config."""
+    """Node order, call counts and consumers of a functional model, raw ops included."""
 
     order: list[str]
     calls: dict[str, int]
     consumers: dict[str, list[str]]
+    raw_ops: set[str]
 
     @classmethod
     def of(cls, model: keras.Model) -> "Graph":
-        config = model.get_config()
-        order, calls, consumers = [], {}, defaultdict(list)
-        for entry in config["layers"]:
-            name = entry["name"]
-            order.append(name)
-            nodes = entry.get("inbound_nodes") or []
-            calls[name] = len(nodes)
-            for producer in _histories(nodes, []):
-                consumers[producer].append(name)
-        for name in _output_names(config.get("output_layers", []), []):
-            consumers[name].append("__output__")
-        return cls(order, calls, dict(consumers))
+        graph = _graph.parse(model, shapes=False)
+        return cls(
+            [node.name for node in graph.nodes],
+            {node.name: len(node.calls) for node in graph.nodes},
+            graph.layer_consumers(),
+            {node.name for node in graph.nodes if not node.is_layer},
+        )
 
     def sole_consumer(self, name: str) -> str | None:
         consumers = self.consumers.get(name, [])
-        if len(consumers) == 1 and consumers[0] != "__output__" and self.calls.get(consumers[0]) == 1:
+        if len(consumers) == 1 and consumers[0] != _graph.OUTPUT and self.calls.get(consumers[0]) == 1:
             return consumers[0]
         return None
 
@@ -153,6 +125,10 @@ def plan_model(model: keras.Model, fold_batch_norm: bool = True) -> dict[str, La
     plans: dict[str, LayerPlan] = {}
 
     for name in graph.order:
+        if name in graph.raw_ops:
+            # `x + y`, `keras.ops.*` on symbolic tensors: no layer to wrap; quantize runs it in float.
+            plans[name] = LayerPlan("float", reason="a Keras op in the graph, not a layer")
+            continue
         layer = layers.get(name)
         if name in plans or layer is None or isinstance(layer, keras.layers.InputLayer):
             continue
@@ -223,6 +199,4 @@ def _unsupported_reason(layer, fold_batch_norm: bool) -> str:
         return f"activation {activation_name(layer)!r} has no int8 TFLite kernel kstruct simulates"
     if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.Softmax)):
         return "activation with settings kstruct does not quantize"
-    if not isinstance(layer, keras.layers.Layer):
-        return "a Keras op in the graph, not a layer"
     return f"{type(layer).__name__} is not supported by int8 QAT"

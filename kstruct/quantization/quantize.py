@@ -6,7 +6,7 @@ import warnings
 
 import keras
 
-from kstruct.model_graph import check_graph_model, copy_compile, fresh_copy
+from kstruct._graph import check_graph_model, copy_compile, fresh_copy
 from kstruct.quantization.kernel_values import KERNEL_VALUES_ATTRIBUTE, declared_kernel_values
 from kstruct.quantization.layers import (
     FloatPassthrough,

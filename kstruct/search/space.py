@@ -21,80 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import keras
 import keras_tuner
 import numpy as np
 
-from kstruct.model_graph import check_graph_model, copy_compile
-from kstruct.search import _graph
-from kstruct.search._graph import Graph, Node, Ref
+from kstruct import _graph
+from kstruct._graph import Node, Ref, Signature, analyze, check_graph_model, copy_compile
+from kstruct._graph.channels import WIDTH_LAYERS
 from kstruct.search.activations import canonical, native_activations
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
-# Layer classes by how channels flow through them (channels-last only).
-_WIDTH = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D",
-          "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
-_PER_CHANNEL = {"BatchNormalization", "LayerNormalization", "DepthwiseConv1D", "DepthwiseConv2D"}
-_PASS = {"Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-         "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
-         "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-         "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D",
-         "GlobalMaxPooling2D", "GlobalMaxPooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-         "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D"}
-_MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 _ACTIVATION_LAYERS = {"Activation", "ReLU", "LeakyReLU", "ELU"}
-
-
-@dataclass
-class _Signature:
-    """Where a tensor's last-axis channels come from: groups in order, and the
-    spatial positions folded into it by a Flatten (1 when none)."""
-
-    groups: tuple[int, ...]
-    sizes: tuple[int, ...]
-    spatial: int = 1
-
-
-class _Groups:
-    """Union-find over channel groups; a fixed group keeps all its channels."""
-
-    def __init__(self):
-        self.parent: list[int] = []
-        self.fixed: list[bool] = []
-        self.size: list[int] = []
-        self.members: list[list[str]] = []  # width layers producing the group
-
-    def new(self, size: int, fixed: bool, member: str | None = None) -> int:
-        self.parent.append(len(self.parent))
-        self.fixed.append(fixed)
-        self.size.append(int(size))
-        self.members.append([member] if member else [])
-        return len(self.parent) - 1
-
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a == b:
-            return
-        self.parent[b] = a
-        self.fixed[a] = self.fixed[a] or self.fixed[b]
-        self.members[a] += self.members[b]
-
-    def fix(self, g: int) -> None:
-        self.fixed[self.find(g)] = True
-
-    def is_fixed(self, g: int) -> bool:
-        return self.fixed[self.find(g)]
 
 
 @dataclass
@@ -127,39 +68,8 @@ class ActivationChoice:
 @dataclass
 class _LayerPlan:
     kind: str
-    in_signature: _Signature | None = None
-    out_signature: _Signature | None = None
-    weights: list[np.ndarray] = field(default_factory=list)
-
-
-def _kind(node: Node, graph: Graph) -> str:
-    cls, opts = node.class_name, node.options
-    if len(node.calls) != 1:
-        return "opaque"  # a shared layer: its channels must fit every call
-    channels_last = opts.get("data_format", "channels_last") == "channels_last"
-    if cls in _WIDTH:
-        if not channels_last or opts.get("groups", 1) != 1:
-            return "opaque"
-        return "width"
-    if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        return "channel" if channels_last and opts.get("depth_multiplier", 1) == 1 else "opaque"
-    if cls == "BatchNormalization":
-        return "channel" if opts.get("axis", -1) in (-1, len(graph.shapes[_first_input(node)]) - 1) else "opaque"
-    if cls == "LayerNormalization":
-        axis = opts.get("axis", -1)
-        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-        return "channel" if axis in (-1, len(graph.shapes[_first_input(node)]) - 1) else "opaque"
-    if cls in _PASS:
-        if not channels_last or (cls == "Softmax" and opts.get("axis", -1) != -1):
-            return "opaque"
-        return "pass"
-    if cls in _MERGE:
-        return "merge"
-    if cls == "Concatenate":
-        return "concat"
-    if cls == "Flatten":
-        return "flatten" if channels_last else "opaque"
-    return "opaque"
+    in_signature: Signature | None = None
+    out_signature: Signature | None = None
 
 
 def _first_input(node: Node) -> Ref:
@@ -211,7 +121,10 @@ class SearchSpace(keras_tuner.HyperModel):
         self._source = model  # compile settings only; the space holds data, not layers
         self._compile_config = model.get_compile_config() if model.compiled else None
         self.graph = _graph.parse(model)
-        self._weights = {n.name: [np.asarray(w) for w in model.get_layer(n.name).get_weights()] for n in self.graph.nodes}
+        self._weights = {
+            n.name: [np.asarray(w) for w in model.get_layer(n.name).get_weights()] if n.is_layer else []
+            for n in self.graph.nodes
+        }
         self._analyze()
         self.depths = self._find_depths() if depth else []
         self.activations = self._find_activations(activations)
@@ -221,76 +134,13 @@ class SearchSpace(keras_tuner.HyperModel):
     # ----- analysis -------------------------------------------------------------
 
     def _analyze(self) -> None:
-        g = self.graph
-        groups = _Groups()
-        signatures: dict[Ref, _Signature] = {}
-        self._plans: dict[str, _LayerPlan] = {}
-        for name, batch_shape, _ in g.inputs:
-            size = batch_shape[-1] if len(batch_shape) > 1 and batch_shape[-1] else 0
-            signatures[Ref(name)] = _Signature((groups.new(size, True),), (size,))
-
-        def opaque_outputs(node: Node) -> None:
-            for k, call in enumerate(node.calls):
-                for ref in _graph.tensor_refs(call):
-                    if ref in signatures:
-                        for grp in signatures[ref].groups:
-                            groups.fix(grp)
-            for ref, shape in g.shapes.items():
-                if ref.layer == node.name:
-                    size = shape[-1] if shape and shape[-1] else 0
-                    signatures[ref] = _Signature((groups.new(size, True),), (size,))
-
-        for node in g.nodes:
-            kind = _kind(node, g)
-            inputs = _graph.tensor_refs(node.calls[0]) if node.calls else []
-            in_sigs = [signatures[r] for r in inputs if r in signatures]
-            out = Ref(node.name)
-            if kind in ("width", "channel", "pass", "flatten") and len(in_sigs) != 1:
-                kind = "opaque"
-            if kind in ("channel", "pass") and g.shapes.get(out, (0,))[-1:] != g.shapes[inputs[0]][-1:]:
-                kind = "opaque"
-            if kind == "width":
-                size = g.shapes[out][-1]
-                signatures[out] = _Signature((groups.new(size, False, node.name),), (size,))
-            elif kind in ("channel", "pass"):
-                signatures[out] = in_sigs[0]
-            elif kind == "flatten":
-                s = in_sigs[0]
-                spatial = math.prod(d for d in g.shapes[inputs[0]][1:-1]) if s.spatial == 1 else None
-                if spatial is None or None in g.shapes[inputs[0]][1:-1]:
-                    kind = "opaque"
-                else:
-                    signatures[out] = _Signature(s.groups, s.sizes, spatial)
-            elif kind == "merge":
-                first = in_sigs[0] if in_sigs else None
-                compatible = len(in_sigs) == len(inputs) >= 2 and all(
-                    s.sizes == first.sizes and s.spatial == first.spatial for s in in_sigs
-                )
-                if compatible:
-                    for s in in_sigs[1:]:
-                        for a, b in zip(first.groups, s.groups):
-                            groups.union(a, b)
-                    signatures[out] = first
-                else:
-                    kind = "opaque"
-            elif kind == "concat":
-                axis = node.options.get("axis", -1)
-                rank = len(g.shapes[out])
-                if axis in (-1, rank - 1) and len(in_sigs) == len(inputs) and all(s.spatial == 1 for s in in_sigs):
-                    signatures[out] = _Signature(
-                        sum((s.groups for s in in_sigs), ()), sum((s.sizes for s in in_sigs), ())
-                    )
-                else:
-                    kind = "opaque"
-            if kind == "opaque":
-                opaque_outputs(node)
-            self._plans[node.name] = _LayerPlan(kind, in_sigs[0] if in_sigs else None, signatures.get(out))
-
-        for ref in g.output_refs():
-            for grp in signatures[ref].groups:
-                groups.fix(grp)
-        self._groups = groups
-        self._signatures = signatures
+        channels = analyze(self.graph)
+        self._groups = channels
+        self._signatures = channels.signatures
+        self._plans: dict[str, _LayerPlan] = {
+            n.name: _LayerPlan(channels.kinds[n.name], channels.in_signatures[n.name], channels.signatures.get(Ref(n.name)))
+            for n in self.graph.nodes
+        }
 
     def _width_choices(self) -> list[WidthChoice]:
         groups, seen, choices = self._groups, set(), []
@@ -302,7 +152,8 @@ class SearchSpace(keras_tuner.HyperModel):
             if root in seen or groups.is_fixed(root):
                 continue
             seen.add(root)
-            choices.append(WidthChoice(f"width/{node.name}", list(groups.members[root]), groups.size[root]))
+            group = groups.group(root)
+            choices.append(WidthChoice(f"width/{node.name}", group.producers, group.size))
         return choices
 
     @property
@@ -349,7 +200,7 @@ class SearchSpace(keras_tuner.HyperModel):
             if current in outputs or g.shapes[current] != g.shapes[skip]:
                 continue
             skip_sig = self._signatures.get(skip)
-            if skip_sig is None or len(skip_sig.groups) != 1 or skip_sig.spatial != 1:
+            if skip_sig is None or len(skip_sig.groups) != 1 or skip_sig.spatial != 1 or skip_sig.repeats != (1,):
                 continue
             # Dropping the block must not change the width downstream: tie it to its input.
             self._groups.union(skip_sig.groups[0], plan.out_signature.groups[0])
@@ -398,7 +249,7 @@ class SearchSpace(keras_tuner.HyperModel):
             name = _activation_name(node)
             if name is None or node.name in outputs:
                 continue
-            if node.class_name not in _ACTIVATION_LAYERS and self._plans[node.name].kind == "opaque" and node.class_name not in _WIDTH:
+            if node.class_name not in _ACTIVATION_LAYERS and self._plans[node.name].kind == "opaque" and node.class_name not in WIDTH_LAYERS:
                 continue
             choices = tuple(dict.fromkeys(([name] if name in allowed else []) + list(allowed)))
             if len(choices) > 1:
@@ -474,19 +325,20 @@ class SearchSpace(keras_tuner.HyperModel):
 
     # ----- per-layer edits -------------------------------------------------------
 
-    def _indices(self, signature: _Signature | None, keep: dict[int, np.ndarray]) -> np.ndarray | None:
+    def _indices(self, signature: Signature | None, keep: dict[int, np.ndarray]) -> np.ndarray | None:
         """Kept indices along a tensor's last axis, or None when it keeps all."""
         if signature is None:
             return None
         parts, offset, changed = [], 0, False
-        for grp, size in zip(signature.groups, signature.sizes):
+        for grp, size, repeat in zip(signature.groups, signature.sizes, signature.repeats):
             kept = keep.get(self._groups.find(grp))
             if kept is None or len(kept) == size:
-                parts.append(np.arange(size) + offset)
+                kept = np.arange(size)
             else:
-                parts.append(kept + offset)
                 changed = True
-            offset += size
+            # A DepthwiseConv with depth_multiplier m gives each channel m consecutive positions.
+            parts.append((kept[:, None] * repeat + np.arange(repeat)[None, :]).reshape(-1) + offset)
+            offset += size * repeat
         if not changed:
             return None
         base = np.concatenate(parts)
@@ -520,7 +372,7 @@ class SearchSpace(keras_tuner.HyperModel):
         if not weights or plan.kind in ("opaque", "pass", "merge", "concat", "flatten"):
             return weights
         inp = self._indices(plan.in_signature, keep)
-        out = self._indices(plan.out_signature, keep) if plan.kind == "width" else inp
+        out = self._indices(plan.out_signature, keep)
         if inp is None and out is None:
             return weights
         return _slice(node.class_name, weights, inp, out)
@@ -570,7 +422,7 @@ def _slice(cls: str, weights: list[np.ndarray], inp, out) -> list[np.ndarray]:
         return [_take(depthwise, inp, -2), _take(_take(pointwise, expanded, -2), out, -1)] + [_take(b, out, 0) for b in rest]
     if cls.startswith("Depthwise"):
         kernel, *rest = weights
-        return [_take(kernel, inp, -2)] + [_take(b, inp, 0) for b in rest]
+        return [_take(kernel, inp, -2)] + [_take(b, out, 0) for b in rest]
     if cls in ("BatchNormalization", "LayerNormalization"):
         return [_take(w, inp, -1) for w in weights]
     kernel, *rest = weights

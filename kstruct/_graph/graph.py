@@ -1,9 +1,11 @@
-"""A Sequential or functional model as data (layer configs and calls), rebuilt with edits.
+"""A Sequential or functional model as data: its layers and raw ops, and the tensors between them.
 
-The search derives many models from one: some layers narrower, some dropped, some
-activations swapped. Working on the model's config (public `get_config`) instead of
-live layers keeps the space free of Keras objects, so `clear_session()` between
-trials cannot invalidate it, and a rebuild is one pass over the calls.
+Read from the model's public `get_config` (each node's `inbound_nodes`), so a
+`Graph` holds no Keras objects: `clear_session()` cannot invalidate it, and a
+rebuild from it (`build`) is one pass over the calls. Raw ops (`x + y`,
+`keras.ops.add(a, b)` on symbolic tensors) are nodes like layers, with
+`is_layer=False`. A nested model is one node (`is_model`); parse it on its own
+to look inside.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import keras
+
+from kstruct._graph.checks import is_layer
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,13 @@ class Call:
 
 @dataclass
 class Node:
-    """One layer: its serialized config (no build config) and the calls made on it."""
+    """One layer or raw op: its serialized config (no build config) and the calls made on it."""
 
     name: str
     config: dict
     calls: list[Call]
+    is_layer: bool = True
+    is_model: bool = False
 
     @property
     def class_name(self) -> str:
@@ -49,6 +55,8 @@ class Node:
 
 @dataclass
 class Graph:
+    """A model's inputs, nodes in call order, outputs, and (when parsed with shapes) every tensor's shape."""
+
     name: str
     sequential: bool
     inputs: list[tuple[str, tuple, str]]  # (name, batch_shape, dtype)
@@ -66,12 +74,25 @@ class Graph:
         return [r for r in keras.tree.flatten(self.outputs)] if not isinstance(self.outputs, Ref) else [self.outputs]
 
     def consumers(self) -> dict[Ref, list[str]]:
+        """Each tensor's consumers (node names, once per call)."""
         users: dict[Ref, list[str]] = {}
         for node in self.nodes:
             for call in node.calls:
                 for ref in tensor_refs(call):
                     users.setdefault(ref, []).append(node.name)
         return users
+
+    def layer_consumers(self) -> dict[str, list[str]]:
+        """Per node or input name, who consumes any of its outputs; `OUTPUT` marks a model output."""
+        users: dict[str, list[str]] = {}
+        for ref, names in self.consumers().items():
+            users.setdefault(ref.layer, []).extend(names)
+        for ref in self.output_refs():
+            users.setdefault(ref.layer, []).append(OUTPUT)
+        return users
+
+
+OUTPUT = "__output__"
 
 
 def tensor_refs(call: Call) -> list[Ref]:
@@ -129,8 +150,11 @@ def _strip(layer_config: dict) -> dict:
     return copy.deepcopy(config)
 
 
-def parse(model: keras.Model) -> Graph:
-    """The graph of a built Sequential or functional model (see model_graph.check_graph_model)."""
+def parse(model: keras.Model, *, shapes: bool = True) -> Graph:
+    """The graph of a built Sequential or functional model (see `check_graph_model`).
+
+    With `shapes`, one symbolic pass records every tensor's shape in `graph.shapes`.
+    """
     config = model.get_config()
     if isinstance(model, keras.Sequential):
         layers = config["layers"]
@@ -141,13 +165,16 @@ def parse(model: keras.Model) -> Graph:
             tensor = model.inputs[0]
             inputs = [("input", tuple(tensor.shape), tensor.dtype)]
         previous = Ref(inputs[0][0])
+        models = {layer.name for layer in model.layers if isinstance(layer, keras.Model)}
         nodes = []
         for layer_config in layers:
             name = layer_config["config"]["name"]
-            nodes.append(Node(name, _strip(layer_config), [Call([previous], {})]))
+            nodes.append(Node(name, _strip(layer_config), [Call([previous], {})], True, name in models))
             previous = Ref(name)
         graph = Graph(config.get("name", model.name), True, inputs, nodes, previous)
     else:
+        raw_ops = {op.name for op in model.operations if not is_layer(op)}
+        models = {op.name for op in model.operations if isinstance(op, keras.Model)}
         inputs, nodes = [], []
         for layer_config in config["layers"]:
             name = layer_config["name"]
@@ -159,13 +186,13 @@ def parse(model: keras.Model) -> Graph:
                 Call(_refs_from_config(n["args"]), _refs_from_config(n["kwargs"]))
                 for n in layer_config["inbound_nodes"]
             ]
-            nodes.append(Node(name, _strip(layer_config), calls))
+            nodes.append(Node(name, _strip(layer_config), calls, name not in raw_ops, name in models))
         input_refs = _history_to_refs(config["input_layers"])
         order = [r.layer for r in (input_refs if isinstance(input_refs, list) else [input_refs])]
         inputs.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
         graph = Graph(config.get("name", model.name), False, inputs, nodes, _history_to_refs(config["output_layers"]))
-    # One symbolic pass records every tensor's shape for the analysis.
-    build(graph, {}, {}, record_shapes=True)
+    if shapes:
+        build(graph, {}, {}, record_shapes=True)
     return graph
 
 
@@ -179,7 +206,7 @@ def build(
     """Rebuilds `graph` as a new model: `configs` replaces layer configs by name,
     `aliases` drops layers (their outputs become the aliased tensor).
 
-    Returns the model and its new layers by name (for weight copying).
+    Returns the model and its new layers (raw ops included) by name, for weight copying.
     """
     tensors: dict[Ref, Any] = {}
     model_inputs = []
@@ -203,7 +230,10 @@ def build(
             continue
         layer_config = copy.deepcopy(configs.get(node.name, node.config))
         layer_config["config"]["name"] = node.name
-        layer = keras.layers.deserialize(layer_config)
+        if node.is_layer:
+            layer = keras.layers.deserialize(layer_config)
+        else:
+            layer = keras.saving.deserialize_keras_object(layer_config)
         layers[node.name] = layer
         if graph.sequential and not record_shapes:
             continue  # keras.Sequential calls (and builds) them once below; twice cost a trial 20 ms

@@ -1,0 +1,323 @@
+"""Groups of coupled channels: the output channels that must be removed together.
+
+Channels flow along the last axis (channels-last only). A Conv/Dense makes a new
+group of channels; per-channel layers (BatchNormalization, DepthwiseConv) and
+pass-through layers (activations, dropout, pooling, elementwise raw ops with a
+scalar) carry their input's groups; an Add (or Subtract, Multiply, ... layer or
+raw op) ties the groups of its inputs into one; a Concatenate lays its inputs'
+groups side by side; a Flatten repeats them once per spatial position, so the
+Dense after it reads each channel at several inputs.
+
+A node the analysis cannot follow (Reshape, attention, RNNs, custom layers, shared
+layers, raw ops other than elementwise ones) freezes every group it touches, and
+the reason is kept. So are the model's inputs and outputs: a group that reaches
+them is never prunable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from kstruct._graph.graph import Graph, Node, Ref, tensor_refs
+
+# Layer classes by how channels flow through them.
+WIDTH_LAYERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D",
+                "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"}
+_PER_CHANNEL = {"BatchNormalization", "LayerNormalization", "DepthwiseConv1D", "DepthwiseConv2D"}
+PASS_LAYERS = {"Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
+               "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+               "ActivityRegularization", "Identity", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+               "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D",
+               "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+               "GlobalMaxPooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+               "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D"}
+MERGE_LAYERS = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+# Raw ops (keras.ops on symbolic tensors) that act elementwise: two tensors merge, one passes through.
+_ELEMENTWISE_OPS = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum", "Power",
+                    "Negative", "Abs", "Square", "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Relu6",
+                    "HardSigmoid", "HardSilu", "Silu", "Gelu", "Elu", "Selu", "Softplus", "LeakyRelu", "Clip"}
+
+
+@dataclass(frozen=True)
+class Member:
+    """Where one layer meets a group's channels.
+
+    Attributes:
+        layer: the layer's name.
+        role: "output": the layer makes these channels (a Conv's filters, a Dense's
+            units); "channel": its per-channel weights follow them (BatchNorm gamma,
+            a DepthwiseConv's kernel); "input": it reads them (a Conv/Dense input axis).
+        axis: the axis of the layer's input ("channel", "input") or output ("output")
+            tensor the channels run along.
+        start, stop: the range of that axis the group covers, e.g. after a
+            Concatenate its offset in the joined tensor.
+        multiplier: tensor positions per group channel (a DepthwiseConv with
+            depth_multiplier m before: channel c is positions c*m .. c*m+m-1 of the range).
+        repeats, stride: after a Flatten, the range repeats `repeats` times, every
+            `stride` positions (once per spatial position).
+    """
+
+    layer: str
+    role: str
+    axis: int
+    start: int
+    stop: int
+    multiplier: int = 1
+    repeats: int = 1
+    stride: int = 0
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that must change together: remove channel i, and every member loses its channel i.
+
+    Attributes:
+        size: channels in the group.
+        members: the layers and the channel ranges of each the group covers.
+        frozen: True when the group must keep all its channels.
+        reasons: why it is frozen (a node the analysis cannot follow, a model output).
+    """
+
+    size: int
+    members: list[Member] = field(default_factory=list)
+    frozen: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def producers(self) -> list[str]:
+        """The layers whose output channels (filters/units) make the group."""
+        return [m.layer for m in self.members if m.role == "output"]
+
+
+@dataclass
+class Signature:
+    """Where a tensor's last-axis channels come from: groups in order, each `size`
+    channels of `repeat` positions, tiled `spatial` times by a Flatten (1 when none)."""
+
+    groups: tuple[int, ...]
+    sizes: tuple[int, ...]
+    spatial: int = 1
+    repeats: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.repeats is None:
+            self.repeats = (1,) * len(self.groups)
+
+    @property
+    def width(self) -> int:
+        return sum(s * r for s, r in zip(self.sizes, self.repeats))
+
+
+class ChannelAnalysis:
+    """The channel groups of a parsed graph (see `analyze`), as a union-find with explicit groups.
+
+    Attributes:
+        kinds: per node, how channels flow through it: "width", "channel", "pass",
+            "merge", "concat", "flatten" or "opaque".
+        signatures: per tensor, the groups its channels come from.
+        in_signatures: per node, the signature of its first input.
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._parent: list[int] = []
+        self._groups: list[ChannelGroup] = []
+        self.kinds: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
+        self.signatures: dict[Ref, Signature] = {}
+        self.in_signatures: dict[str, Signature | None] = {}
+        self._run()
+
+    # ----- union-find ----------------------------------------------------------
+
+    def new(self, size: int, member: Member | None = None, frozen_because: str | None = None) -> int:
+        self._parent.append(len(self._parent))
+        group = ChannelGroup(int(size), [member] if member else [])
+        self._groups.append(group)
+        if frozen_because:
+            self.fix(len(self._parent) - 1, frozen_because)
+        return len(self._parent) - 1
+
+    def find(self, g: int) -> int:
+        while self._parent[g] != g:
+            self._parent[g] = self._parent[self._parent[g]]
+            g = self._parent[g]
+        return g
+
+    def union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        self._parent[b] = a
+        ga, gb = self._groups[a], self._groups[b]
+        ga.frozen = ga.frozen or gb.frozen
+        ga.members += gb.members
+        ga.reasons += [r for r in gb.reasons if r not in ga.reasons]
+
+    def fix(self, g: int, reason: str) -> None:
+        group = self._groups[self.find(g)]
+        group.frozen = True
+        if reason not in group.reasons:
+            group.reasons.append(reason)
+
+    def is_fixed(self, g: int) -> bool:
+        return self._groups[self.find(g)].frozen
+
+    def group(self, g: int) -> ChannelGroup:
+        return self._groups[self.find(g)]
+
+    def groups(self) -> list[ChannelGroup]:
+        """Every group with at least one layer in it, in graph order of their first member."""
+        return [self._groups[g] for g in range(len(self._parent)) if self.find(g) == g and self._groups[g].members]
+
+    def prunable(self) -> list[ChannelGroup]:
+        """The groups whose channels may be removed: not frozen, made by at least one layer."""
+        return [g for g in self.groups() if not g.frozen and g.producers]
+
+    def group_of(self, layer: str) -> ChannelGroup | None:
+        """The group of a width layer's output channels."""
+        signature = self.signatures.get(Ref(layer))
+        if self.kinds.get(layer) != "width" or signature is None:
+            return None
+        return self.group(signature.groups[0])
+
+    # ----- the walk -----------------------------------------------------------
+
+    def _members(self, node: Node, role: str, signature: Signature) -> None:
+        offset = 0
+        for g, size, repeat in zip(signature.groups, signature.sizes, signature.repeats):
+            stop = offset + size * repeat
+            spatial = signature.spatial
+            member = Member(node.name, role, -1, offset, stop, repeat, spatial, signature.width if spatial > 1 else 0)
+            self.group(g).members.append(member)
+            offset = stop
+
+    def _opaque(self, node: Node, reason: str) -> None:
+        why = f"{node.name} ({node.class_name}): {reason}"
+        self.kinds[node.name] = "opaque"
+        self.reasons[node.name] = reason
+        for call in node.calls:
+            for ref in tensor_refs(call):
+                for g in getattr(self.signatures.get(ref), "groups", ()):
+                    self.fix(g, why)
+        for ref, shape in self.graph.shapes.items():
+            if ref.layer == node.name:
+                size = shape[-1] if shape and shape[-1] else 0
+                self.signatures[ref] = Signature((self.new(size, frozen_because=why),), (size,))
+
+    def _run(self) -> None:
+        g = self.graph
+        for name, batch_shape, _ in g.inputs:
+            size = batch_shape[-1] if len(batch_shape) > 1 and batch_shape[-1] else 0
+            self.signatures[Ref(name)] = Signature((self.new(size, frozen_because=f"{name}: a model input"),), (size,))
+        for node in g.nodes:
+            inputs = tensor_refs(node.calls[0]) if node.calls else []
+            in_sigs = [self.signatures[r] for r in inputs if r in self.signatures]
+            self.in_signatures[node.name] = in_sigs[0] if in_sigs else None
+            kind, reason = _kind(node, g)
+            if kind in ("width", "channel", "pass", "flatten") and len(in_sigs) != 1:
+                kind, reason = "opaque", f"{len(in_sigs)} tensor inputs"
+            out = Ref(node.name)
+            if kind in ("channel", "pass") and g.shapes.get(out, (0,))[-1:] != g.shapes[inputs[0]][-1:]:
+                if not (node.class_name.startswith("DepthwiseConv") and kind == "channel"):
+                    kind, reason = "opaque", "changes the number of channels"
+            if kind == "opaque":
+                self._opaque(node, reason)
+                continue
+            self.kinds[node.name] = kind
+            if kind == "width":
+                size = g.shapes[out][-1]
+                self._members(node, "input", in_sigs[0])
+                self.signatures[out] = Signature((self.new(size, Member(node.name, "output", -1, 0, size)),), (size,))
+            elif kind == "channel":
+                s = in_sigs[0]
+                self._members(node, "channel", s)
+                multiplier = int(node.options.get("depth_multiplier", 1)) if node.class_name.startswith("Depthwise") else 1
+                if multiplier != 1:
+                    if s.spatial != 1:
+                        self._opaque(node, "depthwise convolution of flattened channels")
+                        continue
+                    s = Signature(s.groups, s.sizes, 1, tuple(r * multiplier for r in s.repeats))
+                self.signatures[out] = s
+            elif kind == "pass":
+                self.signatures[out] = in_sigs[0]
+            elif kind == "flatten":
+                s = in_sigs[0]
+                spatial_dims = g.shapes[inputs[0]][1:-1]
+                if s.spatial != 1 or None in spatial_dims:
+                    self._opaque(node, "flattens an already flat or unknown-size tensor")
+                    continue
+                self.signatures[out] = Signature(s.groups, s.sizes, math.prod(spatial_dims), s.repeats)
+            elif kind == "merge":
+                first = in_sigs[0] if in_sigs else None
+                compatible = len(in_sigs) == len(inputs) >= 2 and all(
+                    s.sizes == first.sizes and s.spatial == first.spatial and s.repeats == first.repeats for s in in_sigs
+                )
+                if not compatible:
+                    self._opaque(node, "merges tensors whose channels do not line up")
+                    continue
+                for s in in_sigs[1:]:
+                    for a, b in zip(first.groups, s.groups):
+                        self.union(a, b)
+                self.signatures[out] = first
+            elif kind == "concat":
+                axis = node.options.get("axis", -1)
+                rank = len(g.shapes[out])
+                if axis not in (-1, rank - 1) or len(in_sigs) != len(inputs) or any(s.spatial != 1 for s in in_sigs):
+                    self._opaque(node, f"concatenates on axis {axis}, not the channel axis")
+                    continue
+                self.signatures[out] = Signature(
+                    sum((s.groups for s in in_sigs), ()),
+                    sum((s.sizes for s in in_sigs), ()),
+                    1,
+                    sum((s.repeats for s in in_sigs), ()),
+                )
+        for ref in g.output_refs():
+            for group in self.signatures[ref].groups:
+                self.fix(group, f"{ref.layer}: a model output")
+
+
+def _kind(node: Node, graph: Graph) -> tuple[str, str]:
+    """How channels flow through `node`, and why not when they cannot be followed."""
+    cls, opts = node.class_name, node.options
+    if node.is_model:
+        return "opaque", "a nested model (analyze it on its own)"
+    if len(node.calls) != 1:
+        return "opaque", f"a shared layer, called {len(node.calls)} times"
+    if not node.is_layer:
+        if cls in _ELEMENTWISE_OPS:
+            tensors = tensor_refs(node.calls[0])
+            return ("pass", "") if len(tensors) == 1 else ("merge", "")
+        return "opaque", "a raw op that is not elementwise"
+    channels_last = opts.get("data_format", "channels_last") == "channels_last"
+    if not channels_last:
+        return "opaque", "channels_first"
+    if cls in WIDTH_LAYERS:
+        if opts.get("groups", 1) != 1:
+            return "opaque", f"grouped convolution (groups={opts['groups']})"
+        return "width", ""
+    if cls in ("DepthwiseConv1D", "DepthwiseConv2D"):
+        return "channel", ""
+    if cls in ("BatchNormalization", "LayerNormalization"):
+        axis = opts.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if axis in (-1, len(graph.shapes[tensor_refs(node.calls[0])[0]]) - 1):
+            return "channel", ""
+        return "opaque", f"normalizes over axis {axis}, not the channel axis"
+    if cls in PASS_LAYERS:
+        if cls == "Softmax" and opts.get("axis", -1) != -1:
+            return "opaque", "softmax over another axis"
+        return "pass", ""
+    if cls in MERGE_LAYERS:
+        return "merge", ""
+    if cls == "Concatenate":
+        return "concat", ""
+    if cls == "Flatten":
+        return "flatten", ""
+    return "opaque", "kstruct cannot follow channels through this layer"
+
+
+def analyze(graph: Graph) -> ChannelAnalysis:
+    """The channel groups of `graph` (parsed with shapes)."""
+    return ChannelAnalysis(graph)

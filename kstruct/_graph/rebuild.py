@@ -1,0 +1,117 @@
+"""Rebuilding a Sequential or functional model with layers replaced, wrapped, removed or inserted.
+
+`keras.models.clone_model` walks the graph (raw ops such as `x + y` included); this
+module adds what every kstruct transformation needs around it: recursion into
+nested models, weights carried over only for layers (raw ops hold none), removal
+and insertion of layers, and the original's compile settings. The original model
+is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import keras
+
+from kstruct._graph.checks import check_graph_model, is_layer
+
+Replace = Callable[[keras.layers.Layer], keras.layers.Layer]
+CopyWeights = Callable[[keras.layers.Layer, keras.layers.Layer], None]
+
+
+def fresh_copy(operation):
+    """A new, unbuilt layer (or raw op) of the same class and config."""
+    return operation.__class__.from_config(operation.get_config())
+
+
+def copy_same_weights(original: keras.layers.Layer, new_layer: keras.layers.Layer) -> None:
+    """The default weight copy: the new layer has the original's weights, in order."""
+    new_layer.set_weights(original.get_weights())
+
+
+def rebuild(
+    model: keras.Model,
+    replace: Replace | None = None,
+    copy_weights: CopyWeights | None = None,
+    *,
+    remove: Iterable[str] = (),
+    insert_after: dict[str, Callable[[], keras.layers.Layer]] | None = None,
+) -> keras.Model:
+    """Clones `model`, letting `replace` choose each new layer; nested models are rebuilt the same way.
+
+    Args:
+        model: a built Sequential or functional model; not modified.
+        replace: `replace(layer)` returns the new layer for an original one
+            (default: a fresh copy). Raw ops are always freshly copied.
+        copy_weights: `copy_weights(original, new)` fills each new layer once the
+            graph is built (default: the original's weights as they are).
+        remove: names of single-input layers to drop: their output becomes their input.
+        insert_after: layer name -> a function returning a new layer applied to that
+            layer's output (its weights are its own).
+
+    Returns:
+        The new model, of the same kind, compiled as `model` was.
+    """
+    replace = replace or fresh_copy
+    copy_weights = copy_weights or copy_same_weights
+    remove = set(remove)
+    insert_after = dict(insert_after or {})
+    pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
+    originals: dict[int, object] = {}
+
+    def clone(operation):
+        if isinstance(operation, keras.Model):
+            check_graph_model(operation, "kstruct")
+            new = rebuild(operation, replace, copy_weights, remove=remove, insert_after=insert_after)
+        elif is_layer(operation):
+            new = replace(operation)
+            pairs.append((operation, new))
+        else:
+            new = fresh_copy(operation)
+        originals[id(new)] = operation
+        return new
+
+    def call(new, *args, **kwargs):
+        original = originals[id(new)]
+        if original.name in remove:
+            return keras.tree.flatten(args)[0]
+        outputs = new(*args, **kwargs)
+        if original.name in insert_after:
+            outputs = insert_after[original.name]()(outputs)
+        return outputs
+
+    if isinstance(model, keras.Sequential):
+        new_model = _rebuild_sequential(model, clone, remove, insert_after)
+    else:
+        new_model = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for original, new_layer in pairs:
+        if original.name not in remove:  # a removed layer was cloned but never called
+            copy_weights(original, new_layer)
+    copy_compile(model, new_model)
+    return new_model
+
+
+def _rebuild_sequential(model: keras.Sequential, clone, remove: set, insert_after: dict) -> keras.Sequential:
+    if not remove and not insert_after:
+        return keras.models.clone_model(model, clone_function=clone)
+    layers = []
+    for layer in model.layers:
+        if layer.name in remove:
+            continue
+        layers.append(clone(layer))
+        if layer.name in insert_after:
+            layers.append(insert_after[layer.name]())
+    source = model.inputs[0]
+    inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype)
+    return keras.Sequential([inputs, *layers], name=model.name)
+
+
+def copy_compile(source: keras.Model, target: keras.Model) -> None:
+    """Compiles `target` as `source` was compiled (with a fresh optimizer), if it was."""
+    if not source.compiled:
+        return
+    try:
+        target.compile_from_config(source.get_compile_config())
+    except Exception:  # a loss or metric that cannot be serialized: reuse the objects
+        optimizer = type(source.optimizer).from_config(source.optimizer.get_config())
+        target.compile(optimizer=optimizer, loss=source.loss)
