@@ -19,7 +19,7 @@ from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, 
 from tflite_export.evaluate import evaluate
 from tflite_export.runtime import predict, read_model
 from tflite_export.targets import TARGET_TABLE, TARGETS, Target
-from tflite_export.verify import Verification, verify
+from tflite_export.verify import OutputDiff, Verification, paired_outputs, verify
 
 __all__ = [
     "TARGETS",
@@ -35,6 +35,8 @@ __all__ = [
     "TargetCheck",
     "verify",
     "Verification",
+    "OutputDiff",
+    "paired_outputs",
     "benchmark",
     "BenchmarkResult",
     "read_model",
