@@ -12,7 +12,7 @@ import tflite_export
 from kstruct.params import count_nonzero_params, count_params
 from kstruct.pruning import sparsity
 from kstruct.report import StageReport
-from kstruct.task import OutputTask, score
+from kstruct.task import OutputTask, labels_by_output, score
 
 
 def count_parameters(model: keras.Model) -> tuple[int, int]:
@@ -37,17 +37,6 @@ def not_prunable(model: keras.Model, measured: set[str]) -> list[str]:
         for layer in _leaf_layers(model)
         if layer.name not in measured and any(len(w.shape) >= 2 for w in layer.weights)
     ]
-
-
-def labels_by_output(y: Any, names: list[str]) -> dict[str, Any]:
-    """`y` (one array, a list in output order, or a dict by output name) as a dict by output name."""
-    if y is None:
-        return {name: None for name in names}
-    if isinstance(y, dict):
-        return {name: y.get(name) for name in names}
-    if isinstance(y, (list, tuple)) and len(names) > 1:
-        return dict(zip(names, y))
-    return {names[0]: y}
 
 
 def measure_stage(

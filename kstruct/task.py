@@ -49,7 +49,7 @@ class OutputTask:
     threshold: float = 0.5
 
 
-def _loss_name(loss: Any) -> str | None:
+def loss_name(loss: Any) -> str | None:
     if loss is None:
         return None
     if isinstance(loss, str):
@@ -97,6 +97,17 @@ def output_names(model: keras.Model) -> list[str]:
     return list(model.output_names)
 
 
+def labels_by_output(y: Any, names: list[str]) -> dict[str, Any]:
+    """`y` (one array, a list in output order, or a dict by output name) as a dict by output name."""
+    if y is None:
+        return {name: None for name in names}
+    if isinstance(y, dict):
+        return {name: y.get(name) for name in names}
+    if isinstance(y, (list, tuple)) and len(names) > 1:
+        return dict(zip(names, y))
+    return {names[0]: y}
+
+
 def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, loss: Any = None) -> dict[str, OutputTask]:
     """The task of every output of `model`, by output name.
 
@@ -123,7 +134,7 @@ def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, l
     tasks = {}
     for name in names:
         out_loss = losses.get(name)
-        key = (_loss_name(out_loss) or "").lower().replace("_", "")
+        key = (loss_name(out_loss) or "").lower().replace("_", "")
         activation = _output_activation(model, name)
         kind = overrides.get(name)
         if kind is None:
@@ -142,7 +153,7 @@ def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, l
                     kind = "regression"
         logits = _from_logits(out_loss) or (activation not in (None, "sigmoid") and kind == "binary")
         metric = {"classification": "accuracy", "binary": "thresholded accuracy"}.get(kind) or (
-            _loss_name(out_loss) or "mean_squared_error"
+            loss_name(out_loss) or "mean_squared_error"
         )
         tasks[name] = OutputTask(name, kind, metric, out_loss, threshold=0.0 if logits else 0.5)
     return tasks
