@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 from kstruct.errors import DataError
-from kstruct.task import OutputTask, labels_by_output, loss_name
-from kstruct.training import TrainingData, name_arrays, pair_inputs
+from kstruct.task import OutputTask, labels_by_output, loss_name, model_outputs
+from kstruct.training import TrainingData, model_inputs, name_arrays, pair_inputs
 
 _SPARSE_LOSSES = ("sparsecategoricalcrossentropy",)
 _SAMPLE_ROWS = 10_000  # rows of a dataset checked (arrays are checked in full)
@@ -43,7 +43,7 @@ def check_labels(data: TrainingData, tasks: dict[str, OutputTask], model: keras.
     """Raises DataError if sparse class labels are not integers in [0, classes) for their output."""
     _, y = _arrays(data)
     labels = labels_by_output(y, list(tasks))
-    shapes = {name: tuple(t.shape) for name, t in zip(tasks, keras.tree.flatten(model.output))}
+    shapes = {name: tuple(t.shape) for name, t in zip(tasks, keras.tree.flatten(model_outputs(model)))}
     for name, spec in tasks.items():
         key = loss_name(spec.loss) or ""
         if key.lower().replace("_", "") not in _SPARSE_LOSSES or labels.get(name) is None:
@@ -62,7 +62,7 @@ def check_labels(data: TrainingData, tasks: dict[str, OutputTask], model: keras.
 
 
 def _embeddings_by_input(model: keras.Model) -> list[tuple[int, keras.layers.Embedding]]:
-    inputs = keras.tree.flatten(model.input)
+    inputs = keras.tree.flatten(model_inputs(model))
     found = []
     for layer in _all_layers(model):
         if not isinstance(layer, keras.layers.Embedding):

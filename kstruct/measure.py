@@ -56,15 +56,12 @@ def measure_stage(
     Each output is scored as its task is judged (see kstruct.task); the stage's
     headline figures are the first output's.
     """
-    pairs = tflite_export.paired_outputs(blob, model, x_val)
-    labels = labels_by_output(y_val, list(pairs))
-    outputs = {
-        name: score(tasks[name], ref, lite, labels.get(name)) for name, (ref, lite) in pairs.items() if name in tasks
-    }
-    if len(outputs) != len(pairs):
-        raise tflite_export.ExportError(
-            f"Expected the stage's outputs {list(pairs)} to be the original model's {list(tasks)}"
-        )
+    pairs = list(tflite_export.paired_outputs(blob, model, x_val).values())
+    if len(pairs) != len(tasks):
+        raise tflite_export.ExportError(f"Expected {len(tasks)} outputs, as the original model has. Received: {len(pairs)}")
+    # By position: a technique may rename output layers (qat's `quant_` prefix); the order stays.
+    labels = labels_by_output(y_val, list(tasks))
+    outputs = {name: score(spec, ref, lite, labels.get(name)) for (name, spec), (ref, lite) in zip(tasks.items(), pairs)}
     head = next(iter(outputs.values()))
     accuracy_like = head["task"] != "regression"
     timing = tflite_export.benchmark(blob, threads=1, runs=latency_runs)

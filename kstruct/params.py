@@ -3,7 +3,8 @@
 Every weight of the deployed layers counts, trainable or not (a frozen backbone is
 still in the file). What kstruct's own wrappers add during training (pruning masks,
 step counters, quantizer ranges) is bookkeeping that `strip` removes, so only the
-weights of the layer a wrapper holds are counted.
+weights of the layer a wrapper holds are counted, and kstruct's stand-alone
+quantizer layers count for nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import keras
 import numpy as np
 
 
-def _is_kstruct_wrapper(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.Wrapper) and type(layer).__module__.startswith("kstruct.")
+def _is_kstruct(layer: keras.layers.Layer) -> bool:
+    return type(layer).__module__.startswith("kstruct.")
 
 
 def deployed_weights(model: keras.Model) -> list:
@@ -21,8 +22,10 @@ def deployed_weights(model: keras.Model) -> list:
     found: dict[int, object] = {}
 
     def visit(layer: keras.layers.Layer) -> None:
-        if _is_kstruct_wrapper(layer):
+        if _is_kstruct(layer) and isinstance(layer, keras.layers.Wrapper):
             visit(layer.layer)
+        elif _is_kstruct(layer):
+            return  # kstruct's own layers (input quantizers) hold only ranges, gone from the deployed file
         elif isinstance(layer, keras.Model):
             for sub in layer.layers:
                 visit(sub)

@@ -126,12 +126,15 @@ def optimize(
 
         check_can_write(output_dir, overwrite=overwrite, flag="overwrite=True (CLI: --overwrite)")
 
+    tasks = detect_tasks(model, task, loss)
     train = TrainingData(train_data, batch_size=batch_size, steps=steps_per_epoch)
     train.check_fits(model)
+    check_data(train, tasks, model)  # before any hold-out, so errors name `train_data`
     validation_note = "validation_data"
     if validation_data is not None:
         validation = TrainingData(validation_data, batch_size=batch_size, what="validation_data")
         validation.check_fits(model)
+        check_data(validation, tasks, model)
     elif train.is_arrays:
         train, validation = split_validation(train)
         validation_note = "random 10% of train_data, seed 0 (no validation_data given)"
@@ -146,9 +149,6 @@ def optimize(
     if validation.is_infinite:
         raise DataError("`validation_data` is an infinite dataset; pass a finite one, e.g. dataset.take(n).")
     train.steps_per_epoch()  # an infinite dataset without steps_per_epoch fails here, before any work
-    tasks = detect_tasks(model, task, loss)
-    for data in (train, validation):
-        check_data(data, tasks, model)
 
     context = StepContext(
         train=train,

@@ -83,6 +83,16 @@ _COLUMNS = [
 ]
 
 
+_SHORT_METRICS = {
+    "accuracy": "acc",
+    "thresholded accuracy": "acc@t",
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
+    "mean_absolute_percentage_error": "mape",
+    "mean_squared_logarithmic_error": "msle",
+}
+
+
 @dataclass
 class Report:
     """What `kstruct.optimize` did and measured, stage by stage."""
@@ -98,7 +108,7 @@ class Report:
 
     def _header(self) -> list[str]:
         metric = self.stages[0].metric if self.stages else "accuracy"
-        short = {"accuracy": "acc", "thresholded accuracy": "acc@t"}.get(metric, metric)
+        short = _SHORT_METRICS.get(metric, metric)
         return [title.format(short) for title, _, _ in _COLUMNS]
 
     def _metric_line(self) -> str:

@@ -89,12 +89,22 @@ def _output_activation(model: keras.Model, name: str) -> str | None:
     return getattr(activation, "__name__", None)
 
 
+def model_outputs(model: keras.Model) -> Any:
+    """`model.output` (a dict or list for multi-output functional models); Sequential models have one output."""
+    try:
+        return model.output
+    except (AttributeError, ValueError):
+        outputs = list(model.outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
 def output_names(model: keras.Model) -> list[str]:
     """The names of the model's outputs in `keras.tree.flatten` order (the order TFLite files keep)."""
-    structure = model.output
+    structure = model_outputs(model)
     if isinstance(structure, dict):
         return [str(path[-1]) for path, _ in keras.tree.flatten_with_path(structure)]
-    return list(model.output_names)
+    names = getattr(model, "output_names", None)  # Sequential models have none: their last layer is the output
+    return list(names) if names else [model.layers[-1].name]
 
 
 def labels_by_output(y: Any, names: list[str]) -> dict[str, Any]:
@@ -130,7 +140,7 @@ def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, l
     losses = _per_output_losses(model, names) if loss is None else (
         {n: loss.get(n) for n in names} if isinstance(loss, dict) else {n: loss for n in names}
     )
-    shapes = {name: tuple(t.shape) for name, t in zip(names, keras.tree.flatten(model.output))}
+    shapes = {name: tuple(t.shape) for name, t in zip(names, keras.tree.flatten(model_outputs(model)))}
     tasks = {}
     for name in names:
         out_loss = losses.get(name)

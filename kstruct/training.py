@@ -193,13 +193,22 @@ class TrainingData:
                 )
 
 
+def model_inputs(model: keras.Model) -> Any:
+    """`model.input` (a dict or list for multi-input functional models); Sequential models have one input."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        inputs = list(model.inputs)
+        return inputs[0] if len(inputs) == 1 else inputs
+
+
 def pair_inputs(model: keras.Model, x: Any, what: str) -> list[tuple[Any, np.ndarray, str]]:
     """(model input, its array, how to name it) for every input of `model`.
 
     Raises:
         DataError: `x` gives a different number of inputs, or dict keys that are not the model's input names.
     """
-    structure = model.input
+    structure = model_inputs(model)
     if isinstance(structure, dict):
         keyed = [(str(path[-1]), t) for path, t in keras.tree.flatten_with_path(structure)]
     else:

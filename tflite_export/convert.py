@@ -17,6 +17,7 @@ import numpy as np
 
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
+from tflite_export import runtime
 from tflite_export import targets as targets_lib
 from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
 
@@ -51,7 +52,7 @@ def _input_signature(model) -> list[tuple[str, tuple[Any, ...], str]]:
     """(name, shape, dtype) of each input, in `keras.tree.flatten(model.input)` order."""
     import keras
 
-    inputs = keras.tree.flatten(getattr(model, "input", None) or []) if getattr(model, "inputs", None) else []
+    inputs = keras.tree.flatten(runtime.keras_input_structure(model)) if getattr(model, "inputs", None) else []
     if not inputs:
         raise ExportError(
             "Expected a model with a known input shape. Received: a model without `inputs` "
@@ -206,7 +207,7 @@ def convert(
 
     # One tensor per input, named after its keras.Input; outputs flattened in
     # keras.tree order, which `verify` relies on to pair them with Keras's.
-    structure = keras_model.input
+    structure = runtime.keras_input_structure(keras_model)
     traced = tf.function(
         lambda *xs: keras.tree.flatten(keras_model(keras.tree.pack_sequence_as(structure, list(xs)), training=False))
     )

@@ -79,6 +79,15 @@ def input_shape_text(detail: dict[str, Any]) -> str:
     return str(tuple(None if d is None or d < 0 else d for d in dims))
 
 
+def keras_input_structure(model) -> Any:
+    """`model.input` (a dict or list for multi-input functional models); Sequential models have one input."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        inputs = list(model.inputs)
+        return inputs[0] if len(inputs) == 1 else inputs
+
+
 def _tensor_name(detail: dict[str, Any]) -> str:
     # The converter may prefix a signature name and suffix an output index.
     return detail["name"].removeprefix("serving_default_").split(":")[0]

@@ -83,7 +83,7 @@ def paired_outputs(model: bytes | str | os.PathLike, keras_model, x: Any) -> dic
 
     if _rows(x) == 0:
         raise ExportError("Expected at least one input row in `x`. Received: 0 rows")
-    inputs = keras.tree.flatten(keras_model.input)
+    inputs = keras.tree.flatten(runtime.keras_input_structure(keras_model))
     leaves = [np.asarray(v) for v in keras.tree.flatten(x)]
     if len(leaves) != len(inputs):
         raise ExportError(f"Expected {len(inputs)} input arrays for model `{keras_model.name}`. Received: {len(leaves)}")
@@ -94,7 +94,7 @@ def paired_outputs(model: bytes | str | os.PathLike, keras_model, x: Any) -> dic
     if isinstance(ref, dict):
         names = [str(path[-1]) for path, _ in keras.tree.flatten_with_path(ref)]
     else:
-        names = list(keras_model.output_names)
+        names = list(getattr(keras_model, "output_names", None) or [keras_model.layers[-1].name])
     refs = [np.asarray(r, dtype=np.float32) for r in keras.tree.flatten(ref)]
     if len(refs) != len(lite):
         raise ExportError(f"The Keras model has {len(refs)} outputs; the TFLite file has {len(lite)}")
