@@ -162,6 +162,7 @@ def optimize(
         verbose=verbose,
         custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
     )
+    context.check_compile()
     x_val, y_val = validation.arrays()
     representative = context.representative_inputs()
     report = Report(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 import numpy as np
@@ -290,21 +291,31 @@ class StepContext:
             KstructError: the config names a loss or metric kstruct cannot find.
         """
         if self.compile_source is not None and self.compile_source.compiled:
-            config = self.compile_source.get_compile_config()
-            try:
-                with keras.saving.custom_object_scope(self.custom_objects):
-                    model.compile_from_config(config)
-            except (TypeError, ValueError) as error:
-                raise KstructError(
-                    f"kstruct compiles each new model as model `{self.compile_source.name}` was compiled, but its "
-                    f"compile config does not load back: {str(error).splitlines()[0]} Decorate the custom loss or "
-                    "metric with @keras.saving.register_keras_serializable(), or pass it to optimize "
-                    "(metrics=[...], loss=...)."
-                ) from None
+            with self._loading_compile_config():
+                model.compile_from_config(self.compile_source.get_compile_config())
         else:
             optimizer = keras.optimizers.get(self.optimizer)
             model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics or ["accuracy"])
         return model
+
+    def check_compile(self) -> None:
+        """Raises KstructError now, before any training, if the user's compile config cannot be loaded back."""
+        if self.compile_source is not None and self.compile_source.compiled:
+            with self._loading_compile_config():
+                keras.saving.deserialize_keras_object(self.compile_source.get_compile_config())
+
+    @contextlib.contextmanager
+    def _loading_compile_config(self) -> Iterator[None]:
+        try:
+            with keras.saving.custom_object_scope(self.custom_objects):
+                yield
+        except (TypeError, ValueError) as error:
+            raise KstructError(
+                f"kstruct compiles each new model as model `{self.compile_source.name}` was compiled, but its "
+                f"compile config does not load back: {str(error).split('. ')[0].rstrip('.')}. Decorate the custom loss or "
+                "metric with @keras.saving.register_keras_serializable(), or pass it to optimize "
+                "(metrics=[...], loss=...)."
+            ) from None
 
     def fit(self, model: keras.Model, epochs: int | None = None, callbacks=None) -> keras.callbacks.History:
         """Compiles and trains `model` on the training data, with Keras's own progress bar."""
