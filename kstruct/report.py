@@ -136,8 +136,15 @@ class Report:
         out = [f"strategy: {self.strategy}    target: {self.target}    {self._metric_line()}"]
         out += [line(header), line(["-" * w for w in widths])]
         out += [line(r) for r in rows]
+        out += self._not_prunable_lines()
         out += self._output_lines()
         return "\n".join(out)
+
+    def _not_prunable_lines(self) -> list[str]:
+        skipped = self.final.not_prunable if self.stages else []
+        if not skipped:
+            return []
+        return ["", f"not prunable (left dense, outside the sparsity column): {', '.join(skipped)}"]
 
     def _output_lines(self) -> list[str]:
         """One line per output and stage, for models with several outputs."""
@@ -159,9 +166,7 @@ class Report:
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join("---" for _ in header) + "|")
         out += ["| " + " | ".join(r) + " |" for r in self._cells()]
-        skipped = self.final.not_prunable if self.stages else []
-        if skipped:
-            out += ["", f"Not prunable (left dense, outside the sparsity figure): {', '.join(skipped)}"]
+        out += self._not_prunable_lines()
         extra = self._output_lines()
         if extra:
             out += ["", "```", *extra[1:], "```"]

@@ -160,3 +160,20 @@ def test_parameter_count_is_keras_count_params_frozen_layers_included_wrappers_e
     from kstruct.search.budget import count_params
 
     assert count_params(model) == model.count_params()
+
+
+def test_sparsity_is_over_the_prunable_weights_and_the_layers_left_dense_are_named():
+    model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        keras.layers.Embedding(50, 8, name="tokens"),
+        keras.layers.GlobalAveragePooling1D(name="pool"),
+        keras.layers.Dense(3, activation="softmax", name="out"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = RNG.integers(0, 50, (48, 5)), RNG.integers(0, 3, 48)
+    result = kstruct.optimize(model, "prune(0.5)", train_data=(x, y), epochs=2, batch_size=8,
+                              target="float32", verbose=0)
+    final = result.report.final
+    assert final.prunable_params == 8 * 3 and final.not_prunable == ["tokens"]
+    assert final.sparsity == pytest.approx(0.5, abs=0.05)
+    assert "not prunable (left dense, outside the sparsity column): tokens" in result.report.to_text()
