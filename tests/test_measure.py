@@ -80,7 +80,7 @@ def test_multi_input_model_runs_end_to_end_to_an_int8_file_with_both_inputs():
     assert final.agreement >= 0.8
 
 
-def test_dict_outputs_are_measured_per_output_with_their_own_metric():
+def test_dict_outputs_are_measured_per_output_with_their_own_metric_through_qat_to_int8():
     inputs = keras.Input((6,), name="features")
     hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
     outputs = {
@@ -92,8 +92,8 @@ def test_dict_outputs_are_measured_per_output_with_their_own_metric():
     x, xv = _features(), _features(16)
     y = {"label": RNG.integers(0, 3, 48), "size": x[:, :1]}
     yv = {"label": RNG.integers(0, 3, 16), "size": xv[:, :1]}
-    result = kstruct.optimize(model, "prune(0.5)", train_data=(x, y), validation_data=(xv, yv),
-                              epochs=2, batch_size=8, target="float32", verbose=0)
+    result = kstruct.optimize(model, "prune(0.5) + qat", train_data=(x, y), validation_data=(xv, yv),
+                              epochs=2, batch_size=8, target="int8", verbose=0)
     outputs = result.report.final.outputs
     assert {name: (o["task"], o["metric"]) for name, o in outputs.items()} == {
         "label": ("classification", "accuracy"), "size": ("regression", "mean_absolute_error"),
