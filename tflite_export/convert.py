@@ -88,7 +88,9 @@ def _calibration_samples(data: Any, signature: list) -> list[list[np.ndarray]]:
     for batch in batches:
         if not structured and isinstance(batch, (tuple, list)) and len(batch) == 2:
             batch = batch[0]  # (x, y) pairs from a dataset
-        arrays = [np.asarray(v) for v in keras.tree.flatten(batch)]
+        names = [name for name, _, _ in signature]
+        by_name = isinstance(batch, dict) and set(batch) == set(names)  # a dict keyed by input name
+        arrays = [np.asarray(v) for v in ([batch[n] for n in names] if by_name else keras.tree.flatten(batch))]
         if len(arrays) != len(signature):
             raise ExportError(f"representative_data has {len(arrays)} input(s); the model has {len(signature)}")
         for array, (_, shape, _) in zip(arrays, signature):

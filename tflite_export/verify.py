@@ -84,7 +84,9 @@ def paired_outputs(model: bytes | str | os.PathLike, keras_model, x: Any) -> dic
     if _rows(x) == 0:
         raise ExportError("Expected at least one input row in `x`. Received: 0 rows")
     inputs = keras.tree.flatten(runtime.keras_input_structure(keras_model))
-    leaves = [np.asarray(v) for v in keras.tree.flatten(x)]
+    names = [t.name for t in inputs]
+    by_name = isinstance(x, dict) and set(x) == set(names)  # a dict keyed by input name
+    leaves = [np.asarray(v) for v in ([x[n] for n in names] if by_name else keras.tree.flatten(x))]
     if len(leaves) != len(inputs):
         raise ExportError(f"Expected {len(inputs)} input arrays for model `{keras_model.name}`. Received: {len(leaves)}")
     feed = leaves[0] if len(leaves) == 1 else {t.name: v for t, v in zip(inputs, leaves)}
