@@ -67,8 +67,8 @@ def _from_logits(loss: Any) -> bool:
     return False
 
 
-def _per_output_losses(model: keras.Model, names: list[str]) -> dict[str, Any]:
-    loss = getattr(model, "loss", None) if model.compiled else None
+def _per_output_losses(loss: Any, names: list[str]) -> dict[str, Any]:
+    """A loss given as Keras accepts it (one, a list in output order, a dict by name), by output name."""
     if isinstance(loss, dict):
         return {name: loss.get(name) for name in names}
     if isinstance(loss, (list, tuple)):
@@ -118,6 +118,21 @@ def labels_by_output(y: Any, names: list[str]) -> dict[str, Any]:
     return {names[0]: y}
 
 
+def _infer_task(loss_key: str, activation: str | None, units: int | None) -> str:
+    """A loss that names a task decides; then the output activation; then the units."""
+    if loss_key in _CLASSIFICATION_LOSSES:
+        return "classification"
+    if loss_key in _BINARY_LOSSES:
+        return "binary"
+    if activation == "softmax":
+        return "classification"
+    if activation == "sigmoid":
+        return "binary"
+    if loss_key:  # a regression loss, or the user's own, on an output with no squashing activation
+        return "regression"
+    return "classification" if (units or 1) > 1 else "regression"  # no loss known: logits, or one value
+
+
 def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, loss: Any = None) -> dict[str, OutputTask]:
     """The task of every output of `model`, by output name.
 
@@ -137,30 +152,15 @@ def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, l
     for value in overrides.values():
         if value is not None and value not in TASKS:
             raise KstructError(f"Expected `task` to be one of {TASKS}. Received: task={value!r}")
-    losses = _per_output_losses(model, names) if loss is None else (
-        {n: loss.get(n) for n in names} if isinstance(loss, dict) else {n: loss for n in names}
-    )
+    compiled_loss = getattr(model, "loss", None) if model.compiled else None
+    losses = _per_output_losses(compiled_loss if loss is None else loss, names)
     shapes = {name: tuple(t.shape) for name, t in zip(names, keras.tree.flatten(model_outputs(model)))}
     tasks = {}
     for name in names:
         out_loss = losses.get(name)
         key = (loss_name(out_loss) or "").lower().replace("_", "")
         activation = _output_activation(model, name)
-        kind = overrides.get(name)
-        if kind is None:
-            if key in _CLASSIFICATION_LOSSES:
-                kind = "classification"
-            elif key in _BINARY_LOSSES:
-                kind = "binary"
-            elif key:
-                kind = "regression" if activation not in ("softmax", "sigmoid") else None
-            if kind is None:
-                if activation == "softmax" or (activation in (None, "linear") and shapes[name][-1] > 1 and not key):
-                    kind = "classification"
-                elif activation == "sigmoid":
-                    kind = "binary"
-                else:
-                    kind = "regression"
+        kind = overrides.get(name) or _infer_task(key, activation, shapes[name][-1])
         logits = _from_logits(out_loss) or (activation not in (None, "sigmoid") and kind == "binary")
         metric = {"classification": "accuracy", "binary": "thresholded accuracy"}.get(kind) or (
             loss_name(out_loss) or "mean_squared_error"

@@ -177,3 +177,23 @@ def test_sparsity_is_over_the_prunable_weights_and_the_layers_left_dense_are_nam
     assert final.prunable_params == 8 * 3 and final.not_prunable == ["tokens"]
     assert final.sparsity == pytest.approx(0.5, abs=0.05)
     assert "not prunable (left dense, outside the sparsity column): tokens" in result.report.to_text()
+
+
+@pytest.mark.parametrize(
+    ("units", "activation", "loss", "task", "metric", "threshold"),
+    [
+        (4, "softmax", lambda y, p: keras.ops.mean(p), "classification", "accuracy", 0.5),
+        (4, None, keras.losses.SparseCategoricalCrossentropy(from_logits=True), "classification", "accuracy", 0.5),
+        (1, None, keras.losses.BinaryCrossentropy(from_logits=True), "binary", "thresholded accuracy", 0.0),
+        (1, "sigmoid", "binary_crossentropy", "binary", "thresholded accuracy", 0.5),
+        (1, None, "huber", "regression", "huber", 0.5),
+        (3, None, "mae", "regression", "mean_absolute_error", 0.5),
+    ],
+)
+def test_the_task_is_read_from_the_loss_then_the_activation(units, activation, loss, task, metric, threshold):
+    from kstruct.task import detect_tasks
+
+    model = _dense_model(units, activation)
+    model.compile("adam", loss)
+    spec = detect_tasks(model)["out"]
+    assert (spec.task, spec.metric, spec.threshold) == (task, metric, threshold)
