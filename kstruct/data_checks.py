@@ -17,7 +17,7 @@ from kstruct.task import OutputTask, labels_by_output, loss_name, model_outputs
 from kstruct.training import TrainingData, model_inputs, name_arrays, pair_inputs
 
 _SPARSE_LOSSES = ("sparsecategoricalcrossentropy",)
-_SAMPLE_ROWS = 10_000  # rows of a dataset checked (arrays are checked in full)
+_SAMPLE_ROWS = 1024  # rows of a dataset checked, to bound memory (arrays are checked in full)
 
 
 def _arrays(data: TrainingData) -> tuple[Any, Any]:

@@ -112,13 +112,12 @@ class Report:
         return [title.format(short) for title, _, _ in _COLUMNS]
 
     def _metric_line(self) -> str:
-        """Which metric the table shows, and the per-output figures of multi-output models."""
+        """Which metric the table's keras/tflite columns show, and for which output."""
         if not self.stages:
             return ""
         first = self.stages[0]
         names = list(first.outputs)
-        line = f"metric: {first.metric} ({first.task}" + (f", output '{names[0]}')" if names else ")")
-        return line
+        return f"metric: {first.metric} ({first.task}" + (f", output '{names[0]}')" if names else ")")
 
     def _cells(self) -> list[list[str]]:
         rows = []
