@@ -161,7 +161,7 @@ def detect_tasks(model: keras.Model, task: str | dict[str, str] | None = None, l
         key = (loss_name(out_loss) or "").lower().replace("_", "")
         activation = _output_activation(model, name)
         kind = overrides.get(name) or _infer_task(key, activation, shapes[name][-1])
-        logits = _from_logits(out_loss) or (activation not in (None, "sigmoid") and kind == "binary")
+        logits = kind == "binary" and (_from_logits(out_loss) or activation not in (None, "sigmoid"))
         metric = {"classification": "accuracy", "binary": "thresholded accuracy"}.get(kind) or (
             loss_name(out_loss) or "mean_squared_error"
         )
