@@ -65,9 +65,12 @@ def _image_and_vector_model() -> keras.Model:
     return model
 
 
-def test_multi_input_model_runs_end_to_end_to_an_int8_file_with_both_inputs():
+@pytest.mark.parametrize("form", ["list", "dict"])
+def test_multi_input_model_runs_end_to_end_to_an_int8_file_with_both_inputs(form):
     model = _image_and_vector_model()
     x = [RNG.random((48, 8, 8, 1)).astype("float32"), RNG.random((48, 3)).astype("float32")]
+    if form == "dict":
+        x = {"vec": x[1], "image": x[0]}
     y = RNG.integers(0, 3, 48)
     result = kstruct.optimize(model, "prune(0.5) + qat", train_data=(x, y), epochs=2, batch_size=8,
                               target="int8", verbose=0)
