@@ -31,6 +31,8 @@ class Prune(Step):
     """
 
     name = "prune"
+    trains = True
+    positional = ("sparsity",)
 
     def __init__(
         self,
@@ -96,7 +98,9 @@ class Prune(Step):
         On a few dozen samples an epoch is one or two batches, and a gradual schedule
         never gets past its first mask update: the model would come back dense.
         """
-        target = self.sparsity if self.m_by_n is None else 1.0 - self.m_by_n[0] / self.m_by_n[1]
+        if self.m_by_n is not None:  # N:M applies in full from step 0 (layers it cannot fit stay dense)
+            return
+        target = self.sparsity
         layers = [w.layer.name for w in wrappers(wrapped)]
         measured = [layer for layer in sparsity(wrapped).layers if layer.name in layers]
         size = sum(layer.size for layer in measured)
@@ -108,16 +112,11 @@ class Prune(Step):
                 "steps: more training data, more epochs (epochs=...), or a smaller batch_size."
             )
 
-    def __str__(self) -> str:
-        if self.m_by_n is not None:
-            head = f"{self.m_by_n[0]}:{self.m_by_n[1]}"
-        else:
-            head = f"{self.sparsity:g}"
-        extras = []
-        if self.schedule != "polynomial":
-            extras.append(f"schedule='{self.schedule}'")
-        if self.epochs is not None:
-            extras.append(f"epochs={self.epochs}")
-        if self.layers is not None:
-            extras.append(f"layers='{self.layers}'")
-        return f"prune({', '.join([head, *extras])})"
+    def get_config(self) -> dict:
+        """N:M comes back as the `(n, m)` sparsity, which prints as `prune(2:4)`."""
+        return {
+            "sparsity": self.m_by_n if self.m_by_n is not None else self.sparsity,
+            "schedule": self.schedule,
+            "epochs": self.epochs,
+            "layers": self.layers,
+        }
