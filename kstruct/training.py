@@ -87,6 +87,7 @@ class TrainingData:
     batch_size: int = 32
     what: str = "train_data"
     steps: int | None = None
+    _counted: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -145,15 +146,17 @@ class TrainingData:
             return cardinality
         if self.is_infinite:
             raise DataError(self._infinite_message())
-        count = 0
-        for _ in self.source:  # unknown cardinality: count once
-            count += 1
-            if count > _COUNT_LIMIT:
-                raise DataError(
-                    f"`{self.what}` yielded more than {_COUNT_LIMIT:,} batches without ending; if it repeats "
-                    "forever, pass steps_per_epoch=... and a finite validation_data=..."
-                )
-        return count
+        if self._counted is None:
+            count = 0
+            for _ in self.source:  # unknown cardinality: count once
+                count += 1
+                if count > _COUNT_LIMIT:
+                    raise DataError(
+                        f"`{self.what}` yielded more than {_COUNT_LIMIT:,} batches without ending; if it repeats "
+                        "forever, pass steps_per_epoch=... and a finite validation_data=..."
+                    )
+            self._counted = count
+        return self._counted
 
     def arrays(self, limit: int | None = None) -> tuple[Any, Any]:
         """The data as numpy arrays (up to `limit` rows), for evaluation on the TFLite runtime."""

@@ -183,3 +183,16 @@ def test_prune_on_too_little_data_fails_naming_the_fix():
         "prune(0.5) reached 0.0% sparsity, not 50%: its schedule had only 1 optimizer step(s) (1 epoch(s) of "
         "1 batch(es)). Give it more steps: more training data, more epochs (epochs=...), or a smaller batch_size."
     )
+
+
+def test_a_dataset_of_unknown_size_is_counted_once_for_the_schedule():
+    x, y = _data(40)
+
+    def batches():
+        for start in range(0, 40, 8):
+            yield x[start : start + 8], y[start : start + 8]
+
+    spec = (tf.TensorSpec((None, 6), tf.float32), tf.TensorSpec((None,), tf.int64))
+    data = TrainingData(tf.data.Dataset.from_generator(batches, output_signature=spec))
+    assert int(data.source.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    assert data.steps_per_epoch() == 5 and data.steps_per_epoch() == 5
