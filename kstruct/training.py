@@ -183,6 +183,19 @@ class TrainingData:
         x, y = (keras.tree.map_structure(lambda *parts: np.concatenate(parts), *v) for v in (xs, ys))
         return (take(x, slice(None, limit)), take(y, slice(None, limit))) if limit else (x, y)
 
+    def sample_inputs(self, count: int, *, seed: int = 0) -> Any:
+        """Up to `count` input rows drawn at random (fixed `seed`) from array data, in their original order.
+
+        For int8 calibration: the first rows of data sorted by class or time would
+        calibrate on one class or one period. Datasets give their first `count` rows
+        (they shuffle themselves).
+        """
+        if not self.is_arrays:
+            return self.arrays(limit=count)[0]
+        x = self.source[0]
+        rows = count_rows(x, self.what)
+        return take(x, np.sort(np.random.default_rng(seed).choice(rows, size=min(count, rows), replace=False)))
+
     def check_fits(self, model: keras.Model) -> None:
         """Raises DataError unless the inputs match the model's inputs in number, names and shapes."""
         x, _ = self.arrays(limit=2)
@@ -331,16 +344,8 @@ class StepContext:
         )
 
     def representative_inputs(self, count: int = 200, seed: int = 0) -> Any:
-        """Training inputs for int8 calibration, drawn at random (fixed `seed`) from array data.
-
-        Datasets give their first `count` rows (they shuffle themselves).
-        """
-        if not self.train.is_arrays:
-            return self.train.arrays(limit=count)[0]
-        x = self.train.source[0]
-        rows = count_rows(x, self.train.what)
-        index = np.sort(np.random.default_rng(seed).choice(rows, size=min(count, rows), replace=False))
-        return take(x, index)
+        """Training inputs for int8 calibration (see `TrainingData.sample_inputs`)."""
+        return self.train.sample_inputs(count, seed=seed)
 
 
 def compile_objects(*sources: Any) -> dict[str, Any]:
