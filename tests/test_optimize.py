@@ -116,7 +116,7 @@ def test_optimize_accepts_datasets_and_an_uncompiled_model_with_a_loss(form, sma
 def test_optimize_holds_out_validation_data_when_none_is_given(trained, small_mnist):
     (x, y), _ = small_mnist
     result = kstruct.optimize(trained, "prune(0.3)", train_data=(x[:400], y[:400]), epochs=1, target="float32", verbose=0)
-    assert result.report.settings["validation"] == "last 10% of train_data (no validation_data given)"
+    assert result.report.settings["validation"] == "random 10% of train_data, seed 0 (no validation_data given)"
     assert result.report.settings["validation_images"] == 40
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
+from tflite_export import runtime
 from tflite_export import targets as targets_lib
 from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
 
@@ -47,22 +48,26 @@ def _load_keras_model(model: Any):
     return model
 
 
-def _input_signature(model) -> tuple[tuple[Any, ...], str]:
-    inputs = getattr(model, "inputs", None)
+def _input_signature(model) -> list[tuple[str, tuple[Any, ...], str]]:
+    """(name, shape, dtype) of each input, in `keras.tree.flatten(model.input)` order."""
+    import keras
+
+    inputs = keras.tree.flatten(runtime.keras_input_structure(model)) if getattr(model, "inputs", None) else []
     if not inputs:
         raise ExportError(
             "Expected a model with a known input shape. Received: a model without `inputs` "
             "(a subclassed model never called?). Wrap it: keras.Sequential([keras.Input(shape), model])"
         )
-    if len(inputs) != 1:
-        raise ExportError(f"Expected a model with one input. Received: a model with {len(inputs)} inputs")
-    shape = tuple(inputs[0].shape)
-    if any(d is None for d in shape[1:]):
-        raise ExportError(
-            f"Expected an input shape with static non-batch dims for TFLite targets. Received: {shape}; "
-            "give keras.Input a full shape"
-        )
-    return shape, str(inputs[0].dtype)
+    signature = []
+    for tensor in inputs:
+        shape = tuple(tensor.shape)
+        if any(d is None for d in shape[1:]):
+            raise ExportError(
+                f"Expected an input shape with static non-batch dims for TFLite targets. Received: {shape}; "
+                "give keras.Input a full shape"
+            )
+        signature.append((tensor.name, shape, str(tensor.dtype)))
+    return signature
 
 
 def _check_sample_shape(shape: tuple, expected: tuple) -> None:
@@ -70,17 +75,28 @@ def _check_sample_shape(shape: tuple, expected: tuple) -> None:
         raise ExportError(f"representative_data has shape {tuple(shape)}; the model expects inputs of shape {expected}")
 
 
-def _calibration_samples(data: Any, expected: tuple, dtype: str) -> list[np.ndarray]:
-    """Up to MAX_CALIBRATION_SAMPLES single-sample batches from an array or an iterable of batches."""
-    batches: Iterable[Any] = [data] if isinstance(data, np.ndarray) or hasattr(data, "shape") else data
-    samples: list[np.ndarray] = []
+def _calibration_samples(data: Any, signature: list) -> list[list[np.ndarray]]:
+    """Up to MAX_CALIBRATION_SAMPLES single-sample batches (one array per input) from an array,
+    a list or dict of arrays (multi-input), or an iterable of such batches."""
+    import keras
+
+    structured = isinstance(data, dict) or (
+        len(signature) > 1 and isinstance(data, (list, tuple)) and all(hasattr(v, "shape") for v in data)
+    )
+    batches: Iterable[Any] = [data] if structured or isinstance(data, np.ndarray) or hasattr(data, "shape") else data
+    samples: list[list[np.ndarray]] = []
     for batch in batches:
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        if not structured and isinstance(batch, (tuple, list)) and len(batch) == 2:
             batch = batch[0]  # (x, y) pairs from a dataset
-        batch = np.asarray(batch)
-        _check_sample_shape(batch.shape, expected)
-        for row in batch[: MAX_CALIBRATION_SAMPLES - len(samples)]:
-            samples.append(row[None].astype(dtype))
+        names = [name for name, _, _ in signature]
+        by_name = isinstance(batch, dict) and set(batch) == set(names)  # a dict keyed by input name
+        arrays = [np.asarray(v) for v in ([batch[n] for n in names] if by_name else keras.tree.flatten(batch))]
+        if len(arrays) != len(signature):
+            raise ExportError(f"representative_data has {len(arrays)} input(s); the model has {len(signature)}")
+        for array, (_, shape, _) in zip(arrays, signature):
+            _check_sample_shape(array.shape, shape)
+        for i in range(min(len(arrays[0]), MAX_CALIBRATION_SAMPLES - len(samples))):
+            samples.append([a[i][None].astype(dtype) for a, (_, _, dtype) in zip(arrays, signature)])
         if len(samples) >= MAX_CALIBRATION_SAMPLES:
             break
     if not samples:
@@ -106,7 +122,7 @@ def _configure(converter, spec: targets_lib.Target, io_dtype: str, samples, allo
     if spec.quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if spec.needs_data:
-        converter.representative_dataset = lambda: ([s] for s in samples)
+        converter.representative_dataset = lambda: iter(samples)
     if io_dtype != "float32":
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
@@ -141,13 +157,14 @@ def convert(
     """Converts a Keras 3 model (TensorFlow backend) to TFLite bytes for `target`.
 
     Args:
-        model: a `keras.Model` with one input of static non-batch shape, or a path
+        model: a `keras.Model` whose inputs have static non-batch shapes, or a path
             to a `.keras` file (the way to export a model trained on JAX or PyTorch:
             save it, then load it here under the TensorFlow backend).
         target: one of `TARGETS` (see `targets.TARGET_TABLE` and docs/deployment.md).
         representative_data: calibration inputs for the integer targets (int8,
-            int16x8, edgetpu, micro): an array `(n, *input_shape)` or an iterable of
-            such batches (or of `(x, y)` pairs); up to 200 samples are used.
+            int16x8, edgetpu, micro): an array `(n, *input_shape)` (a list or dict
+            of arrays for a multi-input model) or an iterable of such batches (or of
+            `(x, y)` pairs); up to 200 samples are used.
         batch_size: the static batch of the file (edgetpu and micro: 1 only).
         io_dtype: input/output dtype; defaults to the target's first (int8: "int8",
             or "uint8"; edgetpu: "uint8", or "int8"; int16x8: "float32" or "int16").
@@ -184,13 +201,21 @@ def convert(
         )
 
     keras_model = _load_keras_model(model)
-    shape, dtype = _input_signature(keras_model)
-    samples = _calibration_samples(representative_data, shape, dtype) if spec.needs_data else None
+    signature = _input_signature(keras_model)
+    samples = _calibration_samples(representative_data, signature) if spec.needs_data else None
 
+    import keras
     import tensorflow as tf
 
-    traced = tf.function(lambda x: keras_model(x, training=False))
-    concrete = traced.get_concrete_function(tf.TensorSpec((batch_size,) + shape[1:], dtype, name="input"))
+    # One tensor per input, named after its keras.Input; outputs flattened in
+    # keras.tree order, which `verify` relies on to pair them with Keras's.
+    structure = runtime.keras_input_structure(keras_model)
+    traced = tf.function(
+        lambda *xs: keras.tree.flatten(keras_model(keras.tree.pack_sequence_as(structure, list(xs)), training=False))
+    )
+    names = [name for name, _, _ in signature] if len(signature) > 1 else ["input"]
+    specs = [tf.TensorSpec((batch_size,) + shape[1:], dtype, name=n) for n, (_, shape, dtype) in zip(names, signature)]
+    concrete = traced.get_concrete_function(*specs)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
     # The SavedModel path keeps Keras 3 variables as VAR_HANDLE/READ_VARIABLE ops;
     # freezing the concrete function gives constant weights and FULLY_CONNECTED.

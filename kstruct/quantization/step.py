@@ -79,16 +79,16 @@ class QAT(Step):
         target = _integer_target(context, self.target)
         blob = tflite_export.convert(qat_model, target, representative_data=context.representative_inputs())
         x, y = context.validation.arrays()
-        keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
-        tflite_predictions = np.asarray(tflite_export.predict(blob, x))
         report = quantization_report(qat_model)
-        notes = {
-            "target": target,
-            "keras_qat_accuracy": _keras_accuracy(qat_model, x, y),
-            "int8_accuracy": float(tflite_export.evaluate(blob, x, y)),
-            "top1_agreement": float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
-            "float_layers": {entry.name: entry.detail for entry in report.skipped},
-        }
+        notes = {"target": target, "float_layers": {entry.name: entry.detail for entry in report.skipped}}
+        if len(qat_model.outputs) == 1:  # a multi-output model's figures are per output, in the stage report
+            keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
+            tflite_predictions = np.asarray(tflite_export.predict(blob, x))
+            notes.update(
+                keras_qat_accuracy=_keras_accuracy(qat_model, x, y),
+                int8_accuracy=float(tflite_export.evaluate(blob, x, y)),
+                top1_agreement=float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
+            )
         return StepResult(model=qat_model, notes=notes, tflite=blob if target == context.target else None)
 
 
@@ -119,9 +119,7 @@ class PTQ(Step):
         target = _integer_target(context, self.target)
         blob = tflite_export.convert(model, target, representative_data=context.representative_inputs(self.samples))
         x, y = context.validation.arrays()
-        notes = {
-            "target": target,
-            "keras_accuracy": _keras_accuracy(model, x, y),
-            "int8_accuracy": float(tflite_export.evaluate(blob, x, y)),
-        }
+        notes = {"target": target}
+        if len(model.outputs) == 1:  # a multi-output model's figures are per output, in the stage report
+            notes.update(keras_accuracy=_keras_accuracy(model, x, y), int8_accuracy=float(tflite_export.evaluate(blob, x, y)))
         return StepResult(model=model, notes=notes, tflite=blob)
