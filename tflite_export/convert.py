@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from tflite_export._recurrent import unroll_recurrent
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
 from tflite_export import targets as targets_lib
@@ -185,6 +186,8 @@ def convert(
 
     keras_model = _load_keras_model(model)
     shape, dtype = _input_signature(keras_model)
+    if spec.needs_data or spec.op_check is not None:
+        keras_model = unroll_recurrent(keras_model)  # a WHILE loop breaks calibration and delegates
     samples = _calibration_samples(representative_data, shape, dtype) if spec.needs_data else None
 
     import tensorflow as tf
