@@ -19,39 +19,55 @@ from typing import Any
 from tflite_export.errors import ExportError
 
 
-def _rolled(layer) -> bool:
+def _unroll_config(config: Any) -> bool:
+    """Sets every nested `"unroll": False` to True (RNNs, Bidirectional, wrappers around them); True if any."""
+    changed = False
+    if isinstance(config, dict):
+        if config.get("unroll") is False:
+            config["unroll"] = changed = True
+        for value in config.values():
+            changed = _unroll_config(value) or changed
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            changed = _unroll_config(value) or changed
+    return changed
+
+
+def _is_model(layer) -> bool:
     import keras
 
-    if isinstance(layer, keras.layers.Bidirectional):
-        return not layer.forward_layer.unroll or not layer.backward_layer.unroll
-    return isinstance(layer, keras.layers.RNN) and not layer.unroll
+    return isinstance(layer, keras.Model)
+
+
+def _unrolled_config(layer) -> dict[str, Any] | None:
+    """The layer's config with its loops unrolled, or None when it has no rolled loop."""
+    if _is_model(layer):
+        return None
+    try:
+        config = layer.get_config()
+    except NotImplementedError:  # a custom layer without get_config cannot hold a Keras RNN we could rebuild
+        return None
+    return config if _unroll_config(config) else None
 
 
 def _walk(model):
     for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers") and not hasattr(layer, "forward_layer"):
+        if _is_model(layer):
             yield from _walk(layer)
+        else:
+            yield layer
 
 
 def rolled_recurrent_layers(model) -> list[str]:
-    """Names of the recurrent layers that would run as a WHILE loop, nested models included."""
-    return [layer.name for layer in _walk(model) if _rolled(layer)]
-
-
-def _unrolled_config(layer) -> dict[str, Any]:
-    config = layer.get_config()
-    if "layer" in config:  # Bidirectional: both directions
-        for key in ("layer", "backward_layer"):
-            if config.get(key):
-                config[key]["config"]["unroll"] = True
-    else:
-        config["unroll"] = True
-    return config
+    """Names of the layers that would run a recurrent layer as a WHILE loop, nested models included."""
+    return [layer.name for layer in _walk(model) if _unrolled_config(layer) is not None]
 
 
 def unroll_recurrent(model):
     """Returns `model` itself when it has no rolled recurrent layer, else a copy with `unroll=True`.
+
+    Only the layers holding a loop (an RNN, or a wrapper such as Bidirectional
+    around one) are rebuilt from their config and given the original weights.
 
     Raises:
         ExportError: a recurrent layer sees an unknown number of time steps
@@ -62,19 +78,24 @@ def unroll_recurrent(model):
         return model
     import keras
 
+    rebuilt = []
+
     def clone_function(layer):
-        if not _rolled(layer):
-            return layer
-        clone = type(layer).from_config(_unrolled_config(layer))
-        clone.build(layer.input.shape)
-        clone.set_weights(layer.get_weights())
+        config = _unrolled_config(layer)
+        if config is None:
+            return layer  # shared with the user's model, unchanged
+        clone = type(layer).from_config(config)
+        rebuilt.append((layer, clone))
         return clone
 
     try:
-        return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+        unrolled = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+        for layer, clone in rebuilt:
+            clone.set_weights(layer.get_weights())
     except Exception as error:  # Keras raises ValueError or TypeError here
         raise ExportError(
             f"The recurrent layers {names} run as a TFLite WHILE loop, which int8 calibration and the GPU "
             f"delegate cannot handle, and unrolling them failed: {error}. Give keras.Input a fixed sequence "
             "length, or convert for target='float32', 'dynamic' or 'float16', which keep the loop"
         ) from error
+    return unrolled
