@@ -55,6 +55,7 @@ def test_nan_weights_are_refused_before_the_converter_runs(tiny_dense):
         tflite_export.convert(model, "int8", representative_data=x)
 
 
+@pytest.mark.slow
 def test_isolated_conversion_gives_the_same_file_as_in_process(tiny_dense):
     x = np.random.default_rng(0).random((16, 8)).astype("float32")
     in_process = tflite_export.convert(tiny_dense, "int8", representative_data=x, isolate=False)
