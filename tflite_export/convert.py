@@ -251,8 +251,10 @@ def convert(
             C++ code becomes an `ExportError` instead of killing this process.
             `None` (default) isolates the calibrated targets when the graph keeps
             control flow (WHILE/IF), the case where TF 2.21's calibrator segfaults;
-            the child costs a fresh `import tensorflow`, a few seconds per call,
-            too much to pay on every int8 conversion (see `_isolate`).
+            the child costs a fresh `import tensorflow` (4 s of CPU, 20+ s on a
+            busy machine), too much to pay on every int8 conversion when the
+            known crashes are prevented up front: recurrent layers are unrolled
+            and NaN calibration data or weights are refused (see `_isolate`).
 
     Returns:
         The `.tflite` flatbuffer.

@@ -63,3 +63,15 @@ def test_isolated_conversion_gives_the_same_file_as_in_process(tiny_dense):
     assert tflite_export.analyze(isolated).ops == tflite_export.analyze(in_process).ops
     assert [t.dtype for t in tflite_export.analyze(isolated).inputs] == ["int8"]
     np.testing.assert_array_equal(tflite_export.predict(isolated, x), tflite_export.predict(in_process, x))
+
+
+def test_isolated_litert_run_gives_the_same_outputs(tiny_dense):
+    blob = tflite_export.convert(tiny_dense, "float32")
+    x = np.random.default_rng(0).random((5, 8)).astype("float32")
+    np.testing.assert_array_equal(tflite_export.predict(blob, x, isolate=True), tflite_export.predict(blob, x))
+
+
+def test_isolated_litert_error_is_raised_again_in_the_parent(tiny_dense):
+    blob = tflite_export.convert(tiny_dense, "float32")
+    with pytest.raises(ExportError, match=r"^x has shape \(2, 3\); the model expects inputs of shape \(None, 8\)"):
+        tflite_export.predict(blob, np.zeros((2, 3), "float32"), isolate=True)
