@@ -30,19 +30,11 @@ from typing import Any, Callable
 
 from tflite_export.errors import ExportError
 
-_STDERR_LINES = 5
-
-
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _last_lines(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return "\n".join(lines[-_STDERR_LINES:])
 
 
 def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str = "") -> Any:
@@ -55,7 +47,7 @@ def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str 
     Args:
         function: what to run, importable by `function.__module__`/`__qualname__`.
         *args: its arguments (bytes, arrays, strings: no live TensorFlow objects).
-        what: the step, for the message: "the TFLite converter ... while converting for int8".
+        what: the step, for the message: "The TFLite converter, converting for target='int8',".
         hint: what the user can do about it, appended to the message.
 
     Raises:
@@ -67,9 +59,7 @@ def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str 
         process = subprocess.run(
             [sys.executable, "-m", "tflite_export._isolate", result_path],
             input=payload,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            check=False,
+            check=False,  # stdout/stderr inherited: the converter's and LiteRT's logs show as they would in-process
         )
         if process.returncode < 0:
             number = -process.returncode
@@ -79,8 +69,7 @@ def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str 
             )
         if process.returncode != 0 or not os.path.isfile(result_path):
             raise ExportError(
-                f"{what} failed in a child process (exit code {process.returncode}):\n"
-                f"{_last_lines(process.stderr)}\n{hint}".rstrip()
+                f"{what} failed in a child process (exit code {process.returncode}; its log is above). {hint}".rstrip()
             )
         with open(result_path, "rb") as f:
             ok, value = pickle.load(f)

@@ -152,7 +152,9 @@ def _first_error_line(error: Exception) -> str:
     for line in str(error).splitlines():
         if "error:" in line:
             return line.split("error:", 1)[1].strip()
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if not str(error).strip():  # the quantizer logs its reason to stderr and raises an empty RuntimeError
+        return f"{type(error).__name__} (the converter printed the reason to stderr, above)"
+    return str(error).splitlines()[0]
 
 
 def _run_converter(converter, target: str, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool) -> bytes:

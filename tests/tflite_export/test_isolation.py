@@ -31,7 +31,7 @@ def test_exception_in_the_child_is_raised_again_in_the_parent():
 
 
 def test_child_that_exits_without_a_result_is_an_export_error():
-    with pytest.raises(ExportError, match=r"^The test step failed in a child process \(exit code 3\)"):
+    with pytest.raises(ExportError, match=r"^The test step failed in a child process \(exit code 3; its log is above\)\.$"):
         run_isolated(os._exit, 3, what="The test step")
 
 
