@@ -88,7 +88,7 @@ def _child_main(result_path: str) -> None:
         outcome = (True, function(*args))
     except Exception as error:  # sent back whole, raised again in the parent
         try:
-            pickle.dumps(error)
+            pickle.loads(pickle.dumps(error))  # some exceptions pickle but cannot be rebuilt
         except Exception:
             error = ExportError(f"{type(error).__name__}: {error}")
         outcome = (False, error)
