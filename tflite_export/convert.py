@@ -210,7 +210,7 @@ def _convert_frozen(graph_def: bytes, inputs: list[str], outputs: list[str], *op
 
 
 def _crash_hint(spec: targets_lib.Target, control_flow: list[str]) -> str:
-    working = "float32, dynamic or float16"
+    working = "'float32', 'dynamic' or 'float16'"
     if control_flow:
         return (
             f"Target {spec.name!r} runs the model on calibration data, which TF's calibrator cannot do through "
@@ -324,8 +324,9 @@ def convert(
         message = describe_failure(result)
         if unrolled:
             message += (
-                f" (the ops come from the recurrent layers {unrolled}, unrolled over time for {target!r}; "
-                "they convert for target='float32', 'dynamic', 'float16', 'int8' or 'int16x8')"
+                f" (the model's recurrent layers {unrolled} are unrolled over time for {target!r}, since no "
+                "delegate runs their WHILE loop; recurrent layers convert for target='float32', 'dynamic', "
+                "'float16', 'int8' or 'int16x8')"
             )
         if spec.op_check == "edgetpu" and not strict:
             warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=2)

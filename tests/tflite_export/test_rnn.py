@@ -82,8 +82,8 @@ def test_gpu_target_refuses_the_unrolled_lstm_naming_layer_and_working_targets()
         tflite_export.convert(text_model("lstm"), "gpu")
     message = str(caught.value)
     assert "UNPACK is not supported by the GPU delegate" in message
-    assert "recurrent layers ['lstm" in message
-    assert "they convert for target='float32', 'dynamic', 'float16', 'int8' or 'int16x8'" in message
+    assert "the model's recurrent layers ['lstm" in message
+    assert "recurrent layers convert for target='float32', 'dynamic', 'float16', 'int8' or 'int16x8'" in message
     assert caught.value.ops == ("UNPACK",)
 
 
