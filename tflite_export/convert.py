@@ -322,7 +322,7 @@ def convert(
     result = check(analysis, target)
     if not result.ok:
         message = describe_failure(result)
-        if unrolled:
+        if unrolled and "UNPACK" in result.unsupported_ops:  # the op unrolling brings in
             message += (
                 f" (the model's recurrent layers {unrolled} are unrolled over time for {target!r}, since no "
                 "delegate runs their WHILE loop; recurrent layers convert for target='float32', 'dynamic', "

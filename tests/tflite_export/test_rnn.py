@@ -70,6 +70,20 @@ def test_int8_file_is_unrolled_integer_and_matches_keras(kind, tokens):
         np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.parametrize("target, activations", [("int16x8", "int16"), ("micro", "int8")])
+def test_lstm_on_float_sequences_converts_for_int16x8_and_micro(target, activations):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((STEPS, 4)), keras.layers.LSTM(UNITS), keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).random((32, STEPS, 4)).astype("float32")
+    blob = tflite_export.convert(model, target, representative_data=x)
+    analysis = tflite_export.analyze(blob)
+    assert "WHILE" not in analysis.ops and "LOGISTIC" in analysis.ops
+    assert max(analysis.dtype_counts, key=analysis.dtype_counts.get) == activations
+    np.testing.assert_allclose(tflite_export.predict(blob, x), model.predict(x, verbose=0), atol=0.01)
+
+
 def test_float_targets_keep_the_loop_and_match_keras_exactly(tokens):
     model = text_model("lstm")
     blob = tflite_export.convert(model, "float32")
