@@ -133,17 +133,18 @@ def _check_finite(samples: list[np.ndarray]) -> None:
     if bad:
         raise ExportError(
             f"representative_data holds NaN or infinite values (sample {bad[0]}, {len(bad)} of {len(samples)} "
-            "samples): calibration cannot derive int8 ranges from them and TensorFlow's calibrator crashes on them; "
+            "samples): ranges calibrated from them are meaningless, and NaN has crashed TF's quantizer; "
             "clean the data (np.isfinite(x).all() must hold)"
         )
 
 
-def _check_finite_weights(model) -> None:
-    bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w.numpy(), dtype=np.float64)).all()]
+def _check_no_nan_weights(model) -> None:
+    # NaN only: an infinite weight can be deliberate (a clip bound, a -inf mask), NaN never is.
+    bad = [w.path for w in model.weights if np.isnan(np.asarray(w.numpy(), dtype=np.float64)).any()]
     if bad:
         raise ExportError(
-            f"The model's weights hold NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
-            "training diverged; quantizing them crashes TensorFlow's calibrator. Retrain (lower the learning rate) "
+            f"The model's weights hold NaN values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+            "training diverged, and a file quantized from them computes nothing. Retrain (lower the learning rate) "
             "or restore a checkpoint from before the divergence"
         )
 
@@ -256,7 +257,7 @@ def convert(
             the child costs a fresh `import tensorflow` (4 s of CPU, 20+ s on a
             busy machine), too much to pay on every int8 conversion when the
             known crashes are prevented up front: recurrent layers are unrolled
-            and NaN calibration data or weights are refused (see `_isolate`).
+            and NaN calibration data or NaN weights are refused (see `_isolate`).
 
     Returns:
         The `.tflite` flatbuffer.
@@ -291,7 +292,7 @@ def convert(
     samples = _calibration_samples(representative_data, shape, dtype) if spec.needs_data else None
     if samples is not None:
         _check_finite(samples)
-        _check_finite_weights(keras_model)
+        _check_no_nan_weights(keras_model)
     unrolled: list[str] = []
     if spec.needs_data or spec.op_check is not None:  # a WHILE loop breaks calibration and delegates
         unrolled = rolled_recurrent_layers(keras_model)

@@ -48,10 +48,10 @@ def test_nan_weights_are_refused_before_the_converter_runs(tiny_dense):
 
     model = keras.models.clone_model(tiny_dense)
     kernel, bias = tiny_dense.layers[0].get_weights()
-    kernel[0, 0] = np.inf
+    kernel[0, 0] = np.nan
     model.layers[0].set_weights([kernel, bias])
     x = np.random.default_rng(0).random((16, 8)).astype("float32")
-    with pytest.raises(ExportError, match=r"^The model's weights hold NaN or infinite values \(.*kernel.*\): training diverged"):
+    with pytest.raises(ExportError, match=r"^The model's weights hold NaN values \(.*kernel.*\): training diverged"):
         tflite_export.convert(model, "int8", representative_data=x)
 
 
