@@ -3,13 +3,14 @@
 Keras 3 runs a recurrent layer as a `tf.while_loop`, which the converter keeps as
 a TFLite WHILE op. Two things break on it: the converter's int8 calibration
 (its calibrating interpreter dies with SIGSEGV on the WHILE subgraphs of TF 2.21)
-and the GPU delegate (no WHILE kernel). Keras 3 no longer tags its LSTM with
-the `api_implements` attribute the converter fuses into
-UNIDIRECTIONAL_SEQUENCE_LSTM, so the fused op is out of reach without writing
-our own LSTM. Unrolling the loop over the (static) time axis gives plain
-FULLY_CONNECTED / LOGISTIC / TANH / MUL / ADD ops that every target quantizes
-and runs. The user's model is never touched: recurrent layers are rebuilt with
-`unroll=True` and given their weights, every other layer is shared as is.
+and the GPU delegate (no WHILE kernel). TF 2.21's converter does not fuse
+Keras 3's LSTM into UNIDIRECTIONAL_SEQUENCE_LSTM (the float32 file keeps the
+WHILE loop), so the fused op is out of reach without an LSTM of our own.
+Unrolling the loop over the (static) time axis gives plain FULLY_CONNECTED /
+LOGISTIC / TANH / MUL / ADD ops, which int8, int16x8, edgetpu and micro quantize
+and run (the GPU delegate still lacks the UNPACK that splits the time steps).
+The user's model is never touched: the layers holding a loop are rebuilt with
+`unroll=True` and given their weights; every other layer is shared as is.
 """
 
 from __future__ import annotations
