@@ -35,6 +35,14 @@ def _scale_transposed(kernel, scale):
     return kernel * ops.expand_dims(scale, -1)
 
 
+def _conv1d_as_conv2d(kernel):
+    # The converter lowers Conv1D to EXPAND_DIMS + CONV_2D with a (1, k, in, out)
+    # kernel. Fake-quantizing the 3-D kernel per channel leaves a RESHAPE between
+    # the quantized weight and the conv whose quantized axis (2 -> 3) it cannot
+    # move; quantizing the 4-D kernel lets the weight feed CONV_2D directly.
+    return ops.expand_dims(kernel, 0)
+
+
 def _depthwise_axis(kernel_shape) -> int | None:
     # TFLite quantizes depthwise weights per output channel (in * multiplier); with
     # multiplier 1 that is the input-channel axis of the Keras kernel.
@@ -52,8 +60,10 @@ class KernelSpec:
     """
 
     kernels: dict[str, Callable[[tuple], int | None]]
-    folded: str
-    scale: Callable
+    folded: str | None
+    scale: Callable | None
+    as_tflite: Callable | None = None  # the kernel reshaped as TFLite's op holds it
+    split_activation: bool = True
 
 
 def _per_tensor(shape):
@@ -68,7 +78,7 @@ def _last_axis(shape):
 # channels); per-tensor for FULLY_CONNECTED and TRANSPOSE_CONV, where per-channel
 # FakeQuant fails conversion ("mismatched quantized axes").
 WEIGHTED_LAYERS: dict[type, KernelSpec] = {
-    keras.layers.Conv1D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last),
+    keras.layers.Conv1D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last, as_tflite=_conv1d_as_conv2d),
     keras.layers.Conv2D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last),
     keras.layers.DepthwiseConv2D: KernelSpec({"kernel": _depthwise_axis}, "kernel", _scale_depthwise),
     keras.layers.SeparableConv2D: KernelSpec(
@@ -89,6 +99,25 @@ def kernel_spec(layer: keras.layers.Layer) -> KernelSpec | None:
         if isinstance(layer, layer_type):
             return candidate
     return None
+
+
+def _conv1d(layer, inputs, kernel):
+    """A channels-last Conv1D computed as the CONV_2D TFLite runs it (height 1)."""
+    if len(kernel.shape) == 3:
+        kernel = _conv1d_as_conv2d(kernel)
+    padding = layer.padding
+    if padding == "causal":
+        inputs = ops.pad(inputs, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
+        padding = "valid"
+    outputs = ops.conv(
+        ops.expand_dims(inputs, 1),
+        kernel,
+        strides=(1, layer.strides[0]),
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=(1, layer.dilation_rate[0]),
+    )
+    return ops.squeeze(outputs, 1)
 
 
 def _serialize(layer):
@@ -249,7 +278,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
 
     def _quantize(self, kernels: dict) -> dict:
         axes = self.quantized_kernels
-        return {name: quantize_weight(kernel, axes[name]) for name, kernel in kernels.items()}
+        reshape = self._spec.as_tflite or (lambda kernel: kernel)
+        return {name: quantize_weight(reshape(kernel), axes[name]) for name, kernel in kernels.items()}
 
     def folded_weights(self) -> tuple[dict, object]:
         """The float kernels and bias TFLite's int8 kernel is quantized from (BN folded, masks applied)."""
@@ -276,6 +306,9 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             if quantize_intermediate:
                 hidden = self.intermediate_quantizer(hidden, training=training)
             outputs = ops.conv(hidden, kernels["pointwise_kernel"], strides=1, padding="valid", data_format="channels_last")
+            return outputs if bias is None else outputs + bias
+        if isinstance(layer, keras.layers.Conv1D):
+            outputs = _conv1d(layer, inputs, kernels["kernel"])
             return outputs if bias is None else outputs + bias
         replaced = {id(getattr(layer, name)): value for name, value in kernels.items()}
         has_bias = getattr(layer, "use_bias", False)
