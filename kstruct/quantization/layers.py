@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from kstruct.quantization import bn_folding
-from kstruct.quantization.activations import activation_name, function_name, spec_for
+from kstruct.quantization.activations import FLOAT_ACTIVATION, activation_name, function_name, spec_for
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 
 
@@ -134,11 +134,12 @@ class _ActivationStage:
     def _init_activation(self, activation, quantize_output: bool, ema_decay: float):
         name = "linear" if activation is None else activation_name(activation)
         spec = spec_for(name)
+        # An activation int8 does not run stays in float between the layer's int8
+        # output and a quantized copy of its own output (DEQUANTIZE, op, QUANTIZE).
+        self.float_activation = spec is None
         if spec is None:
-            raise ValueError(
-                f"Expected a quantizable activation ({', '.join(sorted(_names()))}). "
-                f"Received: layer `{activation.name}` of type {type(activation).__name__}"
-            )
+            spec = FLOAT_ACTIVATION
+            name = name or getattr(getattr(activation, "activation", None), "__name__", type(activation).__name__)
         self.activation = activation
         self.activation_kind = name
         self._activation_spec = spec
@@ -170,12 +171,6 @@ class _ActivationStage:
         outputs = self.output_quantizer(outputs, training=training)
         outputs = spec.function(outputs, training) if spec.function is not None else self.activation(outputs)
         return self.activation_quantizer(outputs, training=training)
-
-
-def _names():
-    from kstruct.quantization.activations import ACTIVATIONS
-
-    return ACTIVATIONS.keys()
 
 
 @keras.saving.register_keras_serializable(package="kstruct")
