@@ -484,6 +484,10 @@ class QuantizeRescaling(keras.layers.Wrapper):
 class FloatPassthrough(keras.layers.Wrapper):
     """A layer kstruct cannot quantize, left in float; its output is quantized for the int8 layers after it.
 
+    Any layer fits: several inputs (MultiHeadAttention's query and value), its own
+    keyword arguments, no `compute_output_shape` (a user's custom layer): the call
+    is forwarded as made, and the layer builds itself on it.
+
     Args:
         layer: the layer, run as is.
         reason: why it is not quantized (shown in the quantization report).
@@ -498,20 +502,17 @@ class FloatPassthrough(keras.layers.Wrapper):
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        # The wrapped layer builds on its first call, from all of its inputs: a build
+        # from one shape fails for layers such as MultiHeadAttention.
         self.output_quantizer.build()
         self.built = True
 
-    def call(self, inputs, training=None, **kwargs):
-        outputs = self.layer(inputs, training=training, **kwargs)
+    def call(self, *args, **kwargs):
+        outputs = self.layer(*args, **kwargs)
         # One float tensor gets an int8 range; several outputs, or integer ones, stay as they are.
         if hasattr(outputs, "dtype") and keras.backend.is_float_dtype(outputs.dtype):
-            return self.output_quantizer(outputs, training=training)
+            return self.output_quantizer(outputs)
         return outputs
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
         config = super().get_config()
