@@ -89,12 +89,45 @@ WEIGHTED_LAYERS: dict[type, KernelSpec] = {
 }
 
 
+DECLARATION = "kstruct_quantize"
+
+
+def declared_spec(layer: keras.layers.Layer) -> KernelSpec | None:
+    """The spec a custom layer declares with a `kstruct_quantize` attribute, or None.
+
+    A layer whose math TFLite runs in int8 (a matmul, a scaling, a weightless op)
+    says so, and which weights become int8 tensors:
+
+        class Scale(keras.layers.Layer):
+            kstruct_quantize = {"scale": None}  # weight attribute -> per-channel axis, or None
+
+    QAT then fake-quantizes those weights (symmetric int8) and the layer's output
+    (a learned range), and calls the layer unchanged otherwise; `{}` declares a
+    weightless int8 op. Layers without the attribute run in float with a warning.
+    """
+    declared = getattr(layer, DECLARATION, None)
+    if declared is None:
+        return None
+    if not isinstance(declared, dict) or not all(
+        isinstance(name, str) and (axis is None or isinstance(axis, int)) for name, axis in declared.items()
+    ):
+        raise TypeError(
+            f"Expected `{DECLARATION}` on layer `{layer.name}` to be a dict of weight attribute -> per-channel axis "
+            f"(an int, or None for per-tensor), e.g. {{'kernel': -1}}. Received: {declared!r}"
+        )
+    kernels = {name: (lambda shape, axis=axis: axis) for name, axis in declared.items()}
+    return KernelSpec(kernels, folded=None, scale=None, split_activation=False)
+
+
 def kernel_spec(layer: keras.layers.Layer) -> KernelSpec | None:
     """The quantization spec of a weighted layer type, or None if kstruct does not quantize it."""
     # Exact types first: Conv1D/Conv2D subclasses such as Conv2DTranspose must not match Conv2D.
     spec = WEIGHTED_LAYERS.get(type(layer))
     if spec is not None:
         return spec
+    declared = declared_spec(layer)
+    if declared is not None:
+        return declared
     for layer_type, candidate in WEIGHTED_LAYERS.items():
         if isinstance(layer, layer_type):
             return candidate
@@ -204,12 +237,12 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         spec = kernel_spec(layer)
         if spec is None:
             raise TypeError(
-                "Expected a Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer. "
-                f"Received: layer `{layer.name}` of type {type(layer).__name__}"
+                "Expected a Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer, "
+                f"or one with a `{DECLARATION}` declaration. Received: layer `{layer.name}` of type {type(layer).__name__}"
             )
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(f"Expected a channels_last layer. Received: layer `{layer.name}` with data_format={layer.data_format!r}")
-        own = function_name(layer.activation) if hasattr(layer, "activation") else "linear"
+        own = function_name(layer.activation) if spec.split_activation and hasattr(layer, "activation") else "linear"
         if own != "linear":
             if activation is not None:
                 raise ValueError(f"Layer `{layer.name}` has activation {own!r}; pass `activation` only for a linear layer.")
@@ -233,9 +266,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
-        output_shape = self.layer.compute_output_shape(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
-            self.batch_norm.build(output_shape)
+            self.batch_norm.build(self.layer.compute_output_shape(input_shape))
         self._build_quantizers()
         self.sparsity_masks = {}
         if self.preserve_sparsity:
@@ -334,7 +366,10 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         return self._activate(outputs, training)
 
     def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+        try:
+            return self.layer.compute_output_shape(input_shape)
+        except NotImplementedError:  # a declared custom layer without one: trace its call
+            return self.layer.compute_output_spec(keras.KerasTensor(input_shape)).shape
 
     def get_config(self) -> dict:
         config = super().get_config()
