@@ -48,3 +48,19 @@ def calibrate(model, x, batches: int = 2):
     for batch in np.array_split(x, batches):
         model(batch, training=True)
     return model
+
+
+def output_step(blob: bytes) -> float:
+    """The scale of the file's (first) int8 output: one step of its grid."""
+    return float(interpreter(blob).get_output_details()[0]["quantization"][0])
+
+
+def assert_within_one_step(blob: bytes, qat_model, x) -> None:
+    """The file's outputs equal the QAT model's up to rounding ties: at most one int8 step apart, mostly equal."""
+    import tflite_export
+
+    expected = np.asarray(qat_model.predict(x, verbose=0))
+    actual = np.asarray(tflite_export.predict(blob, x))
+    step = output_step(blob)
+    np.testing.assert_allclose(actual, expected, atol=step * 1.01 + 1e-6, rtol=0)
+    assert np.mean(np.isclose(actual, expected, atol=1e-5, rtol=0)) >= 0.95
