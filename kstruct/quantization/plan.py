@@ -224,7 +224,7 @@ def _unsupported_reason(layer, fold_batch_norm: bool) -> str:
             return "BatchNormalization folding is off in this scheme"
         return "BatchNormalization not directly after a Conv/Dense layer it could be folded into"
     if activation_name(layer) is not None:
-        return f"activation {activation_name(layer)!r} has no int8 TFLite kernel kstruct simulates"
+        return f"activation {activation_name(layer)!r} is not int8-native: QAT keeps it in float"
     if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.Softmax)):
         return "activation with settings kstruct does not quantize"
     if not isinstance(layer, keras.layers.Layer):

@@ -71,9 +71,9 @@ def _entries(model: keras.Model, report: QuantizationReport) -> None:
                 report.skipped.append(
                     LayerEntry(
                         layer.activation.name,
-                        f"activation {layer.activation_kind!r}",
-                        "no int8 TFLite kernel: runs in float between the int8 output of "
-                        f"{layer.layer.name} and a quantized copy of its own",
+                        "Activation",
+                        f"activation {layer.activation_kind!r} is not int8-native: QAT keeps it in float between the int8 output of {layer.layer.name} "
+                        "and a requantized output (the converter may split it into int8 ops it calibrates)",
                     )
                 )
         elif isinstance(layer, QuantizeOutput):
