@@ -61,3 +61,13 @@ def test_attention_in_float_gets_query_and_value_and_keeps_its_weights():
     assert wrapper.layer.name == "attention"
     qat(inputs, training=True)  # learns the output range
     np.testing.assert_allclose(qat.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=0.05)
+
+
+def test_qat_model_with_attention_in_float_round_trips_through_a_keras_file(tmp_path):
+    x, _ = _sequences(8)
+    with pytest.warns(UserWarning, match="attention"):
+        qat = quantize(_transformer_block())
+    qat(x, training=True)
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
