@@ -161,8 +161,43 @@ def _deserialize(config, custom_objects=None):
     return None if config is None else keras.layers.deserialize(config, custom_objects=custom_objects)
 
 
-class _ActivationStage:
-    """The activation after a wrapper's main op and its quantizers (shared by the wrappers)."""
+class _Wrapper(keras.layers.Wrapper):
+    """What every QAT wrapper shares: a default name, `ema_decay`, and a config that round-trips.
+
+    Subclasses list their constructor arguments: `_sublayer_args` (layers, saved as
+    nested configs) and `_config_args` (plain values); `get_config`/`from_config`
+    are written once, here.
+    """
+
+    _prefix = "quant_"
+    _sublayer_args: tuple[str, ...] = ()
+    _config_args: tuple[str, ...] = ("ema_decay",)
+
+    def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
+        kwargs.setdefault("name", f"{self._prefix}{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.ema_decay = float(ema_decay)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({name: _serialize(getattr(self, name)) for name in self._sublayer_args})
+        config.update({name: getattr(self, name) for name in self._config_args})
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        sublayers = {name: _deserialize(config.pop(name), custom_objects) for name in cls._sublayer_args}
+        return cls(layer, **sublayers, **config)
+
+
+class _ActivationStage(_Wrapper):
+    """The activation after a wrapper's main op and its quantizers (shared by the wrappers).
+
+    Builds the wrapped layer and every quantizer, so that loading a saved model finds
+    every variable.
+    """
 
     def _init_activation(self, activation, quantize_output: bool, ema_decay: float):
         name = "linear" if activation is None else activation_name(activation)
@@ -187,11 +222,19 @@ class _ActivationStage:
                 ema_decay=ema_decay, value_range=spec.output_range, name="activation_quantizer"
             )
 
-    def _build_quantizers(self) -> None:
-        # A build() must create all state, so that loading a saved model finds every variable.
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
         for quantizer in (self.output_quantizer, self.activation_quantizer, getattr(self, "intermediate_quantizer", None)):
             if quantizer is not None and not quantizer.built:
                 quantizer.build()
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        try:
+            return self.layer.compute_output_shape(input_shape)
+        except NotImplementedError:  # a declared custom layer without one: trace its call
+            return self.layer.compute_output_spec(keras.KerasTensor(input_shape)).shape
 
     def _activate(self, outputs, training):
         spec = self._activation_spec
@@ -207,7 +250,7 @@ class _ActivationStage:
 
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
+class QuantizeWrapper(_ActivationStage):
     """Trains a Conv/Dense layer with int8 fake-quantized weights and output.
 
     Args:
@@ -252,23 +295,22 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             layer = layer.__class__.from_config(config)
         if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
             raise TypeError(f"Expected `batch_norm` to be a BatchNormalization. Received: {type(batch_norm).__name__}")
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._spec = spec
         self.batch_norm = batch_norm
         self.preserve_sparsity = bool(preserve_sparsity)
-        self.ema_decay = float(ema_decay)
         self._init_activation(activation, quantize_output, ema_decay)
         self.intermediate_quantizer = None
         if isinstance(layer, keras.layers.SeparableConv2D):
             self.intermediate_quantizer = FakeQuant(ema_decay=ema_decay, name="intermediate_quantizer")
 
+    _sublayer_args = ("batch_norm", "activation")
+    _config_args = ("quantize_output", "preserve_sparsity", "ema_decay")
+
     def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        super().build(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
-        self._build_quantizers()
         self.sparsity_masks = {}
         if self.preserve_sparsity:
             for name in self._spec.kernels:
@@ -365,34 +407,9 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             outputs = self._linear(inputs, kernels, bn_folding.folded_bias(bn, bias), training)
         return self._activate(outputs, training)
 
-    def compute_output_shape(self, input_shape):
-        try:
-            return self.layer.compute_output_shape(input_shape)
-        except NotImplementedError:  # a declared custom layer without one: trace its call
-            return self.layer.compute_output_spec(keras.KerasTensor(input_shape)).shape
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            batch_norm=_serialize(self.batch_norm),
-            activation=_serialize(self.activation),
-            quantize_output=self.quantize_output,
-            preserve_sparsity=self.preserve_sparsity,
-            ema_decay=self.ema_decay,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
-        config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
-        batch_norm = _deserialize(config.pop("batch_norm"), custom_objects)
-        activation = _deserialize(config.pop("activation"), custom_objects)
-        return cls(layer, batch_norm=batch_norm, activation=activation, **config)
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
+class QuantizeOutput(_ActivationStage):
     """Runs a weightless layer (Add, Multiply, Concatenate, GlobalAveragePooling, ...) and quantizes its output.
 
     Args:
@@ -402,41 +419,21 @@ class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
         ema_decay: decay of the moving output range.
     """
 
+    _sublayer_args = ("activation",)
+    _config_args = ("quantize_output", "ema_decay")
+
     def __init__(self, layer, activation=None, quantize_output: bool = True, ema_decay: float = 0.99, **kwargs):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.ema_decay = float(ema_decay)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._init_activation(activation, quantize_output, ema_decay)
         if not self._activation_spec.fusable:
             raise ValueError(f"Expected a fusable activation (linear, relu, relu6). Received: {self.activation_kind!r}")
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._build_quantizers()
-        self.built = True
-
     def call(self, inputs, training=None, **kwargs):
         return self._activate(self.layer(inputs, **kwargs), training)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(activation=_serialize(self.activation), quantize_output=self.quantize_output, ema_decay=self.ema_decay)
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
-        config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
-        activation = _deserialize(config.pop("activation"), custom_objects)
-        return cls(layer, activation=activation, **config)
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
+class QuantizeActivation(_ActivationStage):
     """An activation layer on its own int8 kernel: its output quantized (over a fixed range where TFLite fixes it).
 
     Args:
@@ -446,16 +443,8 @@ class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
     """
 
     def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.ema_decay = float(ema_decay)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._init_activation(layer, True, ema_decay)
-
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._build_quantizers()
-        self.built = True
 
     def call(self, inputs, training=None):
         spec = self._activation_spec
@@ -463,17 +452,9 @@ class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
         quantizer = self.output_quantizer if spec.fusable else self.activation_quantizer
         return quantizer(outputs, training=training)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["ema_decay"] = self.ema_decay
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeRescaling(keras.layers.Wrapper):
+class QuantizeRescaling(_Wrapper):
     """A `Rescaling` on images as TFLite can run it in int8: a 1x1 depthwise convolution.
 
     TFLite has no int8 kernel for a float constant multiply-add, so the scale
@@ -483,9 +464,7 @@ class QuantizeRescaling(keras.layers.Wrapper):
     def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
         if not isinstance(layer, keras.layers.Rescaling):
             raise TypeError(f"Expected a Rescaling layer. Received: {type(layer).__name__}")
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.ema_decay = float(ema_decay)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape):
@@ -509,14 +488,9 @@ class QuantizeRescaling(keras.layers.Wrapper):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["ema_decay"] = self.ema_decay
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class FloatPassthrough(keras.layers.Wrapper):
+class FloatPassthrough(_Wrapper):
     """A layer kstruct cannot quantize, left in float; its output is quantized for the int8 layers after it.
 
     Any layer fits: several inputs (MultiHeadAttention's query and value), its own
@@ -529,11 +503,12 @@ class FloatPassthrough(keras.layers.Wrapper):
         ema_decay: decay of the moving output range.
     """
 
+    _prefix = "float_"
+    _config_args = ("reason", "ema_decay")
+
     def __init__(self, layer, reason: str = "", ema_decay: float = 0.99, **kwargs):
-        kwargs.setdefault("name", f"float_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.reason = str(reason)
-        self.ema_decay = float(ema_decay)
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape=None):
@@ -548,8 +523,3 @@ class FloatPassthrough(keras.layers.Wrapper):
         if hasattr(outputs, "dtype") and keras.backend.is_float_dtype(outputs.dtype):
             return self.output_quantizer(outputs)
         return outputs
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(reason=self.reason, ema_decay=self.ema_decay)
-        return config
