@@ -18,11 +18,14 @@ from __future__ import annotations
 from kstruct.quantization.activations import INT8_NATIVE
 
 _FLOAT = ("relu", "relu6", "leaky_relu", "hard_silu", "silu", "elu", "tanh", "sigmoid", "gelu", "hard_sigmoid")
-_INT8 = tuple(name for name in _FLOAT if name in INT8_NATIVE)
 
 
 def _integer(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names` less any activation QAT would leave in float."""
     return tuple(name for name in names if name in INT8_NATIVE)
+
+
+_INT8 = _integer(_FLOAT)
 
 
 NATIVE_ACTIVATIONS: dict[str, tuple[str, ...]] = {

@@ -65,3 +65,18 @@ def assert_within_one_step(blob: bytes, qat_model, x, *, steps: int = 1, exact: 
     np.testing.assert_allclose(actual, expected, atol=step * (steps + 0.01) + 1e-6, rtol=0)
     equal = np.mean(np.isclose(actual, expected, atol=1e-5, rtol=0))
     assert equal >= exact, f"only {equal:.1%} of the outputs are equal"
+
+
+def fresh_python(code: str, **env) -> "subprocess.CompletedProcess":
+    """Runs `code` in a new interpreter that sees this checkout of kstruct (extra environment in `env`)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import kstruct
+
+    root = str(Path(kstruct.__file__).resolve().parents[1])
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
+    environment["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)

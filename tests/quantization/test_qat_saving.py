@@ -1,8 +1,5 @@
 """QAT models save to `.keras`, load back identical (after `import kstruct` alone), and resume training."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -12,7 +9,7 @@ import pytest
 import kstruct as kstruct_package
 from kstruct import pruning
 from kstruct.quantization import FakeQuant, quantization_report, quantize
-from qat_helpers import calibrate
+from qat_helpers import calibrate, fresh_python
 
 
 def _residual_qat():
@@ -61,13 +58,6 @@ def test_qat_training_resumes_from_a_saved_model(float_cnn, digits, tmp_path):
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, loaded.trainable_weights))
 
 
-def _fresh_python(code: str) -> subprocess.CompletedProcess:
-    """Runs `code` in a new interpreter that sees this checkout of kstruct."""
-    root = str(Path(kstruct_package.__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_saved_qat_and_pruned_models_load_after_import_kstruct_alone(tmp_path):
     x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
@@ -86,7 +76,7 @@ def test_saved_qat_and_pruned_models_load_after_import_kstruct_alone(tmp_path):
         "np.save(folder + '/qat.npy', keras.models.load_model(folder + '/qat/model.keras').predict(x, verbose=0))\n"
         "np.save(folder + '/pruned.npy', keras.models.load_model(folder + '/pruned.keras').predict(x, verbose=0))\n"
     )
-    completed = _fresh_python(code)
+    completed = fresh_python(code)
     assert completed.returncode == 0, completed.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "qat.npy"), result.model.predict(x, verbose=0))
     np.testing.assert_array_equal(np.load(tmp_path / "pruned.npy"), pruned.predict(x, verbose=0))
@@ -100,7 +90,7 @@ def test_import_kstruct_stays_light_and_registers_once_keras_is_imported():
         "for name in ('FakeQuant', 'QuantizeWrapper', 'FloatPassthrough', 'PruneWrapper'):\n"
         "    assert keras.saving.get_registered_object('kstruct>' + name) is not None, name\n"
     )
-    completed = _fresh_python(code)
+    completed = fresh_python(code)
     assert completed.returncode == 0, completed.stderr[-2000:]
 
 
