@@ -5,12 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kstruct.errors import StrategyError
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
-from kstruct.errors import StrategyError
 from kstruct.step import Step, StepResult
 from kstruct.training import StepContext
-
 
 
 def _keras_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
