@@ -3,10 +3,13 @@
     result = kstruct.optimize(model, "prune(0.75)", train_data=(x, y), target="int8")
     result.report, result.model, result.tflite
 
-Names are imported on first use, so `import kstruct` does not load TensorFlow.
+Names are imported on first use, so `import kstruct` does not load TensorFlow;
+kstruct's Keras objects register when Keras is imported (see `_keras_objects`).
 """
 
 import importlib
+
+from kstruct import _keras_objects
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,8 @@ _EXPORTS = {
 _SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "distillation", "plots", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
+
+_keras_objects.install()
 
 
 def __getattr__(name):

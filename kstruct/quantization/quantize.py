@@ -79,9 +79,16 @@ def _without_pruning_wrappers(model: keras.Model) -> keras.Model:
 
 
 def _as_functional(model: keras.Model) -> keras.Model:
-    """A functional model with the same layers (fresh copies, same weights) as a Sequential one."""
+    """A plain functional model computing what `model` does.
+
+    A Sequential one gets fresh copies of its layers (same weights). A subclass of
+    the functional API (keras-hub's backbones) is re-wrapped over the same layers:
+    its own config holds its constructor arguments, not the graph.
+    """
     if not isinstance(model, keras.Sequential):
-        return model
+        if "layers" in model.get_config():
+            return model
+        return keras.Model(model.input, model.output, name=model.name)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     for original, copied in zip(model.layers, clone.layers):  # cluster-preserving QAT: keep the declarations
