@@ -24,6 +24,7 @@ MODULES = (
     "kstruct.pruning.wrapper",
     "kstruct.quantization.quantizers",
     "kstruct.quantization.layers",
+    "kstruct.clustering.wrapper",
 )
 
 

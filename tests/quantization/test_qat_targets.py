@@ -62,7 +62,7 @@ def test_a_step_target_that_is_not_integer_is_refused_too():
 
 def test_optimize_with_qat_and_a_gpu_target_raises_the_kstruct_error():
     x, y = _data()
-    with pytest.raises(StrategyError, match=r"needs an integer target"):
+    with pytest.raises(StrategyError, match=r"qat serves only the targets int8, edgetpu, micro"):
         kstruct.optimize(_model(), "qat", train_data=(x, y), epochs=1, target="gpu", verbose=0)
 
 
