@@ -115,7 +115,7 @@ def test_the_rolled_lstm_segfault_in_calibration_is_an_error_not_a_dead_process(
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
         tf.TensorSpec((1, STEPS), "int32")
     )
-    samples = [row[None] for row in tokens]
+    samples = [[row[None]] for row in tokens]  # one array per model input, as convert builds them
     frozen = convert_module._freeze(concrete)
     try:
         blob = run_isolated(
