@@ -16,12 +16,22 @@ INT8_TARGET = "int8"
 INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 
 
-def _keras_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    predictions = np.asarray(model.predict(x, verbose=0))
+def _top1(predictions: np.ndarray, y) -> float:
+    """Top-1 accuracy against int labels of `predictions.shape[:-1]` (per row or per pixel), or one-hot."""
     labels = np.asarray(y)
-    if labels.ndim > 1:
-        labels = labels.argmax(-1)
-    return float(np.mean(predictions.argmax(-1) == labels.reshape(-1)))
+    labels = labels.argmax(-1) if labels.shape == predictions.shape else labels.reshape(predictions.shape[:-1])
+    return float(np.mean(predictions.argmax(-1) == labels))
+
+
+def _class_scores(model: keras.Model, y) -> bool:
+    """True for one output of class scores with class labels: the case argmax accuracy means something.
+
+    A single sigmoid or regression unit (or float targets) is scored by the stage
+    report's task-aware figures instead.
+    """
+    labels = np.asarray(y)
+    output = model.outputs[0].shape
+    return len(model.outputs) == 1 and output[-1] > 1 and (labels.dtype.kind in "iu" or labels.shape[1:] == output[1:])
 
 
 def _integer_target(step, context: StepContext) -> str:
@@ -91,12 +101,12 @@ class QAT(Step):
         x, y = context.validation.arrays()
         report = quantization_report(qat_model)
         notes = {"target": target, "float_layers": {entry.name: entry.detail for entry in report.skipped}}
-        if len(qat_model.outputs) == 1:  # a multi-output model's figures are per output, in the stage report
+        if _class_scores(qat_model, y):  # other tasks and outputs: the stage report's figures
             keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
             tflite_predictions = np.asarray(tflite_export.predict(blob, x))
             notes.update(
-                keras_qat_accuracy=_keras_accuracy(qat_model, x, y),
-                int8_accuracy=float(tflite_export.evaluate(blob, x, y)),
+                keras_qat_accuracy=_top1(keras_predictions, y),
+                int8_accuracy=_top1(tflite_predictions, y),
                 top1_agreement=float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
             )
         return StepResult(model=qat_model, notes=notes, tflite=blob if target == context.target else None)
@@ -133,6 +143,8 @@ class PTQ(Step):
         blob = tflite_export.convert(model, target, representative_data=context.representative_inputs(self.samples))
         x, y = context.validation.arrays()
         notes = {"target": target}
-        if len(model.outputs) == 1:  # a multi-output model's figures are per output, in the stage report
-            notes.update(keras_accuracy=_keras_accuracy(model, x, y), int8_accuracy=float(tflite_export.evaluate(blob, x, y)))
+        if _class_scores(model, y):  # other tasks and outputs: the stage report's figures
+            keras_predictions = np.asarray(model.predict(x, verbose=0))
+            tflite_predictions = np.asarray(tflite_export.predict(blob, x))
+            notes.update(keras_accuracy=_top1(keras_predictions, y), int8_accuracy=_top1(tflite_predictions, y))
         return StepResult(model=model, notes=notes, tflite=blob if target == context.target else None)

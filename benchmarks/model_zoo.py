@@ -1,0 +1,223 @@
+"""The model zoo: `prune(0.5) + qat` to int8 on tiny instances of the models users have.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/model_zoo.py            # every model
+    PYTHONPATH=. .venv/bin/python benchmarks/model_zoo.py text lstm  # some of them
+
+Each model is built untrained (keras.applications with weights=None), fed random data
+made here (64 training and 32 validation samples, 1 epoch, batch 8) and run through `kstruct.optimize`. One row
+per model and stage (original, prune, qat): the int8 file's size, the task-aware
+parity (the report's metric for Keras and the int8 file, agreement, max |Keras - int8|),
+one-image latency on LiteRT and the seconds the stage took; then the refusals, with
+kstruct's error. `tests/test_model_zoo.py` runs the same builders.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+SAMPLES = 64  # training rows; VALIDATION more rows measure every stage
+VALIDATION = 32
+STRATEGY = "prune(0.5) + qat"
+TARGET = "int8"
+
+
+@keras.saving.register_keras_serializable(package="kstruct_zoo")
+class Scale(keras.layers.Layer):
+    """A registered custom layer with a weight: one learned scale per channel."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
+def _classifier(inputs, x, classes: int = 4) -> keras.Model:
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(x))
+
+
+def _application(build, size: int = 32):
+    def make():
+        return build(input_shape=(size, size, 3), weights=None, classes=4)
+
+    return make
+
+
+def _tokens(recurrent=None, conv: bool = False):
+    def make():
+        inputs = keras.Input((16,), dtype="int32", name="tokens")
+        x = keras.layers.Embedding(50, 8, name="embed")(inputs)
+        if conv:
+            x = keras.layers.Conv1D(16, 3, activation="relu", name="conv")(x)
+            x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
+        else:
+            x = recurrent(16, name="rnn")(x)
+        return _classifier(inputs, x)
+
+    return make
+
+
+def attention() -> keras.Model:
+    inputs = keras.Input((8, 16), name="sequence")
+    attended = keras.layers.MultiHeadAttention(2, 8, name="mha")(inputs, inputs)
+    x = keras.layers.LayerNormalization(name="norm")(keras.layers.Add(name="residual")([inputs, attended]))
+    x = keras.layers.Dense(16, activation="relu", name="ffn")(x)
+    return _classifier(inputs, keras.layers.GlobalAveragePooling1D(name="pool")(x))
+
+
+def multi_input() -> keras.Model:
+    image = keras.Input((16, 16, 3), name="image")
+    vector = keras.Input((5,), name="vector")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(image)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    y = keras.layers.Dense(8, activation="relu", name="vec_dense")(vector)
+    return _classifier([image, vector], keras.layers.Concatenate(name="concat")([x, y]))
+
+
+def _dense_body(inputs):
+    x = keras.layers.Dense(32, activation="relu", name="hidden_a")(inputs)
+    return keras.layers.Dense(16, activation="relu", name="hidden_b")(x)
+
+
+def regression() -> keras.Model:
+    inputs = keras.Input((10,), name="features")
+    return keras.Model(inputs, keras.layers.Dense(1, name="value")(_dense_body(inputs)))
+
+
+def binary() -> keras.Model:
+    inputs = keras.Input((10,), name="features")
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="prob")(_dense_body(inputs)))
+
+
+def custom_layer() -> keras.Model:
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = Scale(name="scale")(x)
+    return _classifier(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x))
+
+
+def raw_ops() -> keras.Model:
+    """`x + y`, `x * 3.0` and `keras.ops.add` on symbolic tensors: operations, not layers."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    a = keras.layers.Conv2D(8, 3, padding="same", name="conv_a")(inputs)
+    b = keras.layers.Conv2D(8, 1, name="conv_b")(inputs)
+    x = (a + b) * 3.0
+    x = keras.ops.add(x, keras.layers.Conv2D(8, 1, name="conv_c")(inputs))
+    return _classifier(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.ReLU(name="relu")(x)))
+
+
+def segmentation() -> keras.Model:
+    """A conv autoencoder with a per-pixel softmax over 3 classes (labels (n, 16, 16))."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="down")(inputs)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu", name="sep")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu", name="up_conv")(x)
+    x = keras.layers.UpSampling2D(name="upsample")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax", name="pixels")(x))
+
+
+# name -> (builder, loss). The loss decides the task kstruct measures.
+ZOO = {
+    "mobilenet_v3_small": (_application(keras.applications.MobileNetV3Small), "sparse_categorical_crossentropy"),
+    "efficientnet_b0": (_application(keras.applications.EfficientNetB0), "sparse_categorical_crossentropy"),
+    "densenet121": (_application(keras.applications.DenseNet121), "sparse_categorical_crossentropy"),
+    "text_conv1d": (_tokens(conv=True), "sparse_categorical_crossentropy"),
+    "lstm": (_tokens(keras.layers.LSTM), "sparse_categorical_crossentropy"),
+    "gru": (_tokens(keras.layers.GRU), "sparse_categorical_crossentropy"),
+    "attention": (attention, "sparse_categorical_crossentropy"),
+    "multi_input": (multi_input, "sparse_categorical_crossentropy"),
+    "regression": (regression, "mse"),
+    "binary": (binary, "binary_crossentropy"),
+    "custom_layer": (custom_layer, "sparse_categorical_crossentropy"),
+    "raw_ops": (raw_ops, "sparse_categorical_crossentropy"),
+    "segmentation": (segmentation, "sparse_categorical_crossentropy"),
+}
+
+
+def _input_array(tensor, rng: np.random.Generator, rows: int) -> np.ndarray:
+    shape = (rows, *tensor.shape[1:])
+    if "int" in str(tensor.dtype):
+        return rng.integers(0, 50, shape).astype("int32")
+    return rng.normal(size=shape).astype("float32")
+
+
+def _labels(model: keras.Model, loss: str, rng: np.random.Generator, rows: int) -> np.ndarray:
+    if loss == "mse":
+        return rng.normal(size=(rows, 1)).astype("float32")
+    if loss == "binary_crossentropy":
+        return rng.integers(0, 2, (rows, 1)).astype("float32")
+    shape = model.outputs[0].shape
+    return rng.integers(0, shape[-1], (rows, *shape[1:-1])).astype("int32")
+
+
+def _data(model: keras.Model, loss: str, rng: np.random.Generator, rows: int) -> tuple:
+    arrays = [_input_array(tensor, rng, rows) for tensor in model.inputs]
+    return arrays if len(arrays) > 1 else arrays[0], _labels(model, loss, rng, rows)
+
+
+def build(name: str) -> tuple[keras.Model, tuple, tuple]:
+    """The compiled model `name`, its random training and validation `(x, y)` (seeded: the same every run)."""
+    builder, loss = ZOO[name]
+    keras.utils.set_random_seed(0)
+    model = builder()
+    model.compile(optimizer="adam", loss=loss)
+    rng = np.random.default_rng(0)
+    return model, _data(model, loss, rng, SAMPLES), _data(model, loss, rng, VALIDATION)
+
+
+def run(name: str):
+    """`kstruct.optimize(model, STRATEGY, target=TARGET, epochs=1)` on zoo model `name`."""
+    import kstruct
+
+    model, train, validation = build(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return kstruct.optimize(
+            model, STRATEGY, train_data=train, validation_data=validation, epochs=1, batch_size=8, target=TARGET, verbose=0
+        )
+
+
+def _row(name: str, stage) -> str:
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    return (
+        f"| {name} | {stage.stage} | {stage.tflite_bytes:,} | {stage.metric} | {fmt(stage.keras_metric, '.4f')} | "
+        f"{fmt(stage.tflite_metric, '.4f')} | {fmt(stage.agreement, '.2%')} | {fmt(stage.max_abs_diff, '.2g')} | "
+        f"{stage.latency_ms:.3f} | {stage.seconds:.1f} |"
+    )
+
+
+def main(names: list[str]) -> None:
+    from kstruct.errors import KstructError
+    from tflite_export import ExportError
+
+    print("| model | stage | int8 B | metric | keras | int8 | agree | max diff | ms/img | time s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    refused = []
+    for name in names:
+        started = time.perf_counter()
+        try:
+            result = run(name)
+        except (KstructError, ExportError) as error:
+            refused.append((name, f"{type(error).__name__}: {error}"))
+            continue
+        for stage in result.report.stages:
+            print(_row(name, stage), flush=True)
+        print(f"<!-- {name}: {time.perf_counter() - started:.1f} s in all -->", file=sys.stderr, flush=True)
+    for name, why in refused:
+        print(f"refused: {name}: {why}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(ZOO))
