@@ -177,9 +177,13 @@ def build(name: str) -> tuple[keras.Model, tuple, tuple]:
 
 def run(name: str):
     """`kstruct.optimize(model, STRATEGY, target=TARGET, epochs=1)` on zoo model `name`."""
+    return optimize(*build(name))
+
+
+def optimize(model: keras.Model, train: tuple, validation: tuple):
+    """The zoo's one call: STRATEGY to TARGET, 1 epoch, batch 8, warnings silenced."""
     import kstruct
 
-    model, train, validation = build(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return kstruct.optimize(

@@ -1,0 +1,77 @@
+"""The model zoo: `optimize(model, "prune(0.5) + qat", target="int8")` on the models users have.
+
+Tiny untrained instances (benchmarks/model_zoo.py builds them and their random data),
+one epoch. Each must come through with the figures its task is judged by, and an int8
+file that reproduces the QAT model; the user's model is left as it was.
+"""
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from benchmarks.model_zoo import build, optimize
+
+CLASSIFICATION = ("classification", "accuracy")
+# name -> (task, metric name the report must give)
+EXPECTED = {
+    "text_conv1d": CLASSIFICATION,
+    "lstm": CLASSIFICATION,
+    "gru": CLASSIFICATION,
+    "attention": CLASSIFICATION,
+    "multi_input": CLASSIFICATION,
+    "regression": ("regression", "mean_squared_error"),
+    "binary": ("binary", "thresholded accuracy"),
+    "custom_layer": CLASSIFICATION,
+    "raw_ops": CLASSIFICATION,
+    "segmentation": CLASSIFICATION,
+    "mobilenet_v3_small": CLASSIFICATION,
+    "efficientnet_b0": CLASSIFICATION,
+    "densenet121": CLASSIFICATION,
+}
+# Deep keras.applications models: more than ~40 s each on 2 shared cores (see the README's "Model zoo").
+SLOW = {"efficientnet_b0", "densenet121"}
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def _io_dtypes(blob: bytes) -> tuple[list[str], list[str]]:
+    interpreter = Interpreter(model_content=blob)
+    names = lambda details: [d["dtype"].__name__ for d in details]  # noqa: E731
+    return names(interpreter.get_input_details()), names(interpreter.get_output_details())
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in EXPECTED]
+)
+def test_prune_then_qat_to_int8_keeps_the_task_figures_and_the_int8_file_matches(name):
+    model, train, validation = build(name)
+    before = _weights(model)
+    result = optimize(model, train, validation)
+
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(model), strict=True))  # never mutated
+    task, metric = EXPECTED[name]
+    stages = result.report.stages
+    assert [s.stage for s in stages] == ["original", "prune(0.5)", "qat"]
+    for stage in stages:
+        assert (stage.task, stage.metric) == (task, metric)
+        assert stage.keras_metric is not None and stage.tflite_metric is not None
+    pruned, qat = stages[1], stages[2]
+    assert 0.45 <= pruned.sparsity <= 0.55
+    assert qat.sparsity >= 0.45  # qat keeps the pruned zeros
+
+    # The int8 file reproduces the QAT model: a broken file (wrong scales, a float op
+    # fed int8 bytes) is off by far more than one or two int8 steps of a [0, 1] output.
+    if task == "regression":
+        assert qat.max_abs_diff <= 0.05
+        assert qat.tflite_metric == pytest.approx(qat.keras_metric, rel=0.05)
+    else:
+        assert qat.agreement >= 0.95
+        assert qat.max_abs_diff <= 0.02
+        assert abs(qat.keras_metric - qat.tflite_metric) <= 0.05
+
+    inputs, outputs = _io_dtypes(result.tflite)
+    assert outputs == ["int8"] * len(outputs)
+    expected_inputs = ["int32" if "int" in str(t.dtype) else "int8" for t in result.model.inputs]
+    assert sorted(inputs) == sorted(expected_inputs)
