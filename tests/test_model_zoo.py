@@ -75,3 +75,29 @@ def test_prune_then_qat_to_int8_keeps_the_task_figures_and_the_int8_file_matches
     assert outputs == ["int8"] * len(outputs)
     expected_inputs = ["int32" if "int" in str(t.dtype) else "int8" for t in result.model.inputs]
     assert sorted(inputs) == sorted(expected_inputs)
+
+
+def test_adapted_normalization_runs_in_float_with_its_adapted_statistics_in_qat_and_int8():
+    """EfficientNet's first layer: built inside Keras's symbolic call, its mean was a dead graph tensor."""
+    import keras
+    import tflite_export
+
+    from kstruct.quantization import quantize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=(32, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(x)
+    hidden = keras.layers.Conv2D(4, 3)(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(hidden)))
+
+    qat = quantize(model)
+    for batch in np.array_split(x, 4):
+        qat(batch, training=True)
+    expected = model.predict(x, verbose=0)
+    # The statistics came along: with Normalization's initial mean 0 and variance 1 the
+    # outputs would be off by about the spread of the outputs themselves.
+    assert np.abs(qat.predict(x, verbose=0) - expected).max() <= 0.1 * np.ptp(expected)
+    blob = tflite_export.convert(qat, "int8", representative_data=x)
+    assert np.abs(np.asarray(tflite_export.predict(blob, x)) - qat.predict(x, verbose=0)).max() <= 0.05 * np.ptp(expected)

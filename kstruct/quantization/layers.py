@@ -10,6 +10,8 @@ kernels with an int8 tensor between them.
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -516,6 +518,12 @@ class QuantizeRescaling(_Wrapper):
         return input_shape
 
 
+def _builds_from_one_shape(layer: keras.layers.Layer) -> bool:
+    parameters = inspect.signature(layer.build).parameters.values()
+    required = [p for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) == 1
+
+
 @keras.saving.register_keras_serializable(package="kstruct")
 class FloatPassthrough(_Wrapper):
     """A layer kstruct cannot quantize, left in float; its output is quantized for the int8 layers after it.
@@ -539,8 +547,12 @@ class FloatPassthrough(_Wrapper):
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape=None):
-        # The wrapped layer builds on its first call, from all of its inputs: a build
-        # from one shape fails for layers such as MultiHeadAttention.
+        # A layer built from one input shape is built here, outside the symbolic call:
+        # built inside it, state computed in `build` (Normalization's mean and variance)
+        # would be a tensor of Keras's scratch graph. Others (MultiHeadAttention needs
+        # every input's shape) build on their first call.
+        if not self.layer.built and input_shape is not None and _builds_from_one_shape(self.layer):
+            self.layer.build(input_shape)
         self.output_quantizer.build()
         self.built = True
 

@@ -159,6 +159,8 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
         elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
             target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
             target.set_weights(original.get_weights())
+            if hasattr(target, "finalize_state"):  # state derived from weights (Normalization), as Keras's loading does
+                target.finalize_state()
 
     def call(operation, *args, **kwargs):
         args, kwargs = keras.tree.map_structure(quantized_input, (args, kwargs))
