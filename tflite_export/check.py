@@ -110,7 +110,7 @@ def check(model: bytes | str | os.PathLike | Analysis, target: str) -> TargetChe
         ExportError: unknown target or not a TFLite file.
     """
     spec = targets_lib.get_target(target)
-    a = model if isinstance(model, Analysis) else analyze(model)
+    a = model if isinstance(model, Analysis) else analyze(model, gzip_size=False)  # ops only
     return _CHECKS.get(spec.op_check, _check_none(target))(a)
 
 

@@ -345,7 +345,7 @@ def convert(
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
         blob = _run_converter(converter, *options)
 
-    analysis = analyze(blob, gpu_analyzer=spec.op_check == "gpu")
+    analysis = analyze(blob, gpu_analyzer=spec.op_check == "gpu", gzip_size=False)  # ops only
     if analysis.uses_flex and not allow_flex:
         raise ExportError(f"The converter emitted Flex ops without allow_flex=True: {', '.join(analysis.custom_ops)}")
     result = check(analysis, target)

@@ -68,3 +68,13 @@ def test_gpu_analyzer_text_is_captured_not_printed(cnn_blob, capsys):
 def test_analyze_without_tensorflow_analyzer_still_reads_structure(cnn_blob):
     a = tflite_export.analyze(cnn_blob("float32"), gpu_analyzer=False)
     assert a.gpu_analyzer_text == "" and a.gpu_compatible and np.isfinite(a.zero_weight_fraction)
+
+
+def test_gzip_size_is_level_9_gzip_and_skipped_on_request(cnn_blob):
+    import gzip
+
+    blob = cnn_blob("float32")
+    assert tflite_export.analyze(blob).gzip_bytes == len(gzip.compress(blob, compresslevel=9, mtime=0))
+    skipped = tflite_export.analyze(blob, gzip_size=False)  # what convert asks for: it only checks ops
+    assert skipped.gzip_bytes is None
+    assert "gzipped" not in skipped.to_text() and json.loads(skipped.to_json())["gzip_bytes"] is None
