@@ -44,6 +44,10 @@ class BenchmarkResult:
 
 def _random_input(dtype: Any, shape, rng: np.random.Generator) -> np.ndarray:
     dtype = np.dtype(dtype)
+    if dtype in (np.int32, np.int64):
+        # Token / index inputs (Embedding, GATHER): random values fall outside the
+        # vocabulary and LiteRT refuses to invoke; 0 is valid for every vocabulary.
+        return np.zeros(shape, dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)

@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from tflite_export._isolate import run_isolated
+from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
 from tflite_export import targets as targets_lib
@@ -120,11 +122,103 @@ def _flex_ops(error: Exception) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _control_flow_ops(graph) -> list[str]:
+    """TF control-flow op types in a traced graph: the ones TFLite keeps as WHILE / IF."""
+    types = {op.type for op in graph.get_operations()}
+    return sorted(types & {"While", "StatelessWhile", "If", "StatelessIf"})
+
+
+def _check_finite(samples: list[np.ndarray]) -> None:
+    bad = [i for i, s in enumerate(samples) if np.issubdtype(s.dtype, np.floating) and not np.isfinite(s).all()]
+    if bad:
+        raise ExportError(
+            f"representative_data holds NaN or infinite values (sample {bad[0]}, {len(bad)} of {len(samples)} "
+            "samples): calibration cannot derive int8 ranges from them and TensorFlow's calibrator crashes on them; "
+            "clean the data (np.isfinite(x).all() must hold)"
+        )
+
+
+def _check_finite_weights(model) -> None:
+    bad = [w.path for w in model.weights if not np.isfinite(np.asarray(w.numpy(), dtype=np.float64)).all()]
+    if bad:
+        raise ExportError(
+            f"The model's weights hold NaN or infinite values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+            "training diverged; quantizing them crashes TensorFlow's calibrator. Retrain (lower the learning rate) "
+            "or restore a checkpoint from before the divergence"
+        )
+
+
 def _first_error_line(error: Exception) -> str:
     for line in str(error).splitlines():
         if "error:" in line:
             return line.split("error:", 1)[1].strip()
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if not str(error).strip():  # the quantizer logs its reason to stderr and raises an empty RuntimeError
+        return f"{type(error).__name__} (the converter printed the reason to stderr, above)"
+    return str(error).splitlines()[0]
+
+
+def _run_converter(converter, target: str, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool) -> bytes:
+    """Configures `converter` for `target`, converts, and turns converter errors into `ExportError`."""
+    # The SavedModel path keeps Keras 3 variables as VAR_HANDLE/READ_VARIABLE ops;
+    # freezing the concrete function gives constant weights and FULLY_CONNECTED.
+    converter.experimental_lower_to_saved_model = False
+    _configure(converter, targets_lib.get_target(target), io_dtype, samples, allow_flex, sparse_weights)
+    try:
+        with warnings.catch_warnings():
+            # Emitted for every full-integer conversion with integer I/O; not actionable.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            return converter.convert()
+    except Exception as error:  # ConverterError is not part of tf.lite's public API
+        flex = _flex_ops(error)
+        if flex and not allow_flex:
+            raise ExportError(
+                f"target={target!r} needs TensorFlow ops that LiteRT's builtin op set lacks: {', '.join(flex)}. "
+                "They run only as SELECT_TF_OPS (Flex) kernels, which the app must link; pass "
+                "allow_flex=True (CLI: --allow-flex) to accept that, or replace the layer"
+            ) from None
+        raise ExportError(f"TFLite conversion for target={target!r} failed: {_first_error_line(error)}") from error
+
+
+def _freeze(concrete) -> tuple[bytes, list[str], list[str]]:
+    """The traced function as a GraphDef with constant weights, for a child process.
+
+    A GraphDef needs neither Keras nor the model's custom layer classes to load,
+    so any model that traces here converts in the child.
+    """
+    # The converter freezes its concrete functions with this same helper; tf.lite has no public one.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(concrete)
+    return (
+        frozen.graph.as_graph_def().SerializeToString(),
+        [t.name for t in frozen.inputs],
+        [t.name for t in frozen.outputs],
+    )
+
+
+def _convert_frozen(graph_def: bytes, inputs: list[str], outputs: list[str], *options) -> bytes:
+    """Child-process side of `convert(isolate=True)`: GraphDef -> concrete function -> TFLite."""
+    import tensorflow as tf
+
+    definition = tf.compat.v1.GraphDef.FromString(graph_def)
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(definition, name=""), [])
+    function = wrapped.prune(
+        [wrapped.graph.as_graph_element(name) for name in inputs],
+        [wrapped.graph.as_graph_element(name) for name in outputs],
+    )
+    return _run_converter(tf.lite.TFLiteConverter.from_concrete_functions([function]), *options)
+
+
+def _crash_hint(spec: targets_lib.Target, control_flow: list[str]) -> str:
+    working = "float32, dynamic or float16"
+    if control_flow:
+        return (
+            f"Target {spec.name!r} runs the model on calibration data, which TF's calibrator cannot do through "
+            f"{'/'.join(control_flow)} loops or conditionals (keras.ops.while_loop, fori_loop, cond, or a recurrent "
+            f"layer with an unknown sequence length). Convert for target={working}, which keep the loop, or give "
+            "the loop a fixed length"
+        )
+    return f"Check representative_data, or convert for target={working}, which need no calibration"
 
 
 def convert(
@@ -137,6 +231,7 @@ def convert(
     allow_flex: bool = False,
     sparse_weights: bool = False,
     strict: bool = False,
+    isolate: bool | None = None,
 ) -> bytes:
     """Converts a Keras 3 model (TensorFlow backend) to TFLite bytes for `target`.
 
@@ -154,6 +249,14 @@ def convert(
         allow_flex: allow SELECT_TF_OPS (Flex) kernels, which the app must link.
         sparse_weights: store pruned weights sparsely (`Optimize.EXPERIMENTAL_SPARSITY`).
         strict: edgetpu only: raise instead of warning when ops would stay on the CPU.
+        isolate: run the converter in a child process, so that a crash of its
+            C++ code becomes an `ExportError` instead of killing this process.
+            `None` (default) isolates the calibrated targets when the graph keeps
+            control flow (WHILE/IF), the case where TF 2.21's calibrator segfaults;
+            the child costs a fresh `import tensorflow` (4 s of CPU, 20+ s on a
+            busy machine), too much to pay on every int8 conversion when the
+            known crashes are prevented up front: recurrent layers are unrolled
+            and NaN calibration data or weights are refused (see `_isolate`).
 
     Returns:
         The `.tflite` flatbuffer.
@@ -186,30 +289,32 @@ def convert(
     keras_model = _load_keras_model(model)
     shape, dtype = _input_signature(keras_model)
     samples = _calibration_samples(representative_data, shape, dtype) if spec.needs_data else None
+    if samples is not None:
+        _check_finite(samples)
+        _check_finite_weights(keras_model)
+    unrolled: list[str] = []
+    if spec.needs_data or spec.op_check is not None:  # a WHILE loop breaks calibration and delegates
+        unrolled = rolled_recurrent_layers(keras_model)
+        keras_model = unroll_recurrent(keras_model)
 
     import tensorflow as tf
 
     traced = tf.function(lambda x: keras_model(x, training=False))
     concrete = traced.get_concrete_function(tf.TensorSpec((batch_size,) + shape[1:], dtype, name="input"))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
-    # The SavedModel path keeps Keras 3 variables as VAR_HANDLE/READ_VARIABLE ops;
-    # freezing the concrete function gives constant weights and FULLY_CONNECTED.
-    converter.experimental_lower_to_saved_model = False
-    _configure(converter, spec, io_dtype, samples, allow_flex, sparse_weights)
-    try:
-        with warnings.catch_warnings():
-            # Emitted for every full-integer conversion with integer I/O; not actionable.
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            blob = converter.convert()
-    except Exception as error:  # ConverterError is not part of tf.lite's public API
-        flex = _flex_ops(error)
-        if flex and not allow_flex:
-            raise ExportError(
-                f"target={target!r} needs TensorFlow ops that LiteRT's builtin op set lacks: {', '.join(flex)}. "
-                "They run only as SELECT_TF_OPS (Flex) kernels, which the app must link; pass "
-                "allow_flex=True (CLI: --allow-flex) to accept that, or replace the layer"
-            ) from None
-        raise ExportError(f"TFLite conversion for target={target!r} failed: {_first_error_line(error)}") from error
+    options = (target, io_dtype, samples, allow_flex, sparse_weights)
+    control_flow = _control_flow_ops(concrete.graph)
+    if isolate is None:
+        isolate = spec.needs_data and bool(control_flow)
+    if isolate:
+        graph_def, inputs, outputs = _freeze(concrete)
+        blob = run_isolated(
+            _convert_frozen, graph_def, inputs, outputs, *options,
+            what=f"The TFLite converter, converting for target={target!r},",
+            hint=_crash_hint(spec, control_flow),
+        )
+    else:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
+        blob = _run_converter(converter, *options)
 
     analysis = analyze(blob, gpu_analyzer=spec.op_check == "gpu")
     if analysis.uses_flex and not allow_flex:
@@ -217,6 +322,11 @@ def convert(
     result = check(analysis, target)
     if not result.ok:
         message = describe_failure(result)
+        if unrolled:
+            message += (
+                f" (the ops come from the recurrent layers {unrolled}, unrolled over time for {target!r}; "
+                "they convert for target='float32', 'dynamic', 'float16', 'int8' or 'int16x8')"
+            )
         if spec.op_check == "edgetpu" and not strict:
             warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=2)
         else:

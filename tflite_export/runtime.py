@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tflite_export._isolate import run_isolated
 from tflite_export.errors import ExportError
 
 _TFLITE_IDENTIFIER = b"TFL3"
@@ -115,7 +116,12 @@ def run_all(interpreter, x: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate(c) if c else np.zeros((0,)) for c in chunks]
 
 
-def predict(model: bytes | str | os.PathLike, x: np.ndarray) -> np.ndarray:
+def _run_blob(blob: bytes, x: np.ndarray) -> list[np.ndarray]:
+    """Child-process side of `predict(isolate=True)`."""
+    return run_all(load_interpreter(blob), x)
+
+
+def predict(model: bytes | str | os.PathLike, x: np.ndarray, *, isolate: bool = False) -> np.ndarray:
     """Runs every row of `x` on LiteRT and returns float outputs.
 
     Integer inputs are quantized with the file's own scale and zero-point, and
@@ -124,13 +130,27 @@ def predict(model: bytes | str | os.PathLike, x: np.ndarray) -> np.ndarray:
     Args:
         model: TFLite bytes, or a path to a `.tflite` file.
         x: inputs, shape `(n, ...)`, float.
+        isolate: run LiteRT in a child process, so that a crash of its C++
+            kernels on a broken or untrusted file becomes an `ExportError`
+            instead of killing this process. Off by default: every file
+            `convert` writes (recurrent ones included, WHILE loops or unrolled)
+            runs cleanly in-process, and the child costs about half a second
+            (it imports only `ai_edge_litert`).
 
     Returns:
         float32 array `(n, ...)` for single-output files; a list of arrays otherwise.
 
     Raises:
-        ExportError: `model` is not a TFLite file, or `x` has the wrong shape.
+        ExportError: `model` is not a TFLite file, `x` has the wrong shape, or
+            (with `isolate=True`) LiteRT crashed.
     """
-    interpreter = load_interpreter(read_model(model))
-    outputs = run_all(interpreter, x)
+    blob = read_model(model)
+    if isolate:
+        outputs = run_isolated(
+            _run_blob, blob, np.asarray(x),
+            what="LiteRT, running the file,",
+            hint="The file or its inputs break a kernel: check the inputs' range (token ids inside the vocabulary)",
+        )
+    else:
+        outputs = run_all(load_interpreter(blob), x)
     return outputs[0] if len(outputs) == 1 else outputs
