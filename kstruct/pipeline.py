@@ -167,9 +167,9 @@ def optimize(
         current = outcome.model
         blob = outcome.tflite if outcome.tflite is not None else convert(current)
         seconds = time.perf_counter() - started
-        report.stages.append(
-            measure_stage(str(step), current, blob, x_val, y_val, seconds=seconds, notes=outcome.notes)
-        )
+        stage = measure_stage(str(step), current, blob, x_val, y_val, seconds=seconds, notes=outcome.notes)
+        stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
+        report.stages.append(stage)
         _say(report.stages[-1].summary_line(target), verbose)
 
     result = OptimizationResult(model=current, tflite=blob, report=report)

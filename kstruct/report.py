@@ -14,6 +14,8 @@ class StageReport:
     Accuracies are top-1 on the validation data: `keras_accuracy` of the Keras
     model, `tflite_accuracy` of its TFLite file for the target on LiteRT, and
     `agreement` the fraction of images on which both predict the same class.
+    `backend` is the Keras backend that ran the stage's step (its training), so a
+    report says whether a model was trained on JAX; None for the original model.
     """
 
     stage: str
@@ -30,6 +32,7 @@ class StageReport:
     latency_p90_ms: float
     seconds: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
+    backend: str | None = None
 
     def summary_line(self, target: str) -> str:
         """One progress line for this stage."""
@@ -54,6 +57,7 @@ _COLUMNS = [
     ("gzip B", "tflite_gzip_bytes", "{:,}"),
     ("ms/img", "latency_ms", "{:.3f}"),
     ("time s", "seconds", "{:.1f}"),
+    ("backend", "backend", "{}"),
 ]
 
 
