@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/kstruct demo --out out --overwrite
 
+# The whole suite on TensorFlow, then the core subset (tests/jax) on JAX in a second process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not jax"
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m jax tests/jax
 
 bench: $(STAMP)
 	$(PY) benchmarks/prune_vs_tfmot.py --epochs 3
