@@ -18,6 +18,7 @@ once per measurement.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from typing import Any, Sequence
@@ -32,7 +33,9 @@ def _custom_modules(config: Any, found: dict[str, str]) -> dict[str, str]:
     """Module -> a registered class name, for every registered (non-Keras) object in a serialized config."""
     if isinstance(config, dict):
         module, registered = config.get("module"), config.get("registered_name")
-        if isinstance(module, str) and registered and not module.split(".")[0] == "keras":
+        if registered and "class_name" in config and module is None:  # Keras writes None for `__main__`
+            found.setdefault("__main__", str(registered))
+        elif isinstance(module, str) and registered and module.split(".")[0] != "keras":
             found.setdefault(module, str(registered))
         for value in config.values():
             _custom_modules(value, found)
@@ -69,10 +72,12 @@ def _convert_saved(path: str, target: str, samples: np.ndarray | None, options: 
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:
+        missing = re.search(r"Could not locate (?:class|function) '[^']+'", str(error))
+        reason = missing.group(0) if missing else f"{type(error).__name__}: {str(error).strip()[:300]}"
         raise ExportError(
-            f"The model saved for conversion did not load under the TensorFlow backend: {type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}. Register custom classes with "
-            "@keras.saving.register_keras_serializable in an importable module, or name their modules in preload=..."
+            f"The model saved for conversion did not load under the TensorFlow backend ({reason}). Register custom "
+            "classes with @keras.saving.register_keras_serializable in an importable module, or name the modules "
+            "that define them in preload=..."
         ) from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EdgeTpuCpuFallbackWarning)
