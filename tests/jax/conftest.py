@@ -1,6 +1,6 @@
 """The JAX subset: `make test` runs it as `KERAS_BACKEND=jax pytest -m jax tests/jax`.
 
-Every test here is marked `jax` and skipped on any other backend, so the TensorFlow
+Every test here is marked `jax` and (but for test_steps.py's registry check) skipped on other backends, so the TensorFlow
 run of the whole suite (`-m "not jax"`) does not pay for it twice.
 """
 
