@@ -88,19 +88,3 @@ def test_keras_file_saved_on_jax_loads_on_jax_and_converts_on_tensorflow_to_the_
     on_tensorflow = (tmp_path / "tf.tflite").read_bytes()
     np.testing.assert_array_equal(tflite_export.predict(on_tensorflow, xt), tflite_export.predict(result.tflite, xt))
 
-
-def test_custom_layer_in_main_is_refused_before_the_child_starts(digits):
-    @keras.saving.register_keras_serializable(package="jax_test")
-    class Scale(keras.layers.Layer):
-        def call(self, inputs):
-            return inputs * 2.0
-
-    Scale.__module__ = "__main__"  # as if defined in the user's script
-    model = keras.Sequential([keras.Input((4,)), Scale(), keras.layers.Dense(2)])
-    with pytest.raises(tflite_export.ExportError) as caught:
-        tflite_export.convert(model, "float32")
-    assert str(caught.value) == (
-        "The model uses the custom class 'jax_test>Scale', defined in __main__; converting a model on the 'jax' "
-        "backend loads it in a TensorFlow child process, which cannot import your script. Move the class into an "
-        "importable module (keep @keras.saving.register_keras_serializable)"
-    )
