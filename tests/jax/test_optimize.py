@@ -87,4 +87,5 @@ def test_keras_file_saved_on_jax_loads_on_jax_and_converts_on_tensorflow_to_the_
     assert done.returncode == 0, done.stderr
     on_tensorflow = (tmp_path / "tf.tflite").read_bytes()
     np.testing.assert_array_equal(tflite_export.predict(on_tensorflow, xt), tflite_export.predict(result.tflite, xt))
+    assert on_tensorflow == result.tflite  # the same converter on the same weights: the same file
 
