@@ -235,9 +235,9 @@ def optimize(
             blob = outcome.tflite if outcome.tflite is not None else convert(current)
             seconds = time.perf_counter() - started
             notes = {**outcome.notes, **_history_note(context.histories[fits:])}
-            report.stages.append(
-                measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
-            )
+            stage = measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
+            stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
+            report.stages.append(stage)
             _say(report.stages[-1].summary_line(target), verbose)
 
     if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
