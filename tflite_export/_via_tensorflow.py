@@ -88,7 +88,7 @@ def _convert_saved(path: str, target: str, samples: np.ndarray | None, options: 
 def convert_in_tensorflow_child(
     model: Any,
     target: str,
-    samples: list[np.ndarray] | None,
+    samples: list[list[np.ndarray]] | None,
     *,
     preload: Sequence[str] = (),
     hint: str = "",
@@ -99,7 +99,8 @@ def convert_in_tensorflow_child(
     Args:
         model: the `keras.Model` (any backend); it is saved, never changed.
         target: the TFLite target.
-        samples: the calibration samples `convert` already drew (one-sample batches), or None.
+        samples: the calibration samples `convert` already drew (one-sample batches, one array
+            per input), or None.
         preload: more modules for the child to import before loading the model.
         hint: appended to the message if the child crashes.
         **options: `convert`'s keyword options (batch_size, io_dtype, ...).
@@ -107,7 +108,10 @@ def convert_in_tensorflow_child(
     import keras
 
     modules = list(dict.fromkeys([*preload, *modules_to_preload(model)]))
-    data = None if samples is None else np.concatenate(samples)
+    data = None
+    if samples is not None:  # back to one array per input, (n, ...): what `convert` takes
+        per_input = [np.concatenate(arrays) for arrays in zip(*samples)]
+        data = per_input[0] if len(per_input) == 1 else per_input
     with tempfile.TemporaryDirectory(prefix="tflite_export_") as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)
