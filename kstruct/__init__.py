@@ -26,6 +26,7 @@ _EXPORTS = {
     "QAT": "kstruct.quantization.step",
     "PTQ": "kstruct.quantization.step",
     "Search": "kstruct.search.step",
+    "Cluster": "kstruct.clustering.step",
     "Distill": "kstruct.distillation.step",
     "Report": "kstruct.report",
     "StageReport": "kstruct.report",

@@ -12,15 +12,15 @@ import keras
 import tflite_export
 
 from kstruct._layer_stats import compare_layers
-from kstruct.data_checks import check_data
+from kstruct._data_checks import check_data
 from kstruct.errors import DataError, KstructError
-from kstruct.measure import measure_stage
+from kstruct._measure import measure_stage
 from kstruct._graph import check_graph_model
 from kstruct.outputs import write_directory
 from kstruct.report import Report
 from kstruct.strategy import Strategy, as_strategy
-from kstruct.task import detect_tasks
-from kstruct.training import DEFAULT_EPOCHS, StepContext, TrainingData, compile_objects, count_rows, split_validation
+from kstruct._task import detect_tasks
+from kstruct._training import DEFAULT_EPOCHS, StepContext, TrainingData, compile_objects, count_rows, split_validation
 
 
 @dataclass

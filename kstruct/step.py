@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import keras
 
 if TYPE_CHECKING:
-    from kstruct.training import StepContext
+    from kstruct._training import StepContext
 
 
 @dataclass
