@@ -249,18 +249,18 @@ def test_mobilenet_v2_gpu_target_passes_the_run_check(device):
 
 
 @pytest.mark.slow
-def test_optimize_for_gpu_records_the_run_verdict_of_the_pruned_qat_file(device, mnist):
+def test_optimize_for_gpu_records_the_run_verdict_of_the_pruned_file(device, mnist):
     import kstruct
     from tests.conftest import compiled, tiny_cnn
 
     x, y, xt, yt = mnist
     result = kstruct.optimize(
-        compiled(tiny_cnn()), "prune(0.5) + qat", train_data=(x[:256], y[:256]), validation_data=(xt[:64], yt[:64]),
+        compiled(tiny_cnn()), "prune(0.5)", train_data=(x[:256], y[:256]), validation_data=(xt[:64], yt[:64]),
         epochs=1, target="gpu", verbose=0,
     )
     note = result.report.final.notes["gpu_run"]
     assert note["status"] == "accelerated", note["message"]
     assert note["device"] == device.device and note["software"] == device.software
-    assert note["max_abs_diff"] == 0  # the QAT step's int8 file: same integers on GPU and CPU
+    assert note["max_abs_diff"] <= 1e-5  # fp32 enforced on the GPU: the CPU's float outputs, to rounding
     assert json.loads(result.report.to_json())["stages"][-1]["notes"]["gpu_run"]["status"] == "accelerated"
     assert "gpu_run" not in result.report.stages[0].notes
