@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.kstruct-installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean gpu-driver gpu-check
 
 install: $(STAMP)
 
@@ -20,6 +20,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Run exported files on LiteRT's GPU accelerator (Vulkan). No GPU? `sudo make gpu-driver` installs
+# Mesa's lavapipe, a Vulkan device made of CPU; then `make gpu-check`.
+gpu-driver:
+	scripts/install-lavapipe.sh
+
+gpu-check: $(STAMP)
+	$(PY) -m pytest -q -rs tests/tflite_export/test_gpu.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/prune_vs_tfmot.py --epochs 3

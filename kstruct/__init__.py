@@ -16,6 +16,7 @@ _EXPORTS = {
     "OptimizationResult": "kstruct.pipeline",
     "Strategy": "kstruct.strategy",
     "KNOWN_STEPS": "kstruct.strategy",
+    "register_step": "kstruct.strategy",
     "Step": "kstruct.step",
     "StepResult": "kstruct.step",
     "Prune": "kstruct.pruning.step",

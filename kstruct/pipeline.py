@@ -102,6 +102,7 @@ def optimize(
     check_graph_model(model, "kstruct.optimize")
     plan = as_strategy(strategy)
     _check_target(target)
+    plan.validate(target)  # an impossible chain fails here, before any training or conversion
     if epochs is not None and int(epochs) < 1:
         raise KstructError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
     if not model.compiled and loss is None:
@@ -171,6 +172,9 @@ def optimize(
         )
         _say(report.stages[-1].summary_line(target), verbose)
 
+    if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
+        report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
+        _say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
     result = OptimizationResult(model=current, tflite=blob, report=report)
     if output_dir is not None:
         result.save(output_dir, overwrite=overwrite)

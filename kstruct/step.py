@@ -4,10 +4,15 @@ As in optax, a step is a small object that transforms a model; `Strategy` chains
 them. A step gets the model and a `StepContext` (the user's data, epochs, target,
 how to compile and fit), and returns a `StepResult`: the model passed to the next
 step and anything the step wants in its report row.
+
+A step is also a config: `get_config()` returns its constructor arguments, and
+`str(step)` prints them back in the strategy grammar, so a report's strategy
+string re-parses to an equal strategy.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,17 +41,79 @@ class StepResult:
 class Step:
     """Base class of strategy steps.
 
-    Subclasses set `name` (the word used in strategy strings), implement `apply`,
-    and `__str__` that prints the step back in the strategy grammar.
+    Subclasses set `name` (the word used in strategy strings) and implement
+    `apply`. The class attributes below declare what the step does to the model,
+    so `Strategy.validate` can refuse an impossible chain before any work starts.
+
+    Attributes:
+        name: the step's word in the grammar (set by `kstruct.register_step` when empty).
+        trains: the step fine-tunes or retrains the weights.
+        quantizes: the step hands on a quantized model or file; no step that
+            trains or quantizes may follow it.
+        targets: the TFLite targets the step can serve, or None for any.
+        positional: constructor arguments printed without `name=` (in this order).
+        always_shown: arguments printed even when they equal their default.
     """
 
     name: ClassVar[str] = ""
+    trains: ClassVar[bool] = False
+    quantizes: ClassVar[bool] = False
+    targets: ClassVar[tuple[str, ...] | None] = None
+    positional: ClassVar[tuple[str, ...]] = ()
+    always_shown: ClassVar[tuple[str, ...]] = ()
 
     def apply(self, model: keras.Model, context: "StepContext") -> StepResult:
         raise NotImplementedError
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this step, `from_config(get_config())`.
+
+        The default reads an attribute of the same name for each `__init__` parameter;
+        override it when the step stores its arguments differently.
+        """
+        config = {}
+        for name in _parameters(type(self)):
+            if not hasattr(self, name):
+                raise NotImplementedError(
+                    f"{type(self).__name__} has no attribute `{name}` for its __init__ argument `{name}`; "
+                    "store it under that name or override get_config()."
+                )
+            config[name] = getattr(self, name)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Step":
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    __hash__ = None  # steps are mutable configs
+
     def __str__(self) -> str:
-        return self.name
+        from kstruct.strategy import format_value
+
+        defaults = _parameters(type(self))
+        config = self.get_config()
+        shown = [
+            (key, value)
+            for key, value in config.items()
+            if key in self.always_shown or key in self.positional or value != defaults.get(key, inspect.Parameter.empty)
+        ]
+        heads = [format_value(value) for key, value in shown if key in self.positional and value is not None]
+        rest = [f"{key}={format_value(value)}" for key, value in shown if key not in self.positional]
+        arguments = heads + rest
+        return f"{self.name}({', '.join(arguments)})" if arguments else self.name
 
     def __repr__(self) -> str:
         return f"<kstruct step {self}>"
+
+
+def _parameters(cls: type) -> dict[str, Any]:
+    """`__init__`'s named parameters and their defaults (`inspect.Parameter.empty` when none)."""
+    signature = inspect.signature(cls.__init__)
+    return {
+        name: parameter.default
+        for name, parameter in list(signature.parameters.items())[1:]
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }

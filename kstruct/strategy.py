@@ -1,42 +1,122 @@
-"""`Strategy`: a chain of steps, and the string grammar that builds one.
+"""`Strategy`: a chain of steps, the string grammar that builds one, and the step registry.
 
 Grammar (whitespace is free):
 
     strategy := step ("+" step)*
     step     := NAME ["(" [argument ("," argument)*] ")"]
     argument := [NAME "="] value
-    value    := NUMBER | N:M | 'string' | "string" | NAME (true/false/none, or a bare word)
+    value    := NUMBER | N:M | 'string' | "string" | "[" [value ("," value)*] "]"
+              | NAME (true/false/none, or a bare word)
 
-`"prune(0.75) + qat"` parses into exactly the objects `Strategy([Prune(0.75), QAT()])`.
+`"prune(0.75) + qat"` parses into exactly the objects `Strategy([Prune(0.75), QAT()])`,
+and `str(strategy)` prints a string that parses back to an equal strategy.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import types
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Any, Iterable, Mapping, Union
 
 from kstruct.errors import StrategyError
 from kstruct.step import Step
 
-# Step name -> "module:class". A technique joins the grammar by adding one entry here;
-# its module is imported only when a strategy uses it (search pulls in keras_tuner).
-KNOWN_STEPS: dict[str, str] = {
-    "prune": "kstruct.pruning.step:Prune",
-    "qat": "kstruct.quantization.step:QAT",
-    "ptq": "kstruct.quantization.step:PTQ",
-    "search": "kstruct.search.step:Search",
-}
+# Step name -> the class, or "module:Class" for a built-in imported only when a strategy
+# uses it (search pulls in keras_tuner).
+_REGISTRY: dict[str, type[Step] | str] = {}
+
+# Read-only view of the registered step names (kept public for back-compat; use register_step to add one).
+KNOWN_STEPS: Mapping[str, type[Step] | str] = types.MappingProxyType(_REGISTRY)
+_WORDS = {"true": True, "false": False, "none": None}
+
+
+def register_step(name: str, cls: type[Step] | str, *, override: bool = False) -> None:
+    """Makes `name(...)` in strategy strings build a `cls`.
+
+    Args:
+        name: the word in the grammar, e.g. `"cluster"` (a Python identifier).
+        cls: a `Step` subclass, or `"module:Class"` to import it on first use.
+        override: replace a step already registered under `name`.
+
+    Raises:
+        StrategyError: if the name is not an identifier, is taken, or `cls` is not a Step.
+
+    Example:
+        class Freeze(kstruct.Step):
+            name = "freeze"
+            ...
+        kstruct.register_step("freeze", Freeze)
+        kstruct.optimize(model, "freeze + qat", ...)
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name.lower() in _WORDS:
+        raise StrategyError(
+            f"Expected a step name that is a Python identifier other than true/false/none. Received: name={name!r}"
+        )
+    if isinstance(cls, str):
+        if ":" not in cls:
+            raise StrategyError(f"Expected a Step class or 'module:Class'. Received: cls={cls!r}")
+    elif not (isinstance(cls, type) and issubclass(cls, Step)):
+        raise StrategyError(f"Expected a subclass of kstruct.Step. Received: cls={cls!r}")
+    elif cls.name and cls.name != name:
+        raise StrategyError(
+            f"Step class {cls.__name__} has name={cls.name!r}, but is registered as {name!r}; "
+            "register it under its own name"
+        )
+    key = name.lower()
+    if key in _REGISTRY and _REGISTRY[key] != cls and not override:
+        raise StrategyError(f"A step named {name!r} is already registered; pass override=True to replace it")
+    if not isinstance(cls, str) and not cls.name:
+        cls.name = name
+    _REGISTRY[key] = cls
+
+
+for _name, _where in (
+    ("prune", "kstruct.pruning.step:Prune"),
+    ("qat", "kstruct.quantization.step:QAT"),
+    ("ptq", "kstruct.quantization.step:PTQ"),
+    ("search", "kstruct.search.step:Search"),
+):
+    register_step(_name, _where)
 
 
 def step_class(name: str) -> type[Step] | None:
     """The step class for a name in a strategy string, or None if there is none."""
-    where = KNOWN_STEPS.get(name.lower())
-    if where is None:
-        return None
+    where = _REGISTRY.get(name.lower())
+    if where is None or not isinstance(where, str):
+        return where
     module, _, attribute = where.partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    found = getattr(importlib.import_module(module), attribute)
+    if not (isinstance(found, type) and issubclass(found, Step)):
+        raise StrategyError(f"{where} registered as step {name!r} is not a subclass of kstruct.Step")
+    return found
+
+
+def format_value(value: Any) -> str:
+    """One argument value in the grammar, so that parsing it gives `value` back."""
+    if value is None or isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise StrategyError(f"Expected a finite number in a strategy. Received: {value}")
+        return repr(value)
+    if isinstance(value, str):
+        if "'" not in value:
+            return f"'{value}'"
+        if '"' not in value:
+            return f'"{value}"'
+        raise StrategyError(f"A strategy string cannot hold both kinds of quote. Received: {value!r}")
+    if isinstance(value, tuple) and len(value) == 2 and all(type(v) is int and v >= 0 for v in value):
+        return f"{value[0]}:{value[1]}"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(format_value(v) for v in value)}]"
+    raise StrategyError(
+        f"A strategy argument must be a number, N:M, string, boolean, None or list. Received: {value!r}"
+    )
+
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -44,14 +124,11 @@ _TOKEN = re.compile(
       | (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)
       | (?P<string>'[^']*'|"[^"]*")
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-      | (?P<punct>[()+,=])
+      | (?P<punct>[()\[\]+,=])
       | (?P<bad>\S)
     )""",
     re.VERBOSE,
 )
-_WORDS = {"true": True, "false": False, "none": None}
-
-
 @dataclass
 class _Token:
     kind: str
@@ -70,7 +147,7 @@ def _tokens(text: str) -> list[_Token]:
 
 
 def _known() -> str:
-    return ", ".join(sorted(KNOWN_STEPS))
+    return ", ".join(sorted(_REGISTRY))
 
 
 def _error(text: str, token: _Token | None, message: str, width: int | None = None) -> StrategyError:
@@ -167,7 +244,25 @@ class _Parser:
             return token.text[1:-1]
         if token.kind == "name":
             return _WORDS.get(token.text.lower(), token.text)
+        if token.text == "[":
+            return self.items()
         raise _error(self.text, token, f"Invalid strategy: expected a value, found '{token.text}'.")
+
+
+    def items(self) -> list:
+        """The rest of a `[...]` list literal, after its opening bracket."""
+        items = []
+        if self.peek() is not None and self.peek().text == "]":
+            self.take()
+            return items
+        while True:
+            items.append(self.value())
+            closing = self.take()
+            if closing is not None and closing.text == "]":
+                return items
+            if closing is None or closing.text != ",":
+                found = "the end" if closing is None else f"'{closing.text}'"
+                raise _error(self.text, closing, f"Invalid strategy: expected ',' or ']' in a list, found {found}.")
 
 
 class Strategy:
@@ -202,8 +297,44 @@ class Strategy:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Strategy) and self.steps == other.steps
+
+    __hash__ = None
+
     def __str__(self) -> str:
         return " + ".join(str(step) for step in self.steps)
+
+    def validate(self, target: str) -> None:
+        """Refuses a chain that cannot work, before any training or conversion.
+
+        Reads what each step declares (`trains`, `quantizes`, `targets`): nothing that
+        trains or quantizes may follow a quantizing step, and each step must serve `target`.
+
+        Raises:
+            StrategyError: naming the step at fault and the fix.
+        """
+        quantized_by = None
+        for step in self.steps:
+            if quantized_by is not None and (step.trains or step.quantizes):
+                does = "trains" if step.trains else "quantizes"
+                fix = (
+                    f"quantize once, as the last step: '{quantized_by}'"
+                    if type(step) is type(quantized_by)
+                    else f"put {step} before {quantized_by}"
+                )
+                raise StrategyError(
+                    f"Invalid strategy '{self}': {step} {does} the model after {quantized_by} has quantized it; {fix}."
+                )
+            own = step.get_config().get("target")  # a step's own target= option, e.g. qat(target='int8')
+            for wanted in (target, own) if own is not None else (target,):
+                if step.targets is not None and wanted not in step.targets:
+                    raise StrategyError(
+                        f"Invalid strategy '{self}' for target '{wanted}': {step.name} serves only the targets "
+                        f"{', '.join(step.targets)}. Pass one of them as target (CLI: --target), or drop {step.name}."
+                    )
+            if step.quantizes:
+                quantized_by = step
 
     def __repr__(self) -> str:
         return f"Strategy({str(self)!r})"

@@ -1,3 +1,8 @@
+import re
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 import kstruct
@@ -60,3 +65,168 @@ def test_bad_strategies_point_at_the_token_and_list_known_steps(text, message):
 def test_strategy_rejects_non_steps():
     with pytest.raises(StrategyError, match="Expected kstruct steps in a Strategy. Received: an object of type str"):
         Strategy(["prune"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "prune(0.75)",
+        "prune(1e-05, schedule='constant', epochs=3)",
+        "prune(2:4) + qat",
+        "prune(0.5, layers=['conv', \"dense.*\"])",
+        "prune(0.5, layers=[])",
+        "prune(0.5, layers='dense')",
+        "qat(epochs=2, preserve_sparsity=False, target='int8')",
+        "qat(target=None)",
+        "ptq(samples=16, target='edgetpu')",
+        "search(trials=3, latency_ms=0.5, tflite_bytes=20000, tuner='bayesian', directory='/tmp/s', plot=False)",
+    ],
+)
+def test_str_of_a_strategy_parses_back_to_an_equal_strategy(text):
+    strategy = Strategy.parse(text)
+    again = Strategy.parse(str(strategy))
+    assert again == strategy
+    assert [step.get_config() for step in again] == [step.get_config() for step in strategy]
+    assert str(again) == str(strategy)
+
+
+def test_lists_print_as_list_literals_not_as_python_reprs():
+    step = Prune(0.5, layers=["a", "b"])
+    assert str(step) == "prune(0.5, layers=['a', 'b'])"
+    assert Strategy.parse(str(step)).steps[0].layers == ["a", "b"]
+
+
+def test_from_config_of_get_config_rebuilds_an_equal_step():
+    for step in (Prune(m_by_n=(2, 4), epochs=2), kstruct.QAT(preserve_sparsity=False), kstruct.PTQ(samples=8)):
+        config = step.get_config()
+        rebuilt = type(step).from_config(config)
+        assert rebuilt == step and rebuilt.get_config() == config
+    assert Prune(m_by_n=(2, 4)).get_config()["sparsity"] == (2, 4)
+    assert Prune(0.5) != Prune(0.6) and Prune(0.5) != kstruct.QAT()
+
+
+def test_bad_list_literals_point_at_the_token():
+    with pytest.raises(StrategyError, match=r"expected ',' or '\]' in a list, found the end"):
+        Strategy.parse("prune(0.5, layers=['a'")
+    with pytest.raises(StrategyError, match=r"expected a value, found '\)'"):
+        Strategy.parse("prune(0.5, layers=[)")
+
+
+class _Freeze(kstruct.Step):
+    """A user's step: marks nothing, trains nothing, hands the model on."""
+
+    def __init__(self, label: str = "all", *, keep: list | None = None):
+        self.label = label
+        self.keep = keep
+
+    def apply(self, model, context):
+        return kstruct.StepResult(model=model, notes={"label": self.label})
+
+
+def test_register_step_adds_a_users_step_to_the_grammar():
+    class Freeze(_Freeze):
+        pass
+
+    kstruct.register_step("freeze_for_test", Freeze)
+    try:
+        strategy = Strategy.parse("prune(0.5) + freeze_for_test(keep=['x', 'y'])")
+        step = strategy.steps[1]
+        assert isinstance(step, Freeze) and Freeze.name == "freeze_for_test" and step.keep == ["x", "y"] and step.label == "all"
+        assert str(strategy) == "prune(0.5) + freeze_for_test(keep=['x', 'y'])"
+        assert Strategy.parse(str(strategy)) == strategy
+        assert "freeze_for_test" in kstruct.KNOWN_STEPS
+        with pytest.raises(StrategyError, match="A step named 'freeze_for_test' is already registered; pass override=True"):
+            kstruct.register_step("freeze_for_test", _Freeze)
+    finally:
+        from kstruct import strategy as strategy_module
+
+        strategy_module._REGISTRY.pop("freeze_for_test")
+
+
+@pytest.mark.parametrize(
+    "name, cls, message",
+    [
+        ("true", _Freeze, "Expected a step name that is a Python identifier other than true/false/none"),
+        ("my-step", _Freeze, "Received: name='my-step'"),
+        ("thing", dict, "Expected a subclass of kstruct.Step. Received: cls=<class 'dict'>"),
+        ("pruning", Prune, "Step class Prune has name='prune', but is registered as 'pruning'"),
+    ],
+)
+def test_register_step_refuses_bad_names_and_classes(name, cls, message):
+    with pytest.raises(StrategyError, match=re.escape(message)):
+        kstruct.register_step(name, cls)
+
+
+def test_parsing_a_strategy_without_search_does_not_load_keras_tuner():
+    code = (
+        "import sys, kstruct; kstruct.Strategy.parse('prune(0.5) + qat').validate('int8'); "
+        "print('keras_tuner' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_quantizing_steps_declare_exactly_the_full_integer_targets():
+    import tflite_export
+
+    integer = tuple(name for name, row in tflite_export.TARGET_TABLE.items() if row.quantize == "int8")
+    assert kstruct.QAT.targets == integer and kstruct.PTQ.targets == integer
+
+
+@pytest.mark.parametrize(
+    "text, target, message",
+    [
+        ("qat + prune(0.5)", "int8",
+         "Invalid strategy 'qat + prune(0.5)': prune(0.5) trains the model after qat has quantized it; "
+         "put prune(0.5) before qat."),
+        ("qat + qat", "int8",
+         "Invalid strategy 'qat + qat': qat trains the model after qat has quantized it; "
+         "quantize once, as the last step: 'qat'."),
+        ("ptq + prune(2:4)", "int8",
+         "Invalid strategy 'ptq + prune(2:4)': prune(2:4) trains the model after ptq has quantized it; "
+         "put prune(2:4) before ptq."),
+        ("ptq + qat", "int8",
+         "Invalid strategy 'ptq + qat': qat trains the model after ptq has quantized it; put qat before ptq."),
+        ("prune(0.5) + qat", "int16x8",
+         "Invalid strategy 'prune(0.5) + qat' for target 'int16x8': qat serves only the targets int8, edgetpu, "
+         "micro. Pass one of them as target (CLI: --target), or drop qat."),
+        ("qat", "float32",
+         "Invalid strategy 'qat' for target 'float32': qat serves only the targets int8, edgetpu, micro. "
+         "Pass one of them as target (CLI: --target), or drop qat."),
+        ("ptq", "gpu",
+         "Invalid strategy 'ptq' for target 'gpu': ptq serves only the targets int8, edgetpu, micro. "
+         "Pass one of them as target (CLI: --target), or drop ptq."),
+    ],
+)
+def test_optimize_refuses_impossible_chains_before_any_work(text, target, message, monkeypatch):
+    import keras
+    import tflite_export
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("optimize converted a model before validating the chain")
+
+    monkeypatch.setattr(tflite_export, "convert", no_conversion)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
+    with pytest.raises(StrategyError) as err:
+        kstruct.optimize(model, text, train_data=(x, y), target=target, verbose=0)
+    assert str(err.value) == message
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_a_steps_own_target_option_is_validated_too():
+    with pytest.raises(StrategyError) as err:
+        Strategy.parse("qat(target='int16x8')").validate("int8")
+    assert str(err.value) == (
+        "Invalid strategy 'qat(target='int16x8')' for target 'int16x8': qat serves only the targets int8, "
+        "edgetpu, micro. Pass one of them as target (CLI: --target), or drop qat."
+    )
+    Strategy.parse("qat(target='edgetpu')").validate("int8")
+
+
+def test_valid_chains_pass_validation():
+    for text in ("prune(0.5) + qat", "prune(2:4) + ptq", "search(trials=2) + prune(0.5) + qat", "prune(0.5)"):
+        Strategy.parse(text).validate("int8")
+    Strategy.parse("prune(0.5)").validate("float16")

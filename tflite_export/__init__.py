@@ -2,7 +2,7 @@
 
 This package never imports kstruct: it can be used on any Keras 3 model. Only
 `convert` needs TensorFlow (and the Keras TensorFlow backend); `predict`,
-`evaluate`, `analyze`, `check` and `benchmark` need only `ai-edge-litert`.
+`evaluate`, `analyze`, `check`, `benchmark` and `run_on_gpu` need only `ai-edge-litert`.
 
 Example:
 
@@ -17,6 +17,7 @@ from tflite_export.check import TargetCheck, check
 from tflite_export.convert import convert
 from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
 from tflite_export.evaluate import evaluate
+from tflite_export.gpu import GpuVerdict, run_on_gpu
 from tflite_export.runtime import predict, read_model
 from tflite_export.targets import TARGET_TABLE, TARGETS, Target
 from tflite_export.verify import Verification, verify
@@ -37,6 +38,8 @@ __all__ = [
     "Verification",
     "benchmark",
     "BenchmarkResult",
+    "run_on_gpu",
+    "GpuVerdict",
     "read_model",
     "ExportError",
     "CompatibilityError",

@@ -1,4 +1,4 @@
-"""Latency of a TFLite file on LiteRT: CPU through the Interpreter, GPU through CompiledModel.
+"""Latency of a TFLite file on LiteRT: CPU through the Interpreter, GPU through `run_on_gpu`'s child.
 
 Imports only numpy and `ai_edge_litert`, so it runs on a device machine that has
 no TensorFlow (see docs/deployment.md, "GPU check").
@@ -27,6 +27,8 @@ class BenchmarkResult:
         median_ms / p90_ms / mean_ms: over `runs` invocations.
         load_ms: creating the interpreter (or compiled model) and allocating tensors.
         fully_accelerated: for gpu, whether LiteRT placed every op on the GPU; None for cpu.
+        device / software: for gpu, the Vulkan adapter and whether it is a CPU (lavapipe).
+        note: for a software adapter, that the latency means nothing for speed.
     """
 
     median_ms: float
@@ -37,6 +39,9 @@ class BenchmarkResult:
     threads: int
     accelerator: str
     fully_accelerated: bool | None = None
+    device: str | None = None
+    software: bool | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,34 +75,37 @@ def _cpu(blob: bytes, threads: int, rng) -> tuple[float, Any, None]:
     return load_ms, interpreter.invoke, None
 
 
-def _gpu(blob: bytes, threads: int, rng) -> tuple[float, Any, bool]:
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import CpuOptions, Options
+def _gpu_result(blob: bytes, threads: int, runs: int, warmup: int) -> BenchmarkResult:
+    """Times the GPU accelerator through `run_on_gpu`'s child process.
 
-    def compile_for(accelerators):
-        options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=threads))
-        return CompiledModel.from_buffer(blob, options=options)
+    In the caller's process LiteRT's GPU accelerator segfaults once TensorFlow is imported,
+    and some files kill it (SIGILL); the child costs one process start.
+    """
+    from tflite_export.gpu import run_on_gpu
 
-    start = time.perf_counter()
-    try:
-        model = compile_for(HardwareAccelerator.GPU | HardwareAccelerator.CPU)
-    except RuntimeError:
-        compile_for(HardwareAccelerator.CPU)  # the file itself loads: the GPU is what is missing
-        raise ExportError(
-            "No GPU accelerator is available here: LiteRT could not create its GPU (WebGPU/Vulkan) "
-            "environment; use accelerator='cpu', or run on a machine with a GPU (docs/deployment.md, 'GPU check')"
-        ) from None
-    load_ms = (time.perf_counter() - start) * 1e3
-    signature = next(iter(model.get_signature_list()))
-    inputs = model.create_input_buffers(0)
-    outputs = model.create_output_buffers(0)
-    for buffer, detail in zip(inputs, model.get_input_tensor_details(signature).values()):
-        buffer.write(_random_input(detail["dtype"], detail["shape"], rng))
-    return load_ms, lambda: model.run_by_index(0, inputs, outputs), model.is_fully_accelerated()
+    verdict = run_on_gpu(blob, runs=runs, warmup=warmup, threads=threads, allow_cpu_fallback=True)
+    if not verdict.gpu_times_ms:
+        raise ExportError(f"Cannot time the GPU accelerator: {verdict.message}")
+    times = verdict.gpu_times_ms
+    return BenchmarkResult(
+        median_ms=float(np.median(times)),
+        p90_ms=float(np.percentile(times, 90)),
+        mean_ms=float(np.mean(times)),
+        load_ms=float(verdict.load_ms),
+        runs=runs,
+        threads=threads,
+        accelerator="gpu",
+        fully_accelerated=verdict.fully_accelerated,
+        device=verdict.device,
+        software=verdict.software,
+        note=(
+            f"software Vulkan ({verdict.device}): this latency proves the file runs, it says nothing about GPU speed"
+            if verdict.software
+            else None
+        ),
+    )
 
 
-_RUNNERS = {"cpu": _cpu, "gpu": _gpu}
 
 
 def benchmark(
@@ -111,7 +119,8 @@ def benchmark(
         runs / warmup: timed and untimed invocations.
         accelerator: "cpu" (`ai_edge_litert` Interpreter, XNNPACK) or "gpu"
             (`CompiledModel` with the GPU accelerator, CPU fallback for ops it lacks;
-            `fully_accelerated` says whether any fell back).
+            `fully_accelerated` says whether any fell back), run in a child process
+            (`run_on_gpu`), so a crash on the GPU cannot take the caller down.
 
     Raises:
         ExportError: bad arguments, or accelerator="gpu" where no GPU is available.
@@ -122,7 +131,9 @@ def benchmark(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ExportError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
     blob = runtime.read_model(model)
-    load_ms, invoke, fully = _RUNNERS[accelerator](blob, threads, np.random.default_rng(0))
+    if accelerator == "gpu":
+        return _gpu_result(blob, threads, runs, warmup)
+    load_ms, invoke, fully = _cpu(blob, threads, np.random.default_rng(0))
     times = _time(invoke, runs, warmup)
     return BenchmarkResult(
         median_ms=float(np.median(times)),

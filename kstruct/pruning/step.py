@@ -31,6 +31,8 @@ class Prune(Step):
     """
 
     name = "prune"
+    trains = True
+    positional = ("sparsity",)
 
     def __init__(
         self,
@@ -89,16 +91,11 @@ class Prune(Step):
             notes={"schedule": repr(schedule), "pruned_layers": measured.as_dict()["layers"]},
         )
 
-    def __str__(self) -> str:
-        if self.m_by_n is not None:
-            head = f"{self.m_by_n[0]}:{self.m_by_n[1]}"
-        else:
-            head = f"{self.sparsity:g}"
-        extras = []
-        if self.schedule != "polynomial":
-            extras.append(f"schedule='{self.schedule}'")
-        if self.epochs is not None:
-            extras.append(f"epochs={self.epochs}")
-        if self.layers is not None:
-            extras.append(f"layers='{self.layers}'")
-        return f"prune({', '.join([head, *extras])})"
+    def get_config(self) -> dict:
+        """N:M comes back as the `(n, m)` sparsity, which prints as `prune(2:4)`."""
+        return {
+            "sparsity": self.m_by_n if self.m_by_n is not None else self.sparsity,
+            "schedule": self.schedule,
+            "epochs": self.epochs,
+            "layers": self.layers,
+        }

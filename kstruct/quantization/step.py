@@ -11,6 +11,8 @@ from kstruct.step import Step, StepResult
 from kstruct.training import StepContext
 
 INT8_TARGET = "int8"
+# The full-integer targets (tflite_export rows with quantize="int8"); tests check the two agree.
+INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 
 
 def _keras_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -55,6 +57,9 @@ class QAT(Step):
     """
 
     name = "qat"
+    trains = True
+    quantizes = True
+    targets = INTEGER_TARGETS
 
     def __init__(self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None):
         self.epochs = _check_epochs(epochs)
@@ -81,16 +86,6 @@ class QAT(Step):
         }
         return StepResult(model=qat_model, notes=notes, tflite=blob if target == context.target else None)
 
-    def __str__(self) -> str:
-        extras = []
-        if self.epochs is not None:
-            extras.append(f"epochs={self.epochs}")
-        if not self.preserve_sparsity:
-            extras.append("preserve_sparsity=False")
-        if self.target is not None:
-            extras.append(f"target='{self.target}'")
-        return f"qat({', '.join(extras)})" if extras else "qat"
-
 
 class PTQ(Step):
     """Post-training full-integer quantization by the TFLite converter, calibrated on training inputs.
@@ -104,6 +99,8 @@ class PTQ(Step):
     """
 
     name = "ptq"
+    quantizes = True
+    targets = INTEGER_TARGETS
 
     def __init__(self, *, samples: int = 200, target: str | None = None):
         if isinstance(samples, bool) or int(samples) < 1:
@@ -123,11 +120,3 @@ class PTQ(Step):
             "int8_accuracy": float(tflite_export.evaluate(blob, x, y)),
         }
         return StepResult(model=model, notes=notes, tflite=blob)
-
-    def __str__(self) -> str:
-        extras = []
-        if self.samples != 200:
-            extras.append(f"samples={self.samples}")
-        if self.target is not None:
-            extras.append(f"target='{self.target}'")
-        return f"ptq({', '.join(extras)})" if extras else "ptq"

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from kstruct.search.run import SearchResult, TrialRecord
+    from kstruct.search.result import SearchResult, TrialRecord
 
 
 def pareto_front(trials: Sequence["TrialRecord"], cost: str, *, direction: str = "max") -> list["TrialRecord"]:

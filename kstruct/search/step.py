@@ -17,7 +17,6 @@ from kstruct.step import Step, StepResult
 from kstruct.training import StepContext
 
 
-
 class Search(Step):
     """Structure search (widths, depth, activations) under a deployment budget.
 
@@ -36,6 +35,8 @@ class Search(Step):
     """
 
     name = "search"
+    trains = True
+    always_shown = ("trials",)
 
     def __init__(
         self,
@@ -96,12 +97,15 @@ class Search(Step):
         }
         return StepResult(model=context.compile(result.best_model), notes=notes)
 
-    def __str__(self) -> str:
-        parts = [f"trials={self.trials}"]
-        parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.budget.limits().items()]
-        if self.tuner != "random":
-            parts.append(f"tuner='{self.tuner}'")
-        if self.epochs is not None:
-            parts.append(f"epochs={self.epochs}")
-        return f"search({', '.join(parts)})"
-
+    def get_config(self) -> dict:
+        limits = self.budget.limits()
+        return {
+            "trials": self.trials,
+            "latency_ms": limits.get("latency_ms"),
+            "tflite_bytes": limits.get("tflite_bytes"),
+            "params": limits.get("params"),
+            "tuner": self.tuner,
+            "epochs": self.epochs,
+            "directory": self.directory,
+            "plot": self.plot,
+        }

@@ -9,9 +9,10 @@ import pytest
 
 from kstruct.errors import UnsupportedModelError
 from kstruct.search import Budget, BudgetError, SearchError, run, space
-from kstruct.search import tuner as tuner_module
+from kstruct.search import hypermodel as hypermodel_module
 from kstruct.search.budget import with_trained_layout
-from kstruct.search.tuner import BehindBestStopping, BestWeightsAtEnd, infeasible_score
+from kstruct.search.callbacks import BehindBestStopping, BestWeightsAtEnd
+from kstruct.search.tuner import infeasible_score
 from tests.search.conftest import tiny_cnn
 
 
@@ -159,7 +160,7 @@ def _two_widths(hp):
 
 def test_a_trial_over_budget_is_measured_once_recorded_and_never_trained(data, tmp_path, monkeypatch):
     calls = {"measure": 0, "fit": 0}
-    real_measure, real_fit = tuner_module.measure, keras.Model.fit
+    real_measure, real_fit = hypermodel_module.measure, keras.Model.fit
 
     def counting_measure(*args, **kwargs):
         calls["measure"] += 1
@@ -169,7 +170,7 @@ def test_a_trial_over_budget_is_measured_once_recorded_and_never_trained(data, t
         calls["fit"] += 1
         return real_fit(self, *args, **kwargs)
 
-    monkeypatch.setattr(tuner_module, "measure", counting_measure)
+    monkeypatch.setattr(hypermodel_module, "measure", counting_measure)
     monkeypatch.setattr(keras.Model, "fit", counting_fit)
     result = run(_two_widths, *data, budget={"params": 1000}, tuner="random", max_trials=2, epochs=2,
                  directory=str(tmp_path), latency_runs=5, seed=0)

@@ -1,20 +1,18 @@
-"""The export/inspect/bench handlers, driven through a parser built with add_subcommands."""
+"""`kstruct export|inspect|bench`: one real run of each through the console script, bad input through `main`."""
 
-import argparse
 import json
 import os
 
 import numpy as np
 import pytest
 
-from kstruct.cli_export import add_subcommands
+from kstruct.cli import main
+from kstruct.cli._files import atomic_write
+from tests.console import error_line, kstruct
 
 
 def run(argv, capsys):
-    parser = argparse.ArgumentParser(prog="kstruct")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code = args.func(args)
+    code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -41,26 +39,42 @@ def _one_error_line(code, err):
     return lines[0]
 
 
-def test_export_writes_an_int8_file(tmp_path, keras_file, calib_file, capsys):
+def test_export_inspect_and_bench_run_through_the_console_script(tmp_path, keras_file, calib_file):
     out = tmp_path / "m.tflite"
-    code, stdout, _ = run(["export", keras_file, "--target", "int8", "--data", calib_file, "--out", str(out)], capsys)
-    assert code == 0 and "wrote" in stdout
-    assert out.read_bytes()[4:8] == b"TFL3"
+    done = kstruct("export", keras_file, "--target", "int8", "--data", calib_file, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and out.read_bytes()[4:8] == b"TFL3"
     assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]  # no temp file left behind
+
+    done = kstruct("inspect", out, "--json")
+    assert done.returncode == 0, done.stderr
+    analysis = json.loads(done.stdout)
+    assert analysis["inputs"][0]["dtype"] == "int8" and analysis["outputs"][0]["dtype"] == "int8"
+
+    done = kstruct("bench", out, "--runs", "3", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    timing = json.loads(done.stdout)
+    assert timing["median_ms"] > 0 and timing["accelerator"] == "cpu"
+
+
+def test_an_export_error_from_the_console_script_is_one_line(tmp_path, keras_file):
+    done = kstruct("export", keras_file, "--target", "int8", "--out", tmp_path / "m.tflite")
+    assert "representative_data" in error_line(done)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_export_refuses_to_overwrite_without_the_flag(tmp_path, keras_file, capsys):
     out = tmp_path / "m.tflite"
     out.write_bytes(b"keep me")
-    code, _, err = run(["export", keras_file, "--target", "float32", "--out", str(out)], capsys)
+    code, _, err = run(["export", keras_file, "--target", "float32", "--out", out], capsys)
     assert "exists; pass --overwrite" in _one_error_line(code, err)
     assert out.read_bytes() == b"keep me"
-    code, _, _ = run(["export", keras_file, "--target", "float32", "--out", str(out), "--overwrite"], capsys)
+    code, _, _ = run(["export", keras_file, "--target", "float32", "--out", out, "--overwrite"], capsys)
     assert code == 0 and out.read_bytes()[4:8] == b"TFL3"
 
 
 def test_export_unknown_target_lists_valid_ones(tmp_path, keras_file, capsys):
-    code, _, err = run(["export", keras_file, "--target", "foo", "--out", str(tmp_path / "m.tflite")], capsys)
+    code, _, err = run(["export", keras_file, "--target", "foo", "--out", tmp_path / "m.tflite"], capsys)
     assert _one_error_line(code, err) == (
         "kstruct: error: Expected `target` to be one of ('float32', 'dynamic', 'float16', 'int8', "
         "'int16x8', 'gpu', 'edgetpu', 'micro'). Received: target='foo'"
@@ -68,68 +82,70 @@ def test_export_unknown_target_lists_valid_ones(tmp_path, keras_file, capsys):
 
 
 def test_export_missing_model_file(tmp_path, capsys):
-    code, _, err = run(["export", str(tmp_path / "none.keras"), "--target", "float32", "--out", str(tmp_path / "m.tflite")], capsys)
+    code, _, err = run(["export", tmp_path / "none.keras", "--target", "float32", "--out", tmp_path / "m.tflite"], capsys)
     assert "does not exist" in _one_error_line(code, err)
 
 
 def test_export_calibration_of_the_wrong_shape(tmp_path, keras_file, capsys):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((4, 32, 32, 3), np.float32))
-    code, _, err = run(["export", keras_file, "--target", "int8", "--data", str(bad), "--out", str(tmp_path / "m.tflite")], capsys)
+    code, _, err = run(["export", keras_file, "--target", "int8", "--data", bad, "--out", tmp_path / "m.tflite"], capsys)
     assert _one_error_line(code, err) == (
         "kstruct: error: representative_data has shape (4, 32, 32, 3); the model expects inputs of shape (None, 28, 28, 1)"
     )
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_export_int8_without_data_says_what_to_pass(tmp_path, keras_file, capsys):
-    code, _, err = run(["export", keras_file, "--target", "int8", "--out", str(tmp_path / "m.tflite")], capsys)
-    assert "representative_data" in _one_error_line(code, err)
-
-
-def test_inspect_prints_text_and_json(tmp_path, cnn_blob, capsys):
+def test_inspect_prints_text(tmp_path, cnn_blob, capsys):
     path = tmp_path / "m.tflite"
     path.write_bytes(cnn_blob("int8"))
-    code, out, _ = run(["inspect", str(path)], capsys)
+    code, out, _ = run(["inspect", path], capsys)
     assert code == 0 and "CONV_2D x2" in out and "int8[1, 28, 28, 1]" in out
-    code, out, _ = run(["inspect", str(path), "--json"], capsys)
-    assert code == 0 and json.loads(out)["inputs"][0]["dtype"] == "int8"
 
 
 def test_inspect_rejects_a_file_that_is_not_tflite(tmp_path, capsys):
     path = tmp_path / "m.tflite"
     path.write_text("hello, not a flatbuffer")
-    code, _, err = run(["inspect", str(path)], capsys)
+    code, _, err = run(["inspect", path], capsys)
     assert "is not a TFLite file" in _one_error_line(code, err)
 
 
 def test_inspect_missing_file(tmp_path, capsys):
-    code, _, err = run(["inspect", str(tmp_path / "x.tflite")], capsys)
+    code, _, err = run(["inspect", tmp_path / "x.tflite"], capsys)
     assert "does not exist" in _one_error_line(code, err)
-
-
-def test_bench_prints_json_timings(tmp_path, cnn_blob, capsys):
-    path = tmp_path / "m.tflite"
-    path.write_bytes(cnn_blob("float32"))
-    code, out, _ = run(["bench", str(path), "--runs", "3", "--threads", "1"], capsys)
-    result = json.loads(out)
-    assert code == 0 and result["median_ms"] > 0 and result["accelerator"] == "cpu"
 
 
 def test_bench_bad_accelerator_is_one_line(tmp_path, cnn_blob, capsys):
     path = tmp_path / "m.tflite"
     path.write_bytes(cnn_blob("float32"))
-    code, _, err = run(["bench", str(path), "--accelerator", "tpu"], capsys)
+    code, _, err = run(["bench", path, "--accelerator", "tpu"], capsys)
     assert "Expected `accelerator` to be one of ('cpu', 'gpu')" in _one_error_line(code, err)
 
 
-def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
-    from kstruct import cli_export
+def test_bench_zero_runs_is_refused_by_the_parser(tmp_path, capsys):
+    code, _, err = run(["bench", tmp_path / "m.tflite", "--runs", "0"], capsys)
+    assert _one_error_line(code, err) == (
+        "kstruct: error: argument --runs: expected a positive integer. Received: 0 (see kstruct bench --help)"
+    )
 
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        cli_export._atomic_write(str(tmp_path / "m.tflite"), b"data")
+        atomic_write(str(tmp_path / "m.tflite"), b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_compatibility_error_is_one_line_with_exit_2(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.Conv3D(2, 2), keras.layers.Flatten()])
+    model.save(tmp_path / "conv3d.keras")
+    code, _, err = run(["export", tmp_path / "conv3d.keras", "--target", "gpu", "--out", tmp_path / "m.tflite"], capsys)
+    line = _one_error_line(code, err)
+    assert line.startswith("kstruct: error: The converted file does not suit target='gpu': op #")
+    assert line.endswith(" CONV_3D is not supported by the GPU delegate")
+    assert not (tmp_path / "m.tflite").exists()

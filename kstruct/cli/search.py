@@ -1,12 +1,11 @@
-"""The `search` subcommand of the kstruct CLI: argument parsing and files only.
+"""`kstruct search MODEL.keras --data DATA.npz --trials N --budget KEY=VALUE --out DIR`: structure search.
 
     kstruct search MODEL.keras --data DATA.npz --trials N --budget latency_ms=0.5
         [--budget tflite_bytes=40000] --target int8 --out DIR [--tuner random]
-        [--epochs N] [--overwrite] [--chief|--worker --oracle HOST:PORT]
+        [--objective val_loss] [--epochs N] [--overwrite] [--chief|--worker --oracle HOST:PORT]
 
 `DIR` holds the search (run it again to resume), `best.keras`, `trials.json` and
-`pareto.png`. Bad input prints one line `kstruct: error: ...` on stderr and
-returns 2, with no traceback; a search in which no trial met the budget returns 1.
+`pareto.png`. A search in which no trial met the budget exits with status 1.
 """
 
 from __future__ import annotations
@@ -14,18 +13,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-from kstruct.cli import UsageError, load_keras_model, load_training_npz
-
-EXIT_OK = 0
-EXIT_NO_FEASIBLE = 1
-EXIT_USAGE = 2
+from kstruct.cli._files import load_keras_model, load_training_npz
+from kstruct.cli._usage import NothingFound, UsageError, positive_int
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"kstruct: error: {message}", file=sys.stderr)
-    return code
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("search", help="search widths, depth and activations under a deployment budget")
+    p.add_argument("model", help="a .keras file (Sequential or functional, compiled)")
+    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional x_val and y_val, both)")
+    p.add_argument("--trials", type=positive_int, default=12, help="trials in all (default 12)")
+    p.add_argument("--budget", action="append", metavar="KEY=VALUE",
+                   help="tflite_bytes=, latency_ms= or params=; repeat for several")
+    p.add_argument("--target", default="int8", help="TFLite target (default int8)")
+    p.add_argument("--out", required=True, help="search directory; run again to resume")
+    p.add_argument("--tuner", default="random", help="random (default), bayesian or hyperband")
+    p.add_argument("--objective", default=None,
+                   help="metric to optimize (default val_accuracy); e.g. val_loss for a regression model")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs per trial (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    p.add_argument("--chief", action="store_true", help="run the oracle for distributed workers")
+    p.add_argument("--worker", action="store_true", help="run trials for a chief at --oracle")
+    p.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
+    p.add_argument("--tuner-id", help="this worker's id (default worker<pid>)")
+    p.set_defaults(run=run, interrupted="interrupted; run the same command again to resume")
 
 
 def _parse_budget(items: list[str] | None) -> dict[str, float]:
@@ -49,7 +60,7 @@ def _parse_budget(items: list[str] | None) -> dict[str, float]:
     return budget
 
 
-def _distributed_environment(args) -> None:
+def _distributed_environment(args: argparse.Namespace) -> None:
     """Sets Keras Tuner's chief/worker variables from --chief/--worker/--oracle/--tuner-id."""
     if not (args.chief or args.worker):
         return
@@ -69,34 +80,16 @@ def _distributed_environment(args) -> None:
         os.environ["KERASTUNER_TUNER_ID"] = tuner_id
 
 
-def search_command(args: argparse.Namespace) -> int:
-    """kstruct search MODEL.keras --data DATA.npz --trials N --budget KEY=VALUE --out DIR"""
-    from kstruct.errors import KstructError
-
-    try:
-        return _search(args)
-    except UsageError as err:
-        return _fail(str(err))
-    except KstructError as err:
-        from kstruct.search import BudgetError
-
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return _fail(message, EXIT_NO_FEASIBLE if isinstance(err, BudgetError) else EXIT_USAGE)
-    except KeyboardInterrupt:
-        return _fail("interrupted; run the same command again to resume", EXIT_NO_FEASIBLE)
-
-
-def _search(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import tflite_export
 
-    from kstruct.search import TUNER_NAMES, plot_pareto, run
+    from kstruct.search import TUNER_NAMES, BudgetError, plot_pareto
+    from kstruct.search import run as run_search
 
     if args.target not in tflite_export.TARGETS:
         raise UsageError(f"unknown target {args.target!r}; valid targets: {', '.join(tflite_export.TARGETS)}")
     if args.tuner not in TUNER_NAMES:
         raise UsageError(f"unknown tuner {args.tuner!r}; valid tuners: {', '.join(TUNER_NAMES)}")
-    if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
-        raise UsageError("--trials and --epochs must be positive")
     if args.chief and args.worker:
         raise UsageError("pass --chief or --worker, not both")
     budget = _parse_budget(args.budget)
@@ -105,24 +98,20 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} exists and is not a directory")
     _distributed_environment(args)
     model = load_keras_model(args.model)
-    result = run(
-        model,
-        train,
-        validation,
-        budget=budget,
-        target=args.target,
-        tuner=args.tuner,
-        max_trials=args.trials,
-        epochs=args.epochs or 2,
-        directory=args.out,
-        overwrite=args.overwrite,
-        verbose=0,
-    )
+    options = {} if args.objective is None else {"objective": args.objective}
+    try:
+        result = run_search(
+            model, train, validation, budget=budget, target=args.target, tuner=args.tuner,
+            max_trials=args.trials, epochs=args.epochs or 2, directory=args.out, overwrite=args.overwrite,
+            verbose=0, **options,
+        )
+    except BudgetError as err:
+        raise NothingFound(str(err)) from None
     print(result.table())
     print(result.summary())
     if args.worker:
         print(f"kstruct: worker done; best trial {result.best_trial.trial_id}")
-        return EXIT_OK
+        return 0
     result.best_model.save(os.path.join(args.out, "best.keras"))
     with open(os.path.join(args.out, "trials.json"), "w") as f:
         json.dump(result.to_dict(), f, indent=1)
@@ -133,25 +122,4 @@ def _search(args: argparse.Namespace) -> int:
         f"{best.tflite_bytes} bytes, {best.latency_ms:.4f} ms, {best.params} parameters"
     )
     print(f"kstruct: wrote best.keras, trials.json and pareto.png to {args.out}/")
-    return EXIT_OK
-
-
-def add_subcommands(subparsers) -> None:
-    """Registers `search` on an argparse subparsers object; the handler is set as both
-    `func` and `handler` and returns an exit code."""
-    p = subparsers.add_parser("search", help="search widths, depth and activations under a deployment budget")
-    p.add_argument("model", help="a .keras file (Sequential or functional, compiled)")
-    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional x_val, y_val)")
-    p.add_argument("--trials", type=int, default=12, help="trials in all (default 12)")
-    p.add_argument("--budget", action="append", metavar="KEY=VALUE",
-                   help="tflite_bytes=, latency_ms= or params=; repeat for several")
-    p.add_argument("--target", default="int8", help="TFLite target (default int8)")
-    p.add_argument("--out", required=True, help="search directory; run again to resume")
-    p.add_argument("--tuner", default="random", help="random (default), bayesian or hyperband")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per trial (default 2)")
-    p.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
-    p.add_argument("--chief", action="store_true", help="run the oracle for distributed workers")
-    p.add_argument("--worker", action="store_true", help="run trials for a chief at --oracle")
-    p.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
-    p.add_argument("--tuner-id", help="this worker's id (default worker<pid>)")
-    p.set_defaults(func=search_command, handler=search_command)
+    return 0

@@ -1,0 +1,101 @@
+"""The `kstruct` command: argument parsing only; the work is done by the library.
+
+One module per subcommand (`optimize`, `demo`, `export`, `inspect`, `bench`,
+`search`), each with `add_parser(subparsers)`, which sets `run=`, and `run(args)`.
+`main` is the one error-to-exit path: every `UsageError`, `KstructError` and
+`tflite_export.ExportError` ends as one line `kstruct: error: ...` on stderr and
+exit status 2 (1 for a search that found nothing within budget), never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from kstruct.cli import bench, demo, export, inspect, optimize, search
+from kstruct.cli._usage import NothingFound, Parser, UsageError
+
+__all__ = ["main", "build_parser", "UsageError", "NothingFound"]
+
+SUBCOMMANDS = (optimize, demo, export, inspect, bench, search)
+
+
+def build_parser() -> Parser:
+    """The full `kstruct` parser; cheap to build (no TensorFlow import)."""
+    parser = Parser(prog="kstruct", description="Shrink Keras 3 models and ship them as TFLite.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def fail(message: str, status: int = 2) -> int:
+    """Prints the one error line and returns the exit status."""
+    line = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    print(f"kstruct: error: {line}", file=sys.stderr)
+    return status
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silences what native libraries write to file descriptor 2 (TensorFlow's log lines) for the block.
+
+    TensorFlow 2.21 prints them whatever TF_CPP_MIN_LOG_LEVEL says (start-up lines, a
+    cuInit error on machines without CUDA), which would bury the one-line errors this
+    command promises. Python's own writes (warnings, our error line, a traceback from a
+    bug) still reach the terminal through a copy of the descriptor. TF_CPP_MIN_LOG_LEVEL=0
+    keeps TensorFlow's lines, for debugging.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    try:
+        terminal = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # already captured (pytest, a notebook): leave it be
+        terminal = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        if terminal:
+            sys.stderr = open(os.dup(saved), "w", buffering=1, errors="backslashreplace")
+        yield
+    finally:
+        if sys.stderr is not python_stderr:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input, from kstruct and from tflite_export (imported after parsing)."""
+    from tflite_export import ExportError
+
+    from kstruct.errors import KstructError
+
+    return (UsageError, KstructError, ExportError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kstruct` console script; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        args = build_parser().parse_args(argv)  # --help and argument errors never load TensorFlow
+    except UsageError as err:
+        return fail(str(err), err.exit_status)
+    with _quiet_native_stderr():
+        expected = _expected_errors()  # loads TensorFlow once
+        try:
+            return args.run(args)
+        except expected as err:
+            return fail(str(err) or type(err).__name__, getattr(err, "exit_status", 2))
+        except KeyboardInterrupt:
+            return fail(getattr(args, "interrupted", "interrupted"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

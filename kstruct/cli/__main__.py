@@ -1,0 +1,7 @@
+"""`python -m kstruct.cli` runs the `kstruct` command."""
+
+import sys
+
+from kstruct.cli import main
+
+sys.exit(main())

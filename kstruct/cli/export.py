@@ -1,0 +1,44 @@
+"""`kstruct export MODEL.keras --target T [--data calib.npz] --out model.tflite`: convert with tflite_export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from kstruct.cli._files import atomic_write, load_calibration
+from kstruct.cli._usage import UsageError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="convert a .keras model to a .tflite file for a target")
+    p.add_argument("model", help="path to a .keras file")
+    # Not argparse `choices`: an unknown target gets tflite_export's own message listing the valid ones.
+    p.add_argument("--target", required=True, help="float32, dynamic, float16, int8, int16x8, gpu, edgetpu or micro")
+    p.add_argument("--data", help="calibration inputs as .npz (array 'x', or the first array) or .npy")
+    p.add_argument("--out", required=True, help="output .tflite path (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--allow-flex", action="store_true", help="allow SELECT_TF_OPS (Flex) ops")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tflite_export import convert
+    from tflite_export.targets import get_target
+
+    get_target(args.target)  # an unknown target fails before the model loads
+    if not os.path.isfile(args.model):
+        raise UsageError(f"model file {args.model!r} does not exist")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UsageError(f"{args.out!r} exists; pass --overwrite to replace it")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"output directory {out_dir!r} does not exist")
+    data = load_calibration(args.data) if args.data else None
+    blob = convert(args.model, args.target, data, allow_flex=args.allow_flex)
+    if args.target == "gpu":  # run it on LiteRT's GPU accelerator; a failure is an error, no device a note
+        from tflite_export import run_on_gpu
+
+        print(f"gpu run check: {run_on_gpu(blob).raise_for_failure().message}")
+    atomic_write(args.out, blob)
+    print(f"wrote {args.out} ({len(blob)} bytes, target={args.target})")
+    return 0
