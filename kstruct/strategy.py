@@ -77,6 +77,8 @@ for _name, _where in (
     ("qat", "kstruct.quantization.step:QAT"),
     ("ptq", "kstruct.quantization.step:PTQ"),
     ("search", "kstruct.search.step:Search"),
+    ("prune_channels", "kstruct.pruning.channels_step:PruneChannels"),
+    ("drop_blocks", "kstruct.pruning.blocks_step:DropBlocks"),
 ):
     register_step(_name, _where)
 

@@ -84,6 +84,16 @@ def _blocks(graph: Graph) -> list[Block]:
     return found
 
 
+def check_block_count(model: keras.Model, blocks: Sequence[Block], n: int) -> None:
+    """Raises PruningError, listing the candidates, when `n` blocks cannot be dropped."""
+    if n > len(blocks):
+        listed = ", ".join(b.name for b in blocks) or "none"
+        raise PruningError(
+            f"drop_blocks({n}): model `{model.name}` has {len(blocks)} removable residual block(s) ({listed}); "
+            f"ask for at most {len(blocks)}."
+        )
+
+
 def removable_blocks(model: keras.Model) -> list[Block]:
     """The residual blocks `x + f(x)` of `model` whose branch can be removed, leaving `x`.
 
@@ -196,11 +206,7 @@ def drop_blocks(
     else:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"Expected `n` to be an integer >= 1. Received: n={n!r}")
-        if n > len(blocks):
-            raise PruningError(
-                f"drop_blocks({n}): model `{model.name}` has {len(blocks)} removable residual block(s) ({listed}); "
-                f"ask for at most {len(blocks)}."
-            )
+        check_block_count(model, blocks, n)
         scores = score_blocks(model, blocks, criterion, data=data, loss=loss)
         chosen = sorted(blocks, key=lambda b: scores[b.name])[:n]
     return _without(model, graph, chosen)
