@@ -50,10 +50,10 @@ def residual_cnn(width: int = 32, blocks: int = 4) -> keras.Model:
     x = keras.layers.MaxPooling2D(name="pool")(x)
     for i in range(blocks):
         y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"b{i}_conv1")(x)
-        y = keras.layers.BatchNormalization(name=f"b{i}_bn1")(y)
+        y = keras.layers.BatchNormalization(momentum=0.9, name=f"b{i}_bn1")(y)
         y = keras.layers.ReLU(name=f"b{i}_relu")(y)
         y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"b{i}_conv2")(y)
-        y = keras.layers.BatchNormalization(name=f"b{i}_bn2")(y)
+        y = keras.layers.BatchNormalization(momentum=0.9, name=f"b{i}_bn2")(y)
         x = keras.layers.Add(name=f"b{i}_add")([x, y])
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x), name="residual_cnn")

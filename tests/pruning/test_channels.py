@@ -275,3 +275,10 @@ def test_prune_channels_trains_on_jax():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-3:] == ["jax", "4", "True"]
+
+
+@pytest.mark.parametrize("build", [zoo.raw_ops, zoo.two_inputs], ids=["raw_ops", "two_inputs"])
+def test_raw_op_merges_and_two_input_models_strip_exactly(build):
+    masked, stripped, diff = _prune_fit_strip(build())
+    assert diff <= 1e-5
+    assert stripped.count_params() < build().count_params()
