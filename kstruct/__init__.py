@@ -3,10 +3,13 @@
     result = kstruct.optimize(model, "prune(0.75)", train_data=(x, y), target="int8")
     result.report, result.model, result.tflite
 
-Names are imported on first use, so `import kstruct` does not load TensorFlow.
+Names are imported on first use, so `import kstruct` does not load TensorFlow;
+kstruct's Keras objects register when Keras is imported (see `_keras_objects`).
 """
 
 import importlib
+
+from kstruct import _keras_objects
 
 __version__ = "0.1.0"
 
@@ -23,18 +26,22 @@ _EXPORTS = {
     "QAT": "kstruct.quantization.step",
     "PTQ": "kstruct.quantization.step",
     "Search": "kstruct.search.step",
+    "Distill": "kstruct.distillation.step",
     "Report": "kstruct.report",
     "StageReport": "kstruct.report",
     "OutputExistsError": "kstruct.outputs",
     "KstructError": "kstruct.errors",
     "DataError": "kstruct.errors",
     "PruningError": "kstruct.errors",
+    "DistillationError": "kstruct.errors",
     "StrategyError": "kstruct.errors",
     "UnsupportedModelError": "kstruct.errors",
 }
-_SUBPACKAGES = ("pruning", "quantization", "search", "data", "models", "outputs", "errors")
+_SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "distillation", "plots", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
+
+_keras_objects.install()
 
 
 def __getattr__(name):

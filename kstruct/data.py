@@ -34,3 +34,24 @@ def load_mnist_5k(
     x, y = x[order], y[order]
     n_test = int(round(len(x) * test_fraction))
     return (x[n_test:], y[n_test:]), (x[:n_test], y[:n_test])
+
+
+def load_mnist_5k_splits(
+    *, validation_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """MNIST-5k as train / validation / test, so selection and reporting never share images.
+
+    Optimization (and search) select on the validation split; the test split is
+    only for the figures reported at the end. The test split is the same as
+    `load_mnist_5k`'s; validation is taken out of its training split.
+
+    Returns:
+        `((x_train, y_train), (x_val, y_val), (x_test, y_test))`.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(
+            f"Expected `validation_fraction` in (0, 1). Received: validation_fraction={validation_fraction}"
+        )
+    (x, y), test = load_mnist_5k(test_fraction=test_fraction, seed=seed)
+    n_val = int(round(len(x) * validation_fraction))
+    return (x[n_val:], y[n_val:]), (x[:n_val], y[:n_val]), test

@@ -19,3 +19,7 @@ class DataError(KstructError, ValueError):
 
 class PruningError(KstructError, RuntimeError):
     """Pruning did not happen as asked (for example the mask never updated)."""
+
+
+class DistillationError(KstructError, ValueError):
+    """A teacher that cannot teach this student (outputs or inputs that do not match)."""

@@ -11,13 +11,16 @@ from typing import Any
 import keras
 import tflite_export
 
-from kstruct.errors import KstructError
+from kstruct._layer_stats import compare_layers
+from kstruct.data_checks import check_data
+from kstruct.errors import DataError, KstructError
 from kstruct.measure import measure_stage
 from kstruct._graph import check_graph_model
 from kstruct.outputs import write_directory
 from kstruct.report import Report
 from kstruct.strategy import Strategy, as_strategy
-from kstruct.training import DEFAULT_EPOCHS, StepContext, TrainingData, split_validation
+from kstruct.task import detect_tasks
+from kstruct.training import DEFAULT_EPOCHS, StepContext, TrainingData, compile_objects, count_rows, split_validation
 
 
 @dataclass
@@ -35,8 +38,15 @@ class OptimizationResult:
     tflite: bytes
     report: Report
 
+    def plot(self) -> dict:
+        """The report's figures, `{"stages", "layers", "training"}` -> matplotlib `Figure` (Agg)."""
+        from kstruct.plots import figures
+
+        return figures(self.report)
+
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Writes `model.keras`, `model.tflite`, `report.json` and `report.md` into `directory`, atomically.
+        """Writes `model.keras`, `model.tflite`, `report.json`, `report.md` and the figures
+        (`stages.png`, `layers.png`, `training.png`) into `directory`, atomically.
 
         Raises:
             OutputExistsError: if `directory` exists and is not empty, unless `overwrite=True`.
@@ -46,7 +56,10 @@ class OptimizationResult:
             self.model.save(folder / "model.keras")
             (folder / "model.tflite").write_bytes(self.tflite)
             (folder / "report.json").write_text(self.report.to_json() + "\n")
-            (folder / "report.md").write_text(self.report.to_markdown() + "\n")
+            from kstruct.plots import markdown, save_figures
+
+            pictures = save_figures(self.report, folder)
+            (folder / "report.md").write_text(self.report.to_markdown() + "\n\n" + markdown(pictures) + "\n")
 
         return write_directory(directory, fill, overwrite=overwrite)
 
@@ -54,6 +67,15 @@ class OptimizationResult:
 def _check_target(target: str) -> None:
     if target not in tflite_export.TARGETS:
         raise KstructError(f"Expected `target` to be one of {tuple(tflite_export.TARGETS)}. Received: target={target!r}")
+
+
+def _history_note(histories: list[dict]) -> dict:
+    """`{"history": {metric: per-epoch values}}` of a step's fits, joined epoch after epoch."""
+    joined: dict[str, list[float]] = {}
+    for history in histories:
+        for key, values in history.items():
+            joined.setdefault(key, []).extend(values)
+    return {"history": joined} if joined else {}
 
 
 def _say(message: str, verbose) -> None:
@@ -75,26 +97,42 @@ def optimize(
     optimizer=None,
     metrics=None,
     batch_size: int = 32,
+    steps_per_epoch: int | None = None,
+    task: str | dict[str, str] | None = None,
     verbose: int | str = "auto",
+    teacher: keras.Model | None = None,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> OptimizationResult:
     """Runs `strategy` on `model` and exports the result for `target`.
 
     Every stage (the original model, then each step) is measured the same way:
-    Keras and TFLite accuracy on the validation data, sparsity, parameters and
-    non-zero parameters, TFLite bytes and gzipped bytes, one-image latency on LiteRT.
+    Keras and TFLite quality on the validation data as the model's task is judged
+    (accuracy for classification, thresholded accuracy for one sigmoid unit, the
+    compiled loss and absolute differences for regression; per output), sparsity,
+    parameters and non-zero parameters, TFLite bytes and gzipped bytes, one-image
+    latency on LiteRT.
 
     Args:
         model: a Sequential or functional Keras model. It is never modified.
         strategy: `"prune(0.75)"`, `"prune(2:4) + qat"`, a `kstruct.Strategy` or step objects.
         train_data: `(x, y)` arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset` of `(x, y)` batches.
-        validation_data: the same forms. Default: the last 10% of array `train_data`
-            is held out (for datasets, the training data is used and the report says so).
+            `x` and `y` may be lists or dicts of arrays for multi-input or multi-output models.
+        validation_data: the same forms. Default: a random 10% of array `train_data`
+            (fixed seed) is held out (for finite datasets, the training data is used and
+            the report says so; an infinite dataset needs validation_data).
         epochs: epochs per training step (default 2; a step's own `epochs=` wins).
         target: a `tflite_export.TARGETS` name.
         output_dir: if given, `result.save(output_dir, overwrite=overwrite)`.
         loss, optimizer, metrics: how to compile an uncompiled model for training.
         batch_size: batch size for array data.
+        steps_per_epoch: batches per epoch; required for an infinite `tf.data` dataset.
+        task: "classification", "binary" or "regression" (or a dict by output name)
+            when the task cannot be read from the loss and the output activation.
         verbose: Keras's progress bar setting; 0 also silences the stage lines.
+        teacher: the model `distill` steps (and `distill=true` training steps) learn
+            from. Default: `model` itself, as it was before any step.
+        tensorboard_dir: if given, every training step logs loss, metrics and
+            sparsity per epoch there (Keras's TensorBoard callback), one run per step.
 
     Returns:
         An `OptimizationResult`.
@@ -110,23 +148,42 @@ def optimize(
             f"Model `{model.name}` is not compiled and no `loss` was given. Compile it first "
             "(model.compile(optimizer=..., loss=...)) or pass loss=... (CLI: --loss)."
         )
+    if teacher is not None:
+        from kstruct.distillation import check_teacher
+
+        check_teacher(teacher, model)
+    if tensorboard_dir is not None:
+        from kstruct._tensorboard import check_tensorboard
+
+        check_tensorboard()
     if output_dir is not None:
         from kstruct.outputs import check_can_write
 
         check_can_write(output_dir, overwrite=overwrite, flag="overwrite=True (CLI: --overwrite)")
 
-    train = TrainingData(train_data, batch_size=batch_size)
+    tasks = detect_tasks(model, task, loss)
+    train = TrainingData(train_data, batch_size=batch_size, steps=steps_per_epoch)
     train.check_fits(model)
+    check_data(train, tasks, model)  # before any hold-out, so errors name `train_data`
     validation_note = "validation_data"
     if validation_data is not None:
         validation = TrainingData(validation_data, batch_size=batch_size, what="validation_data")
         validation.check_fits(model)
+        check_data(validation, tasks, model)
     elif train.is_arrays:
         train, validation = split_validation(train)
-        validation_note = "last 10% of train_data (no validation_data given)"
+        validation_note = "random 10% of train_data, seed 0 (no validation_data given)"
+    elif train.is_infinite:
+        raise DataError(
+            "`train_data` is an infinite dataset, so it cannot double as validation data. Pass a finite "
+            "validation_data=... (and steps_per_epoch=...)."
+        )
     else:
         validation = train
         validation_note = "train_data (no validation_data given)"
+    if validation.is_infinite:
+        raise DataError("`validation_data` is an infinite dataset; pass a finite one, e.g. dataset.take(n).")
+    train.steps_per_epoch()  # an infinite dataset without steps_per_epoch fails here, before any work
 
     context = StepContext(
         train=train,
@@ -138,7 +195,11 @@ def optimize(
         optimizer=optimizer or "adam",
         metrics=metrics,
         verbose=verbose,
+        teacher=model if teacher is None else teacher,
+        tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
+        custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
     )
+    context.check_compile()
     x_val, y_val = validation.arrays()
     representative = context.representative_inputs()
     report = Report(
@@ -149,7 +210,9 @@ def optimize(
             "batch_size": batch_size,
             "steps_per_epoch": train.steps_per_epoch(),
             "validation": validation_note,
-            "validation_images": int(len(x_val)),
+            "validation_images": count_rows(x_val, "validation_data"),
+            "task": {name: spec.task for name, spec in tasks.items()},
+            "metric": {name: spec.metric for name, spec in tasks.items()},
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
         },
@@ -158,23 +221,29 @@ def optimize(
     def convert(current: keras.Model) -> bytes:
         return tflite_export.convert(current, target, representative_data=representative)
 
-    current, blob = model, convert(model)
-    report.stages.append(measure_stage("original", model, blob, x_val, y_val))
-    _say(report.stages[-1].summary_line(target), verbose)
-    for step in plan:
-        started = time.perf_counter()
-        outcome = step.apply(current, context)
-        current = outcome.model
-        blob = outcome.tflite if outcome.tflite is not None else convert(current)
-        seconds = time.perf_counter() - started
-        report.stages.append(
-            measure_stage(str(step), current, blob, x_val, y_val, seconds=seconds, notes=outcome.notes)
-        )
+    # The user's own loss and metric objects resolve by name wherever Keras rebuilds a
+    # compile config (clone_model, compile_from_config) during the steps.
+    with keras.saving.custom_object_scope(context.custom_objects):
+        current, blob = model, convert(model)
+        report.stages.append(measure_stage("original", model, blob, x_val, y_val, tasks=tasks))
         _say(report.stages[-1].summary_line(target), verbose)
+        for index, step in enumerate(plan, 1):
+            started = time.perf_counter()
+            context.stage, fits = f"{index}_{step}", len(context.histories)
+            outcome = step.apply(current, context)
+            current = outcome.model
+            blob = outcome.tflite if outcome.tflite is not None else convert(current)
+            seconds = time.perf_counter() - started
+            notes = {**outcome.notes, **_history_note(context.histories[fits:])}
+            report.stages.append(
+                measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
+            )
+            _say(report.stages[-1].summary_line(target), verbose)
 
     if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
         report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
         _say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
+    report.layers = compare_layers(model, current)
     result = OptimizationResult(model=current, tflite=blob, report=report)
     if output_dir is not None:
         result.save(output_dir, overwrite=overwrite)

@@ -77,6 +77,8 @@ for _name, _where in (
     ("qat", "kstruct.quantization.step:QAT"),
     ("ptq", "kstruct.quantization.step:PTQ"),
     ("search", "kstruct.search.step:Search"),
+    ("distill", "kstruct.distillation.step:Distill"),
+    ("cluster", "kstruct.clustering.step:Cluster"),
     ("prune_channels", "kstruct.pruning.channels_step:PruneChannels"),
     ("drop_blocks", "kstruct.pruning.blocks_step:DropBlocks"),
 ):
@@ -98,13 +100,14 @@ def step_class(name: str) -> type[Step] | None:
 def format_value(value: Any) -> str:
     """One argument value in the grammar, so that parsing it gives `value` back."""
     if value is None or isinstance(value, bool):
-        return str(value)
+        return str(value).lower()  # the grammar's words: true, false, none
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise StrategyError(f"Expected a finite number in a strategy. Received: {value}")
-        return repr(value)
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text  # 2.0 prints as 2, as a user writes it
     if isinstance(value, str):
         if "'" not in value:
             return f"'{value}'"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import keras
 import numpy as np
 
-from kstruct.errors import DataError
+from kstruct.errors import DataError, KstructError
 
 DEFAULT_EPOCHS = 2
 
@@ -23,24 +24,83 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def as_arrays(value: Any) -> Any:
+    """numpy arrays in the structure `fit` accepts: one array, a list/tuple of arrays, or a dict of them.
+
+    A list of arrays is several inputs (or outputs), as in `fit(x=[x1, x2])`;
+    `np.asarray` on it would try to stack inputs of different shapes.
+    """
+    if isinstance(value, dict):
+        return {key: np.asarray(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)) and value and all(hasattr(v, "shape") and len(v.shape) for v in value):
+        return [np.asarray(v) for v in value]
+    return np.asarray(value)
+
+
+def take(structure: Any, index) -> Any:
+    """The rows `index` of every array in `structure`."""
+    return keras.tree.map_structure(lambda a: a[index], structure)
+
+
+def count_rows(structure: Any, what: str) -> int:
+    """The common number of rows of every array in `structure`.
+
+    Raises:
+        DataError: the arrays disagree on the number of rows.
+    """
+    lengths = [len(a) if np.ndim(a) else 0 for a in keras.tree.flatten(structure)]
+    if len(set(lengths)) > 1:
+        raise DataError(f"The arrays of `{what}` have different numbers of rows: {lengths}; they must match.")
+    return lengths[0] if lengths else 0
+
+
+def name_arrays(structure: Any, prefix: str) -> list[tuple[str, np.ndarray]]:
+    """(`x['image']` / `x[1]` / `x`, array) for every array, to name the one at fault in errors."""
+    if not isinstance(structure, (dict, list, tuple)):
+        return [(prefix, structure)]
+    named = []
+    for path, array in keras.tree.flatten_with_path(structure):
+        named.append((prefix + "".join(f"[{p!r}]" for p in path), array))
+    return named
+
+
+def _infinite(dataset) -> bool:
+    import tensorflow as tf
+
+    return int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+
+
+_COUNT_LIMIT = 100_000  # batches counted in a dataset of unknown size before assuming it repeats
+
+
 @dataclass
 class TrainingData:
     """Data for `fit` in one of three forms: `(x, y)` arrays, a `tf.data.Dataset`, a `keras.utils.PyDataset`.
 
-    Datasets and PyDatasets must yield `(x, y)` batches; arrays are batched with `batch_size`.
+    `x` and `y` may each be one array, a list of arrays (several inputs or outputs)
+    or a dict of arrays keyed by input or output name. Datasets and PyDatasets must
+    yield `(x, y)` batches; arrays are batched with `batch_size`. An infinite dataset
+    needs `steps` (steps per epoch).
     """
 
     source: Any
     batch_size: int = 32
     what: str = "train_data"
+    steps: int | None = None
+    _counted: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise DataError(f"Expected `batch_size` to be a positive int. Received: batch_size={self.batch_size!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or int(self.steps) < 1):
+            raise DataError(f"Expected `steps_per_epoch` >= 1. Received: steps_per_epoch={self.steps!r}")
         data = self.source
         if isinstance(data, (tuple, list)) and len(data) == 2:
-            x, y = (np.asarray(v) for v in data)
-            if len(x) != len(y):
-                raise DataError(f"`{self.what}` has {len(x)} inputs but {len(y)} labels; they must match.")
-            if len(x) == 0:
+            x, y = as_arrays(data[0]), as_arrays(data[1])
+            rows, labels = count_rows(x, f"{self.what} inputs"), count_rows(y, f"{self.what} labels")
+            if rows != labels:
+                raise DataError(f"`{self.what}` has {rows} inputs but {labels} labels; they must match.")
+            if rows == 0:
                 raise DataError(f"`{self.what}` is empty.")
             self.source = (x, y)
         elif not (_is_dataset(data) or isinstance(data, keras.utils.PyDataset)):
@@ -53,28 +113,58 @@ class TrainingData:
     def is_arrays(self) -> bool:
         return isinstance(self.source, tuple)
 
+    @property
+    def is_infinite(self) -> bool:
+        return _is_dataset(self.source) and _infinite(self.source)
+
     def fit_arguments(self) -> dict:
         if self.is_arrays:
             x, y = self.source
             return {"x": x, "y": y, "batch_size": self.batch_size}
-        return {"x": self.source, "shuffle": False}  # datasets shuffle themselves
+        arguments = {"x": self.source, "shuffle": False}  # datasets shuffle themselves
+        if self.steps is not None:
+            arguments["steps_per_epoch"] = int(self.steps)
+        return arguments
+
+    def _infinite_message(self) -> str:
+        return (
+            f"`{self.what}` is an infinite dataset (it repeats forever), so an epoch never ends. Pass "
+            "steps_per_epoch=... (how many batches make an epoch) and a finite validation_data=..., "
+            "or take a finite part of it with dataset.take(n)."
+        )
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch; pruning schedules are derived from it."""
+        if self.steps is not None:
+            return int(self.steps)
         if self.is_arrays:
-            return math.ceil(len(self.source[0]) / self.batch_size)
+            return math.ceil(count_rows(self.source[0], self.what) / self.batch_size)
         if isinstance(self.source, keras.utils.PyDataset):
             return len(self.source)
         cardinality = int(self.source.cardinality())
         if cardinality >= 0:
             return cardinality
-        return sum(1 for _ in self.source)  # unknown cardinality: count once
+        if self.is_infinite:
+            raise DataError(self._infinite_message())
+        if self._counted is None:
+            count = 0
+            for _ in self.source:  # unknown cardinality: count once
+                count += 1
+                if count > _COUNT_LIMIT:
+                    raise DataError(
+                        f"`{self.what}` yielded more than {_COUNT_LIMIT:,} batches without ending; if it repeats "
+                        "forever, pass steps_per_epoch=... and a finite validation_data=..."
+                    )
+            self._counted = count
+        return self._counted
 
-    def arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(self, limit: int | None = None) -> tuple[Any, Any]:
         """The data as numpy arrays (up to `limit` rows), for evaluation on the TFLite runtime."""
         if self.is_arrays:
             x, y = self.source
-            return (x[:limit], y[:limit]) if limit else (x, y)
+            return (take(x, slice(None, limit)), take(y, slice(None, limit))) if limit else (x, y)
+        if limit is None and self.is_infinite:
+            raise DataError(self._infinite_message())
         xs, ys, count = [], [], 0
         batches = (self.source[i] for i in range(len(self.source))) if isinstance(
             self.source, keras.utils.PyDataset
@@ -82,35 +172,96 @@ class TrainingData:
         for batch in batches:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise DataError(f"`{self.what}` must yield (x, y) batches. Received a batch of type {type(batch).__name__}")
-            x, y = (keras.ops.convert_to_numpy(v) for v in batch[:2])
+            x, y = (keras.tree.map_structure(keras.ops.convert_to_numpy, v) for v in batch[:2])
             xs.append(x)
             ys.append(y)
-            count += len(x)
+            count += count_rows(x, self.what)
             if limit and count >= limit:
                 break
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        return (x[:limit], y[:limit]) if limit else (x, y)
+        if not xs:
+            raise DataError(f"`{self.what}` is empty.")
+        x, y = (keras.tree.map_structure(lambda *parts: np.concatenate(parts), *v) for v in (xs, ys))
+        return (take(x, slice(None, limit)), take(y, slice(None, limit))) if limit else (x, y)
+
+    def sample_inputs(self, count: int, *, seed: int = 0) -> Any:
+        """Up to `count` input rows drawn at random (fixed `seed`) from array data, in their original order.
+
+        For int8 calibration: the first rows of data sorted by class or time would
+        calibrate on one class or one period. Datasets give their first `count` rows
+        (they shuffle themselves).
+        """
+        if not self.is_arrays:
+            return self.arrays(limit=count)[0]
+        x = self.source[0]
+        rows = count_rows(x, self.what)
+        return take(x, np.sort(np.random.default_rng(seed).choice(rows, size=min(count, rows), replace=False)))
 
     def check_fits(self, model: keras.Model) -> None:
-        """Raises DataError unless the inputs have the shape the model expects."""
+        """Raises DataError unless the inputs match the model's inputs in number, names and shapes."""
         x, _ = self.arrays(limit=2)
-        expected = tuple(model.inputs[0].shape)
-        got = tuple(x.shape)
-        fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected[1:], got[1:]))
-        if not fits:
+        for tensor, array, label in pair_inputs(model, x, self.what):
+            expected = tuple(tensor.shape)
+            got = tuple(array.shape)
+            fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected[1:], got[1:]))
+            if not fits:
+                raise DataError(
+                    f"`{self.what}` {label} have shape {_shape_text((None,) + got[1:])}, "
+                    f"but model `{model.name}` expects {_shape_text(expected)}. Reshape the data to match."
+                )
+
+
+def model_inputs(model: keras.Model) -> Any:
+    """`model.input` (a dict or list for multi-input functional models); Sequential models have one input."""
+    try:
+        return model.input
+    except (AttributeError, ValueError):
+        inputs = list(model.inputs)
+        return inputs[0] if len(inputs) == 1 else inputs
+
+
+def pair_inputs(model: keras.Model, x: Any, what: str) -> list[tuple[Any, np.ndarray, str]]:
+    """(model input, its array, how to name it) for every input of `model`.
+
+    Raises:
+        DataError: `x` gives a different number of inputs, or dict keys that are not the model's input names.
+    """
+    structure = model_inputs(model)
+    if isinstance(structure, dict):
+        keyed = [(str(path[-1]), t) for path, t in keras.tree.flatten_with_path(structure)]
+    else:
+        keyed = [(t.name, t) for t in keras.tree.flatten(structure)]
+    if isinstance(x, dict):
+        missing = [key for key, _ in keyed if key not in x]
+        if missing:
             raise DataError(
-                f"`{self.what}` inputs have shape {_shape_text((None,) + got[1:])}, "
-                f"but model `{model.name}` expects {_shape_text(expected)}. Reshape the data to match."
+                f"`{what}` inputs are a dict with keys {sorted(x)}, but model `{model.name}` has inputs "
+                f"named {[key for key, _ in keyed]}. Key the arrays by input name."
             )
+        return [(t, x[key], f"inputs[{key!r}]") for key, t in keyed]
+    leaves = keras.tree.flatten(x)
+    if len(leaves) != len(keyed):
+        raise DataError(
+            f"Model `{model.name}` has {len(keyed)} input(s) {[key for key, _ in keyed]}, but `{what}` gives "
+            f"{len(leaves)} input array(s). Pass x as a list in that order, or a dict keyed by input name."
+        )
+    if len(keyed) == 1:
+        return [(keyed[0][1], leaves[0], "inputs")]
+    return [(t, array, f"inputs[{key!r}]") for (key, t), array in zip(keyed, leaves)]
 
 
-def split_validation(data: TrainingData, fraction: float = 0.1) -> tuple[TrainingData, TrainingData]:
-    """Holds out the last `fraction` of array data for validation when the user gave none."""
+def split_validation(data: TrainingData, fraction: float = 0.1, seed: int = 0) -> tuple[TrainingData, TrainingData]:
+    """Holds out a random `fraction` of array data (fixed `seed`) for validation when the user gave none.
+
+    Random, not the last rows: data sorted by class or time would otherwise hold out one class or one period.
+    """
     x, y = data.source
-    n_val = max(1, int(len(x) * fraction))
+    rows = count_rows(x, data.what)
+    n_val = max(1, int(rows * fraction))
+    order = np.random.default_rng(seed).permutation(rows)
+    held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
     return (
-        TrainingData((x[:-n_val], y[:-n_val]), data.batch_size, data.what),
-        TrainingData((x[-n_val:], y[-n_val:]), data.batch_size, "validation (held out of train_data)"),
+        TrainingData((take(x, kept), take(y, kept)), data.batch_size, data.what),
+        TrainingData((take(x, held), take(y, held)), data.batch_size, "validation (held out of train_data)"),
     )
 
 
@@ -127,6 +278,12 @@ class StepContext:
             models copy; None when `loss` is given instead.
         loss, optimizer, metrics: used when the user's model was not compiled.
         verbose: Keras progress bar setting for `fit`.
+        teacher: the model steps distill from (the one given to `optimize`, or its `teacher=`).
+        tensorboard_dir: if set, every `fit` logs there (one run folder per stage).
+        stage: the name of the step now running (the TensorBoard run folder).
+        histories: `History.history` of every `fit` so far, in order, for the report.
+        custom_objects: the user's loss and metric objects by the name their
+            compile config gives them (see `compile_objects`).
     """
 
     train: TrainingData
@@ -138,32 +295,112 @@ class StepContext:
     optimizer: Any = "adam"
     metrics: Any = None
     verbose: int | str = "auto"
+    teacher: keras.Model | None = None
+    tensorboard_dir: str | None = None
+    stage: str = "step"
+    histories: list[dict[str, list[float]]] = field(default_factory=list)
+    custom_objects: dict[str, Any] = field(default_factory=dict)
 
     def steps(self, epochs: int | None = None) -> int:
         """Optimizer steps in `epochs` (default: the context's epochs)."""
         return (epochs or self.epochs) * self.train.steps_per_epoch()
 
     def compile(self, model: keras.Model) -> keras.Model:
-        """Compiles `model` like the user's model (fresh optimizer state); returns it."""
-        from kstruct._graph import copy_compile
+        """Compiles `model` like the user's model (fresh optimizer state, same loss and metrics); returns it.
 
+        The compile config is loaded back with the user's own loss and metric objects in
+        scope, so plain Python functions keep working and no metric is dropped.
+
+        Raises:
+            KstructError: the config names a loss or metric kstruct cannot find.
+        """
         if self.compile_source is not None and self.compile_source.compiled:
-            copy_compile(self.compile_source, model)
+            with self._loading_compile_config():
+                model.compile_from_config(self.compile_source.get_compile_config())
         else:
             optimizer = keras.optimizers.get(self.optimizer)
             model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics or ["accuracy"])
         return model
 
-    def fit(self, model: keras.Model, epochs: int | None = None, callbacks=None) -> keras.callbacks.History:
-        """Compiles and trains `model` on the training data, with Keras's own progress bar."""
+    def check_compile(self) -> None:
+        """Raises KstructError now, before any training, if the user's compile config cannot be loaded back."""
+        if self.compile_source is not None and self.compile_source.compiled:
+            with self._loading_compile_config():
+                keras.saving.deserialize_keras_object(self.compile_source.get_compile_config())
+
+    @contextlib.contextmanager
+    def _loading_compile_config(self) -> Iterator[None]:
+        try:
+            with keras.saving.custom_object_scope(self.custom_objects):
+                yield
+        except (TypeError, ValueError) as error:
+            raise KstructError(
+                f"kstruct compiles each new model as model `{self.compile_source.name}` was compiled, but its "
+                f"compile config does not load back: {str(error).split('. ')[0].rstrip('.')}. Decorate the custom loss or "
+                "metric with @keras.saving.register_keras_serializable(), or pass it to optimize "
+                "(metrics=[...], loss=...)."
+            ) from None
+
+    def fit(
+        self,
+        model: keras.Model,
+        epochs: int | None = None,
+        callbacks=None,
+        *,
+        distill: bool = False,
+        temperature: float | None = None,
+        alpha: float | None = None,
+    ) -> keras.callbacks.History:
+        """Compiles and trains `model` on the training data, with Keras's own progress bar.
+
+        With `distill=True` the model learns from the context's teacher as well as the
+        labels (a `keras.distillation.Distiller` around it), so any training step gets
+        distillation by passing the flag. The History is kept for the report.
+        """
         self.compile(model)
-        return model.fit(
+        trainer = model
+        if distill:
+            from kstruct import distillation
+
+            if self.teacher is None:
+                raise KstructError("Distillation needs a teacher; `optimize` sets it (its `teacher=` argument).")
+            trainer = distillation.distiller(
+                self.teacher,
+                model,
+                temperature=distillation.DEFAULT_TEMPERATURE if temperature is None else temperature,
+                alpha=distillation.DEFAULT_ALPHA if alpha is None else alpha,
+                sample=self.train.arrays(limit=16)[0],
+            )
+        from kstruct._tensorboard import epoch_callbacks
+
+        history = trainer.fit(
             **self.train.fit_arguments(),
             epochs=epochs or self.epochs,
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), *epoch_callbacks(model, self.tensorboard_dir, self.stage)],
             verbose=self.verbose,
         )
+        self.histories.append({key: [float(v) for v in values] for key, values in history.history.items()})
+        return history
 
-    def representative_inputs(self, count: int = 200) -> np.ndarray:
-        """Training inputs for int8 calibration."""
-        return self.train.arrays(limit=count)[0]
+    def representative_inputs(self, count: int = 200, seed: int = 0) -> Any:
+        """Training inputs for int8 calibration (see `TrainingData.sample_inputs`)."""
+        return self.train.sample_inputs(count, seed=seed)
+
+
+def compile_objects(*sources: Any) -> dict[str, Any]:
+    """The functions and objects in losses or metrics, by the name a compile config gives them.
+
+    `Model.get_compile_config` names a plain Python loss by its `__name__` and an
+    unregistered class by its class name; with these in a `custom_object_scope`, the
+    config loads back with the user's objects.
+    """
+    found: dict[str, Any] = {}
+    for source in sources:
+        for item in keras.tree.flatten(source) if source is not None else []:
+            if isinstance(item, str) or item is None:
+                continue
+            if callable(item) and hasattr(item, "__name__"):
+                found[item.__name__] = item
+            elif not isinstance(item, type):
+                found[type(item).__name__] = type(item)
+    return found

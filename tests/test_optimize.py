@@ -56,7 +56,9 @@ def test_result_model_is_a_plain_keras_model_and_the_input_is_untouched(trained,
 def test_save_writes_all_outputs_and_never_overwrites_silently(pruned_result, tmp_path):
     out = tmp_path / "out"
     pruned_result.save(out)
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "model.tflite", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "layers.png", "model.keras", "model.tflite", "report.json", "report.md", "stages.png", "training.png"
+    ]
     assert (out / "model.tflite").read_bytes() == pruned_result.tflite
     report = json.loads((out / "report.json").read_text())
     assert report["strategy"] == "prune(0.75)" and report["target"] == "int8"
@@ -114,7 +116,7 @@ def test_optimize_accepts_datasets_and_an_uncompiled_model_with_a_loss(form, sma
 def test_optimize_holds_out_validation_data_when_none_is_given(trained, small_mnist):
     (x, y), _ = small_mnist
     result = kstruct.optimize(trained, "prune(0.3)", train_data=(x[:400], y[:400]), epochs=1, target="float32", verbose=0)
-    assert result.report.settings["validation"] == "last 10% of train_data (no validation_data given)"
+    assert result.report.settings["validation"] == "random 10% of train_data, seed 0 (no validation_data given)"
     assert result.report.settings["validation_images"] == 40
 
 

@@ -20,7 +20,7 @@ from tflite_export.evaluate import evaluate
 from tflite_export.gpu import GpuVerdict, run_on_gpu
 from tflite_export.runtime import predict, read_model
 from tflite_export.targets import TARGET_TABLE, TARGETS, Target
-from tflite_export.verify import Verification, verify
+from tflite_export.verify import OutputDiff, Verification, paired_outputs, verify
 
 __all__ = [
     "TARGETS",
@@ -36,6 +36,8 @@ __all__ = [
     "TargetCheck",
     "verify",
     "Verification",
+    "OutputDiff",
+    "paired_outputs",
     "benchmark",
     "BenchmarkResult",
     "run_on_gpu",

@@ -49,6 +49,8 @@ class BenchmarkResult:
 
 def _random_input(dtype: Any, shape, rng: np.random.Generator) -> np.ndarray:
     dtype = np.dtype(dtype)
+    if dtype in (np.int32, np.int64):  # token ids or indices (GATHER): 0 and 1 are valid in any vocabulary
+        return rng.integers(0, 2, size=shape).astype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)

@@ -15,8 +15,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from tflite_export._isolate import run_isolated
+from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
+from tflite_export import runtime
 from tflite_export import targets as targets_lib
 from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
 
@@ -47,22 +50,26 @@ def _load_keras_model(model: Any):
     return model
 
 
-def _input_signature(model) -> tuple[tuple[Any, ...], str]:
-    inputs = getattr(model, "inputs", None)
+def _input_signature(model) -> list[tuple[str, tuple[Any, ...], str]]:
+    """(name, shape, dtype) of each input, in `keras.tree.flatten(model.input)` order."""
+    import keras
+
+    inputs = keras.tree.flatten(runtime.keras_input_structure(model)) if getattr(model, "inputs", None) else []
     if not inputs:
         raise ExportError(
             "Expected a model with a known input shape. Received: a model without `inputs` "
             "(a subclassed model never called?). Wrap it: keras.Sequential([keras.Input(shape), model])"
         )
-    if len(inputs) != 1:
-        raise ExportError(f"Expected a model with one input. Received: a model with {len(inputs)} inputs")
-    shape = tuple(inputs[0].shape)
-    if any(d is None for d in shape[1:]):
-        raise ExportError(
-            f"Expected an input shape with static non-batch dims for TFLite targets. Received: {shape}; "
-            "give keras.Input a full shape"
-        )
-    return shape, str(inputs[0].dtype)
+    signature = []
+    for tensor in inputs:
+        shape = tuple(tensor.shape)
+        if any(d is None for d in shape[1:]):
+            raise ExportError(
+                f"Expected an input shape with static non-batch dims for TFLite targets. Received: {shape}; "
+                "give keras.Input a full shape"
+            )
+        signature.append((tensor.name, shape, str(tensor.dtype)))
+    return signature
 
 
 def _check_sample_shape(shape: tuple, expected: tuple) -> None:
@@ -70,17 +77,28 @@ def _check_sample_shape(shape: tuple, expected: tuple) -> None:
         raise ExportError(f"representative_data has shape {tuple(shape)}; the model expects inputs of shape {expected}")
 
 
-def _calibration_samples(data: Any, expected: tuple, dtype: str) -> list[np.ndarray]:
-    """Up to MAX_CALIBRATION_SAMPLES single-sample batches from an array or an iterable of batches."""
-    batches: Iterable[Any] = [data] if isinstance(data, np.ndarray) or hasattr(data, "shape") else data
-    samples: list[np.ndarray] = []
+def _calibration_samples(data: Any, signature: list) -> list[list[np.ndarray]]:
+    """Up to MAX_CALIBRATION_SAMPLES single-sample batches (one array per input) from an array,
+    a list or dict of arrays (multi-input), or an iterable of such batches."""
+    import keras
+
+    structured = isinstance(data, dict) or (
+        len(signature) > 1 and isinstance(data, (list, tuple)) and all(hasattr(v, "shape") for v in data)
+    )
+    batches: Iterable[Any] = [data] if structured or isinstance(data, np.ndarray) or hasattr(data, "shape") else data
+    samples: list[list[np.ndarray]] = []
     for batch in batches:
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        if not structured and isinstance(batch, (tuple, list)) and len(batch) == 2:
             batch = batch[0]  # (x, y) pairs from a dataset
-        batch = np.asarray(batch)
-        _check_sample_shape(batch.shape, expected)
-        for row in batch[: MAX_CALIBRATION_SAMPLES - len(samples)]:
-            samples.append(row[None].astype(dtype))
+        names = [name for name, _, _ in signature]
+        by_name = isinstance(batch, dict) and set(batch) == set(names)  # a dict keyed by input name
+        arrays = [np.asarray(v) for v in ([batch[n] for n in names] if by_name else keras.tree.flatten(batch))]
+        if len(arrays) != len(signature):
+            raise ExportError(f"representative_data has {len(arrays)} input(s); the model has {len(signature)}")
+        for array, (_, shape, _) in zip(arrays, signature):
+            _check_sample_shape(array.shape, shape)
+        for i in range(min(len(arrays[0]), MAX_CALIBRATION_SAMPLES - len(samples))):
+            samples.append([a[i][None].astype(dtype) for a, (_, _, dtype) in zip(arrays, signature)])
         if len(samples) >= MAX_CALIBRATION_SAMPLES:
             break
     if not samples:
@@ -106,7 +124,7 @@ def _configure(converter, spec: targets_lib.Target, io_dtype: str, samples, allo
     if spec.quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if spec.needs_data:
-        converter.representative_dataset = lambda: ([s] for s in samples)
+        converter.representative_dataset = lambda: iter(samples)
     if io_dtype != "float32":
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
@@ -120,11 +138,107 @@ def _flex_ops(error: Exception) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _control_flow_ops(graph) -> list[str]:
+    """TF control-flow op types in a traced graph: the ones TFLite keeps as WHILE / IF."""
+    types = {op.type for op in graph.get_operations()}
+    return sorted(types & {"While", "StatelessWhile", "If", "StatelessIf"})
+
+
+def _check_finite(samples: list[list[np.ndarray]]) -> None:
+    bad = [
+        i for i, sample in enumerate(samples)
+        if any(np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all() for a in sample)
+    ]
+    if bad:
+        raise ExportError(
+            f"representative_data holds NaN or infinite values (sample {bad[0]}, {len(bad)} of {len(samples)} "
+            "samples): ranges calibrated from them are meaningless, and NaN has crashed TF's quantizer; "
+            "clean the data (np.isfinite(x).all() must hold)"
+        )
+
+
+def _check_no_nan_weights(model) -> None:
+    # NaN only: an infinite weight can be deliberate (a clip bound, a -inf mask), NaN never is.
+    bad = [w.path for w in model.weights if np.isnan(np.asarray(w.numpy(), dtype=np.float64)).any()]
+    if bad:
+        raise ExportError(
+            f"The model's weights hold NaN values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+            "training diverged, and a file quantized from them computes nothing. Retrain (lower the learning rate) "
+            "or restore a checkpoint from before the divergence"
+        )
+
+
 def _first_error_line(error: Exception) -> str:
     for line in str(error).splitlines():
         if "error:" in line:
             return line.split("error:", 1)[1].strip()
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if not str(error).strip():  # the quantizer logs its reason to stderr and raises an empty RuntimeError
+        return f"{type(error).__name__} (the converter printed the reason to stderr, above)"
+    return str(error).splitlines()[0]
+
+
+def _run_converter(converter, target: str, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool) -> bytes:
+    """Configures `converter` for `target`, converts, and turns converter errors into `ExportError`."""
+    # The SavedModel path keeps Keras 3 variables as VAR_HANDLE/READ_VARIABLE ops;
+    # freezing the concrete function gives constant weights and FULLY_CONNECTED.
+    converter.experimental_lower_to_saved_model = False
+    _configure(converter, targets_lib.get_target(target), io_dtype, samples, allow_flex, sparse_weights)
+    try:
+        with warnings.catch_warnings():
+            # Emitted for every full-integer conversion with integer I/O; not actionable.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            return converter.convert()
+    except Exception as error:  # ConverterError is not part of tf.lite's public API
+        flex = _flex_ops(error)
+        if flex and not allow_flex:
+            raise ExportError(
+                f"target={target!r} needs TensorFlow ops that LiteRT's builtin op set lacks: {', '.join(flex)}. "
+                "They run only as SELECT_TF_OPS (Flex) kernels, which the app must link; pass "
+                "allow_flex=True (CLI: --allow-flex) to accept that, or replace the layer"
+            ) from None
+        raise ExportError(f"TFLite conversion for target={target!r} failed: {_first_error_line(error)}") from error
+
+
+def _freeze(concrete) -> tuple[bytes, list[str], list[str]]:
+    """The traced function as a GraphDef with constant weights, for a child process.
+
+    A GraphDef needs neither Keras nor the model's custom layer classes to load,
+    so any model that traces here converts in the child.
+    """
+    # The converter freezes its concrete functions with this same helper; tf.lite has no public one.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(concrete)
+    return (
+        frozen.graph.as_graph_def().SerializeToString(),
+        [t.name for t in frozen.inputs],
+        [t.name for t in frozen.outputs],
+    )
+
+
+def _convert_frozen(graph_def: bytes, inputs: list[str], outputs: list[str], *options) -> bytes:
+    """Child-process side of `convert(isolate=True)`: GraphDef -> concrete function -> TFLite."""
+    import tensorflow as tf
+
+    definition = tf.compat.v1.GraphDef.FromString(graph_def)
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(definition, name=""), [])
+    function = wrapped.prune(
+        [wrapped.graph.as_graph_element(name) for name in inputs],
+        [wrapped.graph.as_graph_element(name) for name in outputs],
+    )
+    return _run_converter(tf.lite.TFLiteConverter.from_concrete_functions([function]), *options)
+
+
+def _crash_hint(spec: targets_lib.Target, control_flow: list[str]) -> str:
+    working = "'float32', 'dynamic' or 'float16'"
+    if control_flow:
+        return (
+            f"Target {spec.name!r} runs the model on calibration data, which TF's calibrator cannot do through "
+            f"{'/'.join(control_flow)} loops or conditionals (keras.ops.while_loop, fori_loop, cond, or a recurrent "
+            f"layer with an unknown sequence length). Convert for target={working}, which keep the loop, or give "
+            "the loop a fixed length"
+        )
+    return f"Check representative_data, or convert for target={working}, which need no calibration"
 
 
 def convert(
@@ -137,23 +251,33 @@ def convert(
     allow_flex: bool = False,
     sparse_weights: bool = False,
     strict: bool = False,
+    isolate: bool | None = None,
 ) -> bytes:
     """Converts a Keras 3 model (TensorFlow backend) to TFLite bytes for `target`.
 
     Args:
-        model: a `keras.Model` with one input of static non-batch shape, or a path
+        model: a `keras.Model` whose inputs have static non-batch shapes, or a path
             to a `.keras` file (the way to export a model trained on JAX or PyTorch:
             save it, then load it here under the TensorFlow backend).
         target: one of `TARGETS` (see `targets.TARGET_TABLE` and docs/deployment.md).
         representative_data: calibration inputs for the integer targets (int8,
-            int16x8, edgetpu, micro): an array `(n, *input_shape)` or an iterable of
-            such batches (or of `(x, y)` pairs); up to 200 samples are used.
+            int16x8, edgetpu, micro): an array `(n, *input_shape)` (a list or dict
+            of arrays for a multi-input model) or an iterable of such batches (or of
+            `(x, y)` pairs); up to 200 samples are used.
         batch_size: the static batch of the file (edgetpu and micro: 1 only).
         io_dtype: input/output dtype; defaults to the target's first (int8: "int8",
             or "uint8"; edgetpu: "uint8", or "int8"; int16x8: "float32" or "int16").
         allow_flex: allow SELECT_TF_OPS (Flex) kernels, which the app must link.
         sparse_weights: store pruned weights sparsely (`Optimize.EXPERIMENTAL_SPARSITY`).
         strict: edgetpu only: raise instead of warning when ops would stay on the CPU.
+        isolate: run the converter in a child process, so that a crash of its
+            C++ code becomes an `ExportError` instead of killing this process.
+            `None` (default) isolates the calibrated targets when the graph keeps
+            control flow (WHILE/IF), the case where TF 2.21's calibrator segfaults;
+            the child costs a fresh `import tensorflow` (4 s of CPU, 20+ s on a
+            busy machine), too much to pay on every int8 conversion when the
+            known crashes are prevented up front: recurrent layers are unrolled
+            and NaN calibration data or NaN weights are refused (see `_isolate`).
 
     Returns:
         The `.tflite` flatbuffer.
@@ -184,32 +308,42 @@ def convert(
         )
 
     keras_model = _load_keras_model(model)
-    shape, dtype = _input_signature(keras_model)
-    samples = _calibration_samples(representative_data, shape, dtype) if spec.needs_data else None
+    signature = _input_signature(keras_model)
+    samples = _calibration_samples(representative_data, signature) if spec.needs_data else None
+    if samples is not None:
+        _check_finite(samples)
+        _check_no_nan_weights(keras_model)
+    unrolled: list[str] = []
+    if spec.needs_data or spec.op_check is not None:  # a WHILE loop breaks calibration and delegates
+        unrolled = rolled_recurrent_layers(keras_model)
+        keras_model = unroll_recurrent(keras_model)
 
+    import keras
     import tensorflow as tf
 
-    traced = tf.function(lambda x: keras_model(x, training=False))
-    concrete = traced.get_concrete_function(tf.TensorSpec((batch_size,) + shape[1:], dtype, name="input"))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
-    # The SavedModel path keeps Keras 3 variables as VAR_HANDLE/READ_VARIABLE ops;
-    # freezing the concrete function gives constant weights and FULLY_CONNECTED.
-    converter.experimental_lower_to_saved_model = False
-    _configure(converter, spec, io_dtype, samples, allow_flex, sparse_weights)
-    try:
-        with warnings.catch_warnings():
-            # Emitted for every full-integer conversion with integer I/O; not actionable.
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            blob = converter.convert()
-    except Exception as error:  # ConverterError is not part of tf.lite's public API
-        flex = _flex_ops(error)
-        if flex and not allow_flex:
-            raise ExportError(
-                f"target={target!r} needs TensorFlow ops that LiteRT's builtin op set lacks: {', '.join(flex)}. "
-                "They run only as SELECT_TF_OPS (Flex) kernels, which the app must link; pass "
-                "allow_flex=True (CLI: --allow-flex) to accept that, or replace the layer"
-            ) from None
-        raise ExportError(f"TFLite conversion for target={target!r} failed: {_first_error_line(error)}") from error
+    # One tensor per input, named after its keras.Input; outputs flattened in
+    # keras.tree order, which `verify` relies on to pair them with Keras's.
+    structure = runtime.keras_input_structure(keras_model)
+    traced = tf.function(
+        lambda *xs: keras.tree.flatten(keras_model(keras.tree.pack_sequence_as(structure, list(xs)), training=False))
+    )
+    names = [name for name, _, _ in signature] if len(signature) > 1 else ["input"]
+    specs = [tf.TensorSpec((batch_size,) + shape[1:], dtype, name=n) for n, (_, shape, dtype) in zip(names, signature)]
+    concrete = traced.get_concrete_function(*specs)
+    options = (target, io_dtype, samples, allow_flex, sparse_weights)
+    control_flow = _control_flow_ops(concrete.graph)
+    if isolate is None:
+        isolate = spec.needs_data and bool(control_flow)
+    if isolate:
+        graph_def, inputs, outputs = _freeze(concrete)
+        blob = run_isolated(
+            _convert_frozen, graph_def, inputs, outputs, *options,
+            what=f"The TFLite converter, converting for target={target!r},",
+            hint=_crash_hint(spec, control_flow),
+        )
+    else:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
+        blob = _run_converter(converter, *options)
 
     analysis = analyze(blob, gpu_analyzer=spec.op_check == "gpu")
     if analysis.uses_flex and not allow_flex:
@@ -217,6 +351,12 @@ def convert(
     result = check(analysis, target)
     if not result.ok:
         message = describe_failure(result)
+        if unrolled and "UNPACK" in result.unsupported_ops:  # the op unrolling brings in
+            message += (
+                f" (the model's recurrent layers {unrolled} are unrolled over time for {target!r}, since no "
+                "delegate runs their WHILE loop; recurrent layers convert for target='float32', 'dynamic', "
+                "'float16', 'int8' or 'int16x8')"
+            )
         if spec.op_check == "edgetpu" and not strict:
             warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=2)
         else:

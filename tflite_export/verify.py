@@ -14,16 +14,37 @@ from tflite_export.errors import ExportError
 
 
 @dataclasses.dataclass
+class OutputDiff:
+    """Keras vs LiteRT on one output: how far apart, on what scale."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    output_range: float
+    top1_agreement: float
+
+    @classmethod
+    def between(cls, ref: np.ndarray, lite: np.ndarray) -> "OutputDiff":
+        diff = np.abs(ref - lite)
+        return cls(
+            max_abs_diff=float(diff.max()) if diff.size else 0.0,
+            mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
+            output_range=float(ref.max() - ref.min()) if ref.size else 0.0,
+            top1_agreement=float(np.mean(ref.argmax(-1) == lite.argmax(-1))) if ref.size else 1.0,
+        )
+
+
+@dataclasses.dataclass
 class Verification:
-    """Keras vs LiteRT on the same inputs (first output when there are several).
+    """Keras vs LiteRT on the same inputs; the top-level figures are the first output's.
 
     Attributes:
         samples: rows compared.
-        top1_agreement: fraction of rows where both argmaxes agree.
+        top1_agreement: fraction of rows (or elements, for per-pixel outputs) where both argmaxes agree.
         max_abs_diff / mean_abs_diff: of the dequantized TFLite outputs vs Keras.
         output_range: max - min of the Keras outputs (the scale the diffs are read on).
         max_abs_diff_relative: `max_abs_diff / output_range`.
         keras_accuracy / tflite_accuracy: top-1 accuracy when `y` was given, else None.
+        outputs: the same diffs for every output, by output name.
     """
 
     samples: int
@@ -34,41 +55,83 @@ class Verification:
     max_abs_diff_relative: float
     keras_accuracy: float | None = None
     tflite_accuracy: float | None = None
+    outputs: dict[str, OutputDiff] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def verify(model: bytes | str | os.PathLike, keras_model, x: np.ndarray, y: np.ndarray | None = None) -> Verification:
+def _rows(x: Any) -> int:
+    import keras
+
+    leaves = keras.tree.flatten(x)
+    return len(leaves[0]) if leaves else 0
+
+
+def paired_outputs(model: bytes | str | os.PathLike, keras_model, x: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`{output name: (keras output, tflite output)}` on the same inputs, in the model's output order.
+
+    `x` has the structure of `keras_model.input` (an array, a list, or a dict). TFLite
+    inputs are matched to Keras inputs by name (convert names each input tensor after
+    its `keras.Input`); outputs are matched by the `keras.tree.flatten` order that
+    `convert` traces them in, and checked by shape.
+
+    Raises:
+        ExportError: `x` is empty, or an output's shape differs between the two.
+    """
+    import keras
+
+    if _rows(x) == 0:
+        raise ExportError("Expected at least one input row in `x`. Received: 0 rows")
+    inputs = keras.tree.flatten(runtime.keras_input_structure(keras_model))
+    names = [t.name for t in inputs]
+    by_name = isinstance(x, dict) and set(x) == set(names)  # a dict keyed by input name
+    leaves = [np.asarray(v) for v in ([x[n] for n in names] if by_name else keras.tree.flatten(x))]
+    if len(leaves) != len(inputs):
+        raise ExportError(f"Expected {len(inputs)} input arrays for model `{keras_model.name}`. Received: {len(leaves)}")
+    feed = leaves[0] if len(leaves) == 1 else {t.name: v for t, v in zip(inputs, leaves)}
+    lite = runtime.predict(model, feed)
+    lite = lite if isinstance(lite, list) else [lite]
+    ref = keras_model.predict(x, batch_size=256, verbose=0)
+    if isinstance(ref, dict):
+        names = [str(path[-1]) for path, _ in keras.tree.flatten_with_path(ref)]
+    else:
+        names = list(getattr(keras_model, "output_names", None) or [keras_model.layers[-1].name])
+    refs = [np.asarray(r, dtype=np.float32) for r in keras.tree.flatten(ref)]
+    if len(refs) != len(lite):
+        raise ExportError(f"The Keras model has {len(refs)} outputs; the TFLite file has {len(lite)}")
+    pairs = {}
+    for name, r, l in zip(names, refs, lite):
+        if r.shape != l.shape:
+            raise ExportError(f"Keras output {name!r} has shape {r.shape}; the TFLite output has shape {l.shape}")
+        pairs[name] = (r, l)
+    return pairs
+
+
+def verify(model: bytes | str | os.PathLike, keras_model, x: Any, y: np.ndarray | None = None) -> Verification:
     """Runs the Keras model and the TFLite file on `x` and compares their outputs.
 
     Args:
         model: TFLite bytes or a path.
         keras_model: the Keras model the file was converted from.
-        x: inputs `(n, ...)`.
-        y: optional labels (int or one-hot) to report each side's accuracy.
+        x: inputs `(n, ...)`; a list or dict of arrays for a multi-input model.
+        y: optional labels (int or one-hot) of the first output, to report each side's accuracy.
 
     Raises:
         ExportError: `x` is empty or misshapen, or the outputs differ in shape.
     """
-    x = np.asarray(x)
-    if len(x) == 0:
-        raise ExportError("Expected at least one input row in `x`. Received: 0 rows")
-    lite = runtime.predict(model, x)
-    lite = lite[0] if isinstance(lite, list) else lite
-    ref = keras_model.predict(x, batch_size=256, verbose=0)
-    ref = np.asarray(ref[0] if isinstance(ref, (list, tuple)) else ref, dtype=np.float32)
-    if ref.shape != lite.shape:
-        raise ExportError(f"Keras output shape {ref.shape} differs from the TFLite output shape {lite.shape}")
-    diff = np.abs(ref - lite)
-    output_range = float(ref.max() - ref.min())
+    pairs = paired_outputs(model, keras_model, x)
+    diffs = {name: OutputDiff.between(ref, lite) for name, (ref, lite) in pairs.items()}
+    first = next(iter(diffs.values()))
+    ref, lite = next(iter(pairs.values()))
     return Verification(
-        samples=len(x),
-        top1_agreement=float(np.mean(ref.argmax(-1) == lite.argmax(-1))),
-        max_abs_diff=float(diff.max()),
-        mean_abs_diff=float(diff.mean()),
-        output_range=output_range,
-        max_abs_diff_relative=float(diff.max() / output_range) if output_range > 0 else float(diff.max()),
+        samples=len(ref),
+        top1_agreement=first.top1_agreement,
+        max_abs_diff=first.max_abs_diff,
+        mean_abs_diff=first.mean_abs_diff,
+        output_range=first.output_range,
+        max_abs_diff_relative=first.max_abs_diff / first.output_range if first.output_range > 0 else first.max_abs_diff,
         keras_accuracy=None if y is None else top1_accuracy(ref, y),
         tflite_accuracy=None if y is None else top1_accuracy(lite, y),
+        outputs=diffs,
     )

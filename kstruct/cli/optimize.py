@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--loss", default=None, help="loss for an uncompiled model, e.g. sparse_categorical_crossentropy")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--teacher", default=None, help="a .keras file that distill steps learn from (default: the model)")
+    p.add_argument("--tensorboard-dir", default=None, help="log every training step's epochs there for TensorBoard")
     p.set_defaults(run=run)
 
 
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     kstruct.outputs.check_can_write(args.out, overwrite=args.overwrite, flag="--overwrite")
     train, validation = load_training_npz(args.data)
     model = load_keras_model(args.model)
+    teacher = load_keras_model(args.teacher) if args.teacher else None
     result = kstruct.optimize(
         model,
         strategy,
@@ -56,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         loss=args.loss,
         batch_size=args.batch_size,
+        teacher=teacher,
+        tensorboard_dir=args.tensorboard_dir,
     )
     print()
     print(result.report.to_text())
-    print(f"\nkstruct: wrote model.keras, model.tflite, report.json and report.md to {args.out}/")
+    print(
+        f"\nkstruct: wrote model.keras, model.tflite, report.json, report.md, "
+        f"stages.png, layers.png and training.png to {args.out}/"
+    )
     return 0

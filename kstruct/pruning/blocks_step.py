@@ -19,13 +19,14 @@ class DropBlocks(Step):
         n: how many blocks to remove.
         criterion: "loss" (one ablation per block on the validation data) or "norm".
         epochs: fine-tuning epochs (default: optimize's `epochs`).
+        distill: fine-tune from the teacher's class scores as well as the labels.
     """
 
     name = "drop_blocks"
     trains = True
     positional = ("n",)
 
-    def __init__(self, n: int = 1, *, criterion: str = "loss", epochs: int | None = None):
+    def __init__(self, n: int = 1, *, criterion: str = "loss", epochs: int | None = None, distill: bool = False):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"Expected `n` (blocks to drop) to be an integer >= 1. Received: n={n!r}")
         if criterion not in CRITERIA:
@@ -35,6 +36,7 @@ class DropBlocks(Step):
         self.n = n
         self.criterion = criterion
         self.epochs = None if epochs is None else int(epochs)
+        self.distill = bool(distill)
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         blocks = removable_blocks(model)
@@ -43,6 +45,6 @@ class DropBlocks(Step):
         scores = score_blocks(model, blocks, self.criterion, data=data, loss=context_loss(context))
         dropped = sorted(scores, key=scores.get)[: self.n]
         smaller = drop_blocks(model, names=dropped)
-        context.fit(smaller, epochs=self.epochs or context.epochs)
+        context.fit(smaller, epochs=self.epochs or context.epochs, distill=self.distill)
         notes = {"dropped": dropped, "scores": {k: round(v, 6) for k, v in scores.items()}}
         return StepResult(model=context.compile(smaller), notes={**notes, **size_notes(model, smaller)})

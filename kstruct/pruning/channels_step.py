@@ -72,6 +72,7 @@ class PruneChannels(Step):
         round_to: kept channels are a multiple of this.
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         layers: which groups (by producer layer name or regex).
+        distill: fine-tune from the teacher's class scores as well as the labels.
     """
 
     name = "prune_channels"
@@ -86,6 +87,7 @@ class PruneChannels(Step):
         round_to: int = 1,
         epochs: int | None = None,
         layers: str | list[str] | None = None,
+        distill: bool = False,
     ):
         if ratio is None:
             raise ValueError("prune_channels needs a ratio, e.g. prune_channels(0.5).")
@@ -100,6 +102,7 @@ class PruneChannels(Step):
         self.round_to = round_to
         self.epochs = None if epochs is None else int(epochs)
         self.layers = layers
+        self.distill = bool(distill)
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         epochs = self.epochs or context.epochs
@@ -109,9 +112,12 @@ class PruneChannels(Step):
             model, self.ratio, self.criterion, self.round_to, self.layers, schedule,
             data=data, loss=context_loss(context),
         )
-        context.fit(masked, epochs=epochs)
-        stale = [w.layer.name for w in channel_wrappers(masked) if int(keras.ops.convert_to_numpy(w.mask_updates)) == 0]
-        if stale:
-            raise PruningError(f"prune_channels: the channel masks never updated ({', '.join(stale)}); train longer.")
+        context.fit(masked, epochs=epochs, distill=self.distill)
+        trained = min(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in channel_wrappers(masked))
+        if trained <= schedule.end_step:
+            raise PruningError(
+                f"{self} trained {trained} step(s), but its masks reach {self.ratio:.0%} at step {schedule.end_step}. "
+                "Give it more steps: more training data, more epochs (epochs=...), or a smaller batch_size."
+            )
         stripped = strip_channels(masked)
         return StepResult(model=context.compile(stripped), notes=size_notes(model, stripped))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from kstruct.errors import PruningError
-from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip
+from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip, wrappers
 from kstruct.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kstruct.step import Step, StepResult
 from kstruct.training import StepContext
@@ -28,6 +28,7 @@ class Prune(Step):
         m_by_n: `(n, m)`, e.g. `(2, 4)`; overrides `sparsity`.
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         layers: which layers to prune (a name, a regex, a list of them).
+        distill: fine-tune from the teacher's class scores as well as the labels.
     """
 
     name = "prune"
@@ -42,6 +43,7 @@ class Prune(Step):
         m_by_n: tuple[int, int] | None = None,
         epochs: int | None = None,
         layers: str | list[str] | None = None,
+        distill: bool = False,
     ):
         if isinstance(sparsity, (tuple, list)):  # prune(2:4) in a strategy string
             sparsity, m_by_n = None, tuple(sparsity)
@@ -63,6 +65,7 @@ class Prune(Step):
         self.m_by_n = m_by_n
         self.epochs = None if epochs is None else int(epochs)
         self.layers = layers
+        self.distill = bool(distill)
 
     def pruning_schedule(self, total_steps: int) -> PruningSchedule:
         """The schedule for a fine-tuning run of `total_steps` optimizer steps."""
@@ -80,16 +83,37 @@ class Prune(Step):
         epochs = self.epochs or context.epochs
         schedule = self.pruning_schedule(context.steps(epochs))
         wrapped = prune(model, schedule=schedule, m_by_n=self.m_by_n, layers=self.layers)
-        context.fit(wrapped, epochs=epochs)
+        context.fit(wrapped, epochs=epochs, distill=self.distill)
         stale = never_updated(wrapped)
         if stale:
             raise PruningError(stale_message(stale))
+        self._check_reached(wrapped, context.steps(epochs), epochs)
         stripped = strip(wrapped, check_updated=False)
         measured = sparsity(stripped)
         return StepResult(
             model=context.compile(stripped),
             notes={"schedule": repr(schedule), "pruned_layers": measured.as_dict()["layers"]},
         )
+
+    def _check_reached(self, wrapped: keras.Model, steps: int, epochs: int) -> None:
+        """Raises PruningError when the schedule ran out of steps before reaching its sparsity.
+
+        On a few dozen samples an epoch is one or two batches, and a gradual schedule
+        never gets past its first mask update: the model would come back dense.
+        """
+        if self.m_by_n is not None:  # N:M applies in full from step 0 (layers it cannot fit stay dense)
+            return
+        target = self.sparsity
+        layers = [w.layer.name for w in wrappers(wrapped)]
+        measured = [layer for layer in sparsity(wrapped).layers if layer.name in layers]
+        size = sum(layer.size for layer in measured)
+        reached = sum(layer.zeros for layer in measured) / size if size else 0.0
+        if target > 0 and reached < 0.9 * target:
+            raise PruningError(
+                f"{self} reached {reached:.1%} sparsity, not {target:.0%}: its schedule had only {steps} "
+                f"optimizer step(s) ({epochs} epoch(s) of {steps // max(epochs, 1)} batch(es)). Give it more "
+                "steps: more training data, more epochs (epochs=...), or a smaller batch_size."
+            )
 
     def get_config(self) -> dict:
         """N:M comes back as the `(n, m)` sparsity, which prints as `prune(2:4)`."""
@@ -98,4 +122,5 @@ class Prune(Step):
             "schedule": self.schedule,
             "epochs": self.epochs,
             "layers": self.layers,
+            "distill": self.distill,
         }

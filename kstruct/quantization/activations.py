@@ -1,9 +1,21 @@
-"""How each activation is quantized: fused into the layer before it, or given its own int8 kernel.
+"""The one table of activations int8 TFLite runs natively, and how QAT simulates each.
 
 TFLite fuses ReLU and ReLU6 into CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and
 ADD, so their int8 output is quantized once, after the activation. The others
 run as their own int8 kernel: their input is quantized (the layer before it) and
 their output too, over a fixed range where the kernel demands one.
+
+`ACTIVATIONS` is the table both `qat` and the search (`kstruct.search.activations`)
+read, so the search never offers an activation `qat` then leaves in float. Each
+row was checked by converting a QAT model (tests/quantization/test_qat_activations.py):
+GELU, HARD_SWISH, LOGISTIC, TANH and LEAKY_RELU are int8 kernels; `hard_sigmoid`
+becomes ADD (ReLU6 fused) + MUL; `silu` LOGISTIC + MUL. The int8 file equals
+the QAT model exactly for relu, relu6, sigmoid, softmax, tanh, silu and gelu, and
+within 2 output steps for hard_silu, leaky_relu and hard_sigmoid, whose kernels
+requantize inside (benchmarks/qat_coverage.py). Left out: `elu` (the
+converter wraps ELU in DEQUANTIZE/QUANTIZE), and `selu`, `softplus`, `mish`,
+which the converter splits into several int8 ops (EXP, LOG, ...) whose ranges QAT
+does not simulate.
 """
 
 from __future__ import annotations
@@ -51,7 +63,17 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "hard_silu": ActivationSpec(),  # HARD_SWISH
     "silu": ActivationSpec(function=_quantized_silu),  # LOGISTIC + MUL
     "leaky_relu": ActivationSpec(),  # LEAKY_RELU
+    "gelu": ActivationSpec(),  # GELU
+    "hard_sigmoid": ActivationSpec(nonnegative=True),  # ADD with ReLU6 fused, then MUL
 }
+
+INT8_NATIVE: tuple[str, ...] = tuple(name for name in ACTIVATIONS if name != "linear")
+
+
+# Not in ACTIVATIONS: QAT quantizes the layer's output before the activation and
+# the activation's output after it (a learned range); between them the converter
+# runs it in float (DEQUANTIZE, op, QUANTIZE) or as int8 pieces it calibrates.
+FLOAT_ACTIVATION = ActivationSpec()
 
 
 def activation_name(layer: keras.layers.Layer) -> str | None:

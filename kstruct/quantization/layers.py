@@ -17,7 +17,8 @@ import keras
 from keras import ops
 
 from kstruct.quantization import bn_folding
-from kstruct.quantization.activations import activation_name, function_name, spec_for
+from kstruct.quantization.activations import FLOAT_ACTIVATION, activation_name, function_name, spec_for
+from kstruct.quantization.kernel_values import snap
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 
 
@@ -33,6 +34,14 @@ def _scale_depthwise(kernel, scale):
 def _scale_transposed(kernel, scale):
     # Conv2DTranspose kernels are (h, w, out, in).
     return kernel * ops.expand_dims(scale, -1)
+
+
+def _conv1d_as_conv2d(kernel):
+    # The converter lowers Conv1D to EXPAND_DIMS + CONV_2D with a (1, k, in, out)
+    # kernel. Fake-quantizing the 3-D kernel per channel leaves a RESHAPE between
+    # the quantized weight and the conv whose quantized axis (2 -> 3) it cannot
+    # move; quantizing the 4-D kernel lets the weight feed CONV_2D directly.
+    return ops.expand_dims(kernel, 0)
 
 
 def _depthwise_axis(kernel_shape) -> int | None:
@@ -52,8 +61,10 @@ class KernelSpec:
     """
 
     kernels: dict[str, Callable[[tuple], int | None]]
-    folded: str
-    scale: Callable
+    folded: str | None
+    scale: Callable | None
+    as_tflite: Callable | None = None  # the kernel reshaped as TFLite's op holds it
+    split_activation: bool = True
 
 
 def _per_tensor(shape):
@@ -68,7 +79,7 @@ def _last_axis(shape):
 # channels); per-tensor for FULLY_CONNECTED and TRANSPOSE_CONV, where per-channel
 # FakeQuant fails conversion ("mismatched quantized axes").
 WEIGHTED_LAYERS: dict[type, KernelSpec] = {
-    keras.layers.Conv1D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last),
+    keras.layers.Conv1D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last, as_tflite=_conv1d_as_conv2d),
     keras.layers.Conv2D: KernelSpec({"kernel": _last_axis}, "kernel", _scale_last),
     keras.layers.DepthwiseConv2D: KernelSpec({"kernel": _depthwise_axis}, "kernel", _scale_depthwise),
     keras.layers.SeparableConv2D: KernelSpec(
@@ -79,16 +90,68 @@ WEIGHTED_LAYERS: dict[type, KernelSpec] = {
 }
 
 
+DECLARATION = "kstruct_quantize"
+
+
+def declared_spec(layer: keras.layers.Layer) -> KernelSpec | None:
+    """The spec a custom layer declares with a `kstruct_quantize` attribute, or None.
+
+    A layer whose math TFLite runs in int8 (a matmul, a scaling, a weightless op)
+    says so, and which weights become int8 tensors:
+
+        class Scale(keras.layers.Layer):
+            kstruct_quantize = {"scale": None}  # weight attribute -> per-channel axis, or None
+
+    QAT then fake-quantizes those weights (symmetric int8) and the layer's output
+    (a learned range), and calls the layer unchanged otherwise; `{}` declares a
+    weightless int8 op. Layers without the attribute run in float with a warning.
+    """
+    declared = getattr(layer, DECLARATION, None)
+    if declared is None:
+        return None
+    if not isinstance(declared, dict) or not all(
+        isinstance(name, str) and (axis is None or isinstance(axis, int)) for name, axis in declared.items()
+    ):
+        raise TypeError(
+            f"Expected `{DECLARATION}` on layer `{layer.name}` to be a dict of weight attribute -> per-channel axis "
+            f"(an int, or None for per-tensor), e.g. {{'kernel': -1}}. Received: {declared!r}"
+        )
+    kernels = {name: (lambda shape, axis=axis: axis) for name, axis in declared.items()}
+    return KernelSpec(kernels, folded=None, scale=None, split_activation=False)
+
+
 def kernel_spec(layer: keras.layers.Layer) -> KernelSpec | None:
     """The quantization spec of a weighted layer type, or None if kstruct does not quantize it."""
     # Exact types first: Conv1D/Conv2D subclasses such as Conv2DTranspose must not match Conv2D.
     spec = WEIGHTED_LAYERS.get(type(layer))
     if spec is not None:
         return spec
+    declared = declared_spec(layer)
+    if declared is not None:
+        return declared
     for layer_type, candidate in WEIGHTED_LAYERS.items():
         if isinstance(layer, layer_type):
             return candidate
     return None
+
+
+def _conv1d(layer, inputs, kernel):
+    """A channels-last Conv1D computed as the CONV_2D TFLite runs it (height 1)."""
+    if len(kernel.shape) == 3:
+        kernel = _conv1d_as_conv2d(kernel)
+    padding = layer.padding
+    if padding == "causal":
+        inputs = ops.pad(inputs, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
+        padding = "valid"
+    outputs = ops.conv(
+        ops.expand_dims(inputs, 1),
+        kernel,
+        strides=(1, layer.strides[0]),
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=(1, layer.dilation_rate[0]),
+    )
+    return ops.squeeze(outputs, 1)
 
 
 def _serialize(layer):
@@ -99,17 +162,53 @@ def _deserialize(config, custom_objects=None):
     return None if config is None else keras.layers.deserialize(config, custom_objects=custom_objects)
 
 
-class _ActivationStage:
-    """The activation after a wrapper's main op and its quantizers (shared by the wrappers)."""
+class _Wrapper(keras.layers.Wrapper):
+    """What every QAT wrapper shares: a default name, `ema_decay`, and a config that round-trips.
+
+    Subclasses list their constructor arguments: `_sublayer_args` (layers, saved as
+    nested configs) and `_config_args` (plain values); `get_config`/`from_config`
+    are written once, here.
+    """
+
+    _prefix = "quant_"
+    _sublayer_args: tuple[str, ...] = ()
+    _config_args: tuple[str, ...] = ("ema_decay",)
+
+    def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
+        kwargs.setdefault("name", f"{self._prefix}{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.ema_decay = float(ema_decay)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({name: _serialize(getattr(self, name)) for name in self._sublayer_args})
+        config.update({name: getattr(self, name) for name in self._config_args})
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        sublayers = {name: _deserialize(config.pop(name), custom_objects) for name in cls._sublayer_args}
+        return cls(layer, **sublayers, **config)
+
+
+class _ActivationStage(_Wrapper):
+    """The activation after a wrapper's main op and its quantizers (shared by the wrappers).
+
+    Builds the wrapped layer and every quantizer, so that loading a saved model finds
+    every variable.
+    """
 
     def _init_activation(self, activation, quantize_output: bool, ema_decay: float):
         name = "linear" if activation is None else activation_name(activation)
         spec = spec_for(name)
+        # An activation int8 does not run stays in float between the layer's int8
+        # output and a quantized copy of its own output (DEQUANTIZE, op, QUANTIZE).
+        self.float_activation = spec is None
         if spec is None:
-            raise ValueError(
-                f"Expected a quantizable activation ({', '.join(sorted(_names()))}). "
-                f"Received: layer `{activation.name}` of type {type(activation).__name__}"
-            )
+            spec = FLOAT_ACTIVATION
+            name = name or getattr(getattr(activation, "activation", None), "__name__", type(activation).__name__)
         self.activation = activation
         self.activation_kind = name
         self._activation_spec = spec
@@ -124,11 +223,19 @@ class _ActivationStage:
                 ema_decay=ema_decay, value_range=spec.output_range, name="activation_quantizer"
             )
 
-    def _build_quantizers(self) -> None:
-        # A build() must create all state, so that loading a saved model finds every variable.
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
         for quantizer in (self.output_quantizer, self.activation_quantizer, getattr(self, "intermediate_quantizer", None)):
             if quantizer is not None and not quantizer.built:
                 quantizer.build()
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        try:
+            return self.layer.compute_output_shape(input_shape)
+        except NotImplementedError:  # a declared custom layer without one: trace its call
+            return self.layer.compute_output_spec(keras.KerasTensor(input_shape)).shape
 
     def _activate(self, outputs, training):
         spec = self._activation_spec
@@ -143,14 +250,8 @@ class _ActivationStage:
         return self.activation_quantizer(outputs, training=training)
 
 
-def _names():
-    from kstruct.quantization.activations import ACTIVATIONS
-
-    return ACTIVATIONS.keys()
-
-
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
+class QuantizeWrapper(_ActivationStage):
     """Trains a Conv/Dense layer with int8 fake-quantized weights and output.
 
     Args:
@@ -165,6 +266,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             (a Concatenate, whose inputs share its scale in TFLite).
         preserve_sparsity: keep the kernels' zeros (from pruning) exactly zero.
         ema_decay: decay of the moving activation ranges.
+        kernel_values: `{kernel name: {"values": ..., "axis": ...}}`, the values a
+            kernel may take (declared by clustering); see `kstruct.quantization.kernel_values`.
     """
 
     def __init__(
@@ -175,17 +278,18 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         quantize_output: bool = True,
         preserve_sparsity: bool = True,
         ema_decay: float = 0.99,
+        kernel_values: dict | None = None,
         **kwargs,
     ):
         spec = kernel_spec(layer)
         if spec is None:
             raise TypeError(
-                "Expected a Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer. "
-                f"Received: layer `{layer.name}` of type {type(layer).__name__}"
+                "Expected a Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D or Conv2DTranspose layer, "
+                f"or one with a `{DECLARATION}` declaration. Received: layer `{layer.name}` of type {type(layer).__name__}"
             )
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(f"Expected a channels_last layer. Received: layer `{layer.name}` with data_format={layer.data_format!r}")
-        own = function_name(layer.activation) if hasattr(layer, "activation") else "linear"
+        own = function_name(layer.activation) if spec.split_activation and hasattr(layer, "activation") else "linear"
         if own != "linear":
             if activation is not None:
                 raise ValueError(f"Layer `{layer.name}` has activation {own!r}; pass `activation` only for a linear layer.")
@@ -195,24 +299,31 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             layer = layer.__class__.from_config(config)
         if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
             raise TypeError(f"Expected `batch_norm` to be a BatchNormalization. Received: {type(batch_norm).__name__}")
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._spec = spec
         self.batch_norm = batch_norm
         self.preserve_sparsity = bool(preserve_sparsity)
-        self.ema_decay = float(ema_decay)
+        self.kernel_values = dict(kernel_values or {})  # cluster-preserving QAT
         self._init_activation(activation, quantize_output, ema_decay)
         self.intermediate_quantizer = None
         if isinstance(layer, keras.layers.SeparableConv2D):
             self.intermediate_quantizer = FakeQuant(ema_decay=ema_decay, name="intermediate_quantizer")
 
+    _sublayer_args = ("batch_norm", "activation")
+    _config_args = ("quantize_output", "preserve_sparsity", "ema_decay", "kernel_values")
+
     def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        output_shape = self.layer.compute_output_shape(input_shape)
+        super().build(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
-            self.batch_norm.build(output_shape)
-        self._build_quantizers()
+            self.batch_norm.build(self.layer.compute_output_shape(input_shape))
+        # Cluster-preserving QAT: the snapped kernels inference (and the TFLite file) uses.
+        self.snapped_kernels = {
+            name: self.add_weight(
+                name=f"{name}_snapped", shape=getattr(self.layer, name).shape, initializer="zeros", trainable=False
+            )
+            for name in self._spec.kernels
+            if name in self.kernel_values
+        }
         self.sparsity_masks = {}
         if self.preserve_sparsity:
             for name in self._spec.kernels:
@@ -228,6 +339,14 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
             mask.assign(ops.cast(ops.not_equal(kernel, 0.0), mask.dtype))
 
+    def capture_kernel_values(self) -> None:
+        """Snaps the kernels to their declared values (cluster-preserving QAT) for inference."""
+        for name, snapped in self.snapped_kernels.items():
+            snapped.assign(self._snapped(name, ops.convert_to_tensor(getattr(self.layer, name))))
+
+    def _snapped(self, name: str, kernel):
+        return snap(kernel, self.kernel_values[name]["values"], self.kernel_values[name]["axis"])
+
     @property
     def quantized_kernels(self) -> dict[str, int | None]:
         """`{kernel attribute: per-channel axis, or None for per-tensor}`."""
@@ -236,10 +355,16 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
     def _bias(self):
         return ops.convert_to_tensor(self.layer.bias) if getattr(self.layer, "use_bias", False) else None
 
-    def _kernels(self, scale=None) -> dict:
+    def _kernels(self, scale=None, training=False) -> dict:
         kernels = {}
         for name in self._spec.kernels:
             kernel = ops.convert_to_tensor(getattr(self.layer, name))
+            if name in self.snapped_kernels:  # cluster-preserving QAT: snap before the mask and the BN fold
+                if training:  # kept as a variable: the converter cannot fold the snapping ops
+                    kernel = self._snapped(name, kernel)
+                    self.snapped_kernels[name].assign(ops.stop_gradient(kernel))
+                else:
+                    kernel = ops.convert_to_tensor(self.snapped_kernels[name])
             if name in self.sparsity_masks:
                 kernel = kernel * self.sparsity_masks[name]
             if scale is not None and name == self._spec.folded:
@@ -249,7 +374,8 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
 
     def _quantize(self, kernels: dict) -> dict:
         axes = self.quantized_kernels
-        return {name: quantize_weight(kernel, axes[name]) for name, kernel in kernels.items()}
+        reshape = self._spec.as_tflite or (lambda kernel: kernel)
+        return {name: quantize_weight(reshape(kernel), axes[name]) for name, kernel in kernels.items()}
 
     def folded_weights(self) -> tuple[dict, object]:
         """The float kernels and bias TFLite's int8 kernel is quantized from (BN folded, masks applied)."""
@@ -277,6 +403,9 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
                 hidden = self.intermediate_quantizer(hidden, training=training)
             outputs = ops.conv(hidden, kernels["pointwise_kernel"], strides=1, padding="valid", data_format="channels_last")
             return outputs if bias is None else outputs + bias
+        if isinstance(layer, keras.layers.Conv1D):
+            outputs = _conv1d(layer, inputs, kernels["kernel"])
+            return outputs if bias is None else outputs + bias
         replaced = {id(getattr(layer, name)): value for name, value in kernels.items()}
         has_bias = getattr(layer, "use_bias", False)
         if has_bias:
@@ -292,12 +421,12 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
         bn = self.batch_norm
         bias = self._bias()
         if bn is None:
-            outputs = self._linear(inputs, self._quantize(self._kernels()), bias, training)
+            outputs = self._linear(inputs, self._quantize(self._kernels(training=training)), bias, training)
         elif training and bn.trainable:
-            float_outputs = self._linear(inputs, self._kernels(), bias, training, quantize_intermediate=False)
+            float_outputs = self._linear(inputs, self._kernels(training=training), bias, training, quantize_intermediate=False)
             mean, variance = bn_folding.batch_statistics(float_outputs)
             bn_folding.update_moving_statistics(bn, mean, variance)
-            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn)))
+            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn), training=training))
             factor, shift = bn_folding.training_correction(bn, mean, variance, bias)
             outputs = self._linear(inputs, kernels, None, training) * factor + shift
         else:
@@ -305,31 +434,9 @@ class QuantizeWrapper(_ActivationStage, keras.layers.Wrapper):
             outputs = self._linear(inputs, kernels, bn_folding.folded_bias(bn, bias), training)
         return self._activate(outputs, training)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            batch_norm=_serialize(self.batch_norm),
-            activation=_serialize(self.activation),
-            quantize_output=self.quantize_output,
-            preserve_sparsity=self.preserve_sparsity,
-            ema_decay=self.ema_decay,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
-        config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
-        batch_norm = _deserialize(config.pop("batch_norm"), custom_objects)
-        activation = _deserialize(config.pop("activation"), custom_objects)
-        return cls(layer, batch_norm=batch_norm, activation=activation, **config)
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
+class QuantizeOutput(_ActivationStage):
     """Runs a weightless layer (Add, Multiply, Concatenate, GlobalAveragePooling, ...) and quantizes its output.
 
     Args:
@@ -339,41 +446,21 @@ class QuantizeOutput(_ActivationStage, keras.layers.Wrapper):
         ema_decay: decay of the moving output range.
     """
 
+    _sublayer_args = ("activation",)
+    _config_args = ("quantize_output", "ema_decay")
+
     def __init__(self, layer, activation=None, quantize_output: bool = True, ema_decay: float = 0.99, **kwargs):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.ema_decay = float(ema_decay)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._init_activation(activation, quantize_output, ema_decay)
         if not self._activation_spec.fusable:
             raise ValueError(f"Expected a fusable activation (linear, relu, relu6). Received: {self.activation_kind!r}")
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._build_quantizers()
-        self.built = True
-
     def call(self, inputs, training=None, **kwargs):
         return self._activate(self.layer(inputs, **kwargs), training)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(activation=_serialize(self.activation), quantize_output=self.quantize_output, ema_decay=self.ema_decay)
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects=None):
-        config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
-        activation = _deserialize(config.pop("activation"), custom_objects)
-        return cls(layer, activation=activation, **config)
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
+class QuantizeActivation(_ActivationStage):
     """An activation layer on its own int8 kernel: its output quantized (over a fixed range where TFLite fixes it).
 
     Args:
@@ -383,16 +470,8 @@ class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
     """
 
     def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.ema_decay = float(ema_decay)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._init_activation(layer, True, ema_decay)
-
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self._build_quantizers()
-        self.built = True
 
     def call(self, inputs, training=None):
         spec = self._activation_spec
@@ -400,17 +479,9 @@ class QuantizeActivation(_ActivationStage, keras.layers.Wrapper):
         quantizer = self.output_quantizer if spec.fusable else self.activation_quantizer
         return quantizer(outputs, training=training)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["ema_decay"] = self.ema_decay
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class QuantizeRescaling(keras.layers.Wrapper):
+class QuantizeRescaling(_Wrapper):
     """A `Rescaling` on images as TFLite can run it in int8: a 1x1 depthwise convolution.
 
     TFLite has no int8 kernel for a float constant multiply-add, so the scale
@@ -420,9 +491,7 @@ class QuantizeRescaling(keras.layers.Wrapper):
     def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
         if not isinstance(layer, keras.layers.Rescaling):
             raise TypeError(f"Expected a Rescaling layer. Received: {type(layer).__name__}")
-        kwargs.setdefault("name", f"quant_{layer.name}")
-        super().__init__(layer, **kwargs)
-        self.ema_decay = float(ema_decay)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape):
@@ -446,15 +515,14 @@ class QuantizeRescaling(keras.layers.Wrapper):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["ema_decay"] = self.ema_decay
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kstruct")
-class FloatPassthrough(keras.layers.Wrapper):
+class FloatPassthrough(_Wrapper):
     """A layer kstruct cannot quantize, left in float; its output is quantized for the int8 layers after it.
+
+    Any layer fits: several inputs (MultiHeadAttention's query and value), its own
+    keyword arguments, no `compute_output_shape` (a user's custom layer): the call
+    is forwarded as made, and the layer builds itself on it.
 
     Args:
         layer: the layer, run as is.
@@ -462,30 +530,23 @@ class FloatPassthrough(keras.layers.Wrapper):
         ema_decay: decay of the moving output range.
     """
 
+    _prefix = "float_"
+    _config_args = ("reason", "ema_decay")
+
     def __init__(self, layer, reason: str = "", ema_decay: float = 0.99, **kwargs):
-        kwargs.setdefault("name", f"float_{layer.name}")
-        super().__init__(layer, **kwargs)
+        super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.reason = str(reason)
-        self.ema_decay = float(ema_decay)
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
+        # The wrapped layer builds on its first call, from all of its inputs: a build
+        # from one shape fails for layers such as MultiHeadAttention.
         self.output_quantizer.build()
         self.built = True
 
-    def call(self, inputs, training=None, **kwargs):
-        outputs = self.layer(inputs, training=training, **kwargs)
+    def call(self, *args, **kwargs):
+        outputs = self.layer(*args, **kwargs)
         # One float tensor gets an int8 range; several outputs, or integer ones, stay as they are.
         if hasattr(outputs, "dtype") and keras.backend.is_float_dtype(outputs.dtype):
-            return self.output_quantizer(outputs, training=training)
+            return self.output_quantizer(outputs)
         return outputs
-
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(reason=self.reason, ema_decay=self.ema_decay)
-        return config

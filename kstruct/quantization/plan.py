@@ -133,6 +133,10 @@ def plan_model(model: keras.Model, fold_batch_norm: bool = True) -> dict[str, La
         if name in plans or layer is None or isinstance(layer, keras.layers.InputLayer):
             continue
         shared = graph.calls.get(name, 0) > 1
+        if kernel_spec(layer) is not None and kernel_spec(layer).folded is None:
+            # A custom layer declaring its int8 weights: its own output range, nothing folded into it.
+            plans[name] = LayerPlan("weighted", quantize_output=not _feeds_concatenate(graph, layers, name))
+            continue
         if kernel_spec(layer) is not None:
             if getattr(layer, "data_format", "channels_last") != "channels_last":
                 plans[name] = LayerPlan("float", reason="channels_first layers are not quantized; use channels_last")
@@ -196,7 +200,14 @@ def _unsupported_reason(layer, fold_batch_norm: bool) -> str:
             return "BatchNormalization folding is off in this scheme"
         return "BatchNormalization not directly after a Conv/Dense layer it could be folded into"
     if activation_name(layer) is not None:
-        return f"activation {activation_name(layer)!r} has no int8 TFLite kernel kstruct simulates"
+        return f"activation {activation_name(layer)!r} is not int8-native: QAT keeps it in float"
     if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation, keras.layers.Softmax)):
         return "activation with settings kstruct does not quantize"
+    if not isinstance(layer, keras.layers.Layer):
+        return "a Keras op in the graph, not a layer"
+    if type(layer).__module__.split(".")[0] != "keras":
+        return (
+            f"custom layer {type(layer).__name__} runs in float; to quantize it, declare its int8 weights "
+            "with a `kstruct_quantize` attribute (see kstruct.quantization.declared_spec)"
+        )
     return f"{type(layer).__name__} is not supported by int8 QAT"

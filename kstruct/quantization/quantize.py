@@ -7,12 +7,14 @@ import warnings
 import keras
 
 from kstruct._graph import check_graph_model, copy_compile, fresh_copy
+from kstruct.quantization.kernel_values import KERNEL_VALUES_ATTRIBUTE, declared_kernel_values
 from kstruct.quantization.layers import (
     FloatPassthrough,
     QuantizeActivation,
     QuantizeOutput,
     QuantizeRescaling,
     QuantizeWrapper,
+    kernel_spec,
 )
 from kstruct.quantization.plan import LayerPlan, plan_model
 from kstruct.quantization.quantizers import FakeQuant
@@ -77,11 +79,21 @@ def _without_pruning_wrappers(model: keras.Model) -> keras.Model:
 
 
 def _as_functional(model: keras.Model) -> keras.Model:
-    """A functional model with the same layers (fresh copies, same weights) as a Sequential one."""
+    """A plain functional model computing what `model` does.
+
+    A Sequential one gets fresh copies of its layers (same weights). A subclass of
+    the functional API (keras-hub's backbones) is re-wrapped over the same layers:
+    its own config holds its constructor arguments, not the graph.
+    """
     if not isinstance(model, keras.Sequential):
-        return model
+        if "layers" in model.get_config():
+            return model
+        return keras.Model(model.input, model.output, name=model.name)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
+    for original, copied in zip(model.layers, clone.layers):  # cluster-preserving QAT: keep the declarations
+        if hasattr(original, KERNEL_VALUES_ATTRIBUTE):
+            setattr(copied, KERNEL_VALUES_ATTRIBUTE, getattr(original, KERNEL_VALUES_ATTRIBUTE))
     source = model.inputs[0]
     inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{model.name}_input")
     outputs = inputs
@@ -121,6 +133,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                 quantize_output=plan.quantize_output,
                 preserve_sparsity=preserve_sparsity,
                 ema_decay=decay,
+                kernel_values=declared_kernel_values(layer, kernel_spec(layer).kernels),
             )
         if plan.kind == "output":
             activation = fresh_copy(layers[plan.activation]) if plan.activation else None
@@ -142,6 +155,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                 new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
             if preserve_sparsity:
                 new_layer.capture_sparsity()
+            new_layer.capture_kernel_values()
         elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
             target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
             target.set_weights(original.get_weights())

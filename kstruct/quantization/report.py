@@ -54,7 +54,7 @@ def _weighted_detail(wrapper: QuantizeWrapper) -> str:
     if wrapper.batch_norm is not None:
         parts.append(f"folded {wrapper.batch_norm.name}")
     if wrapper.activation is not None:
-        how = "fused" if wrapper._activation_spec.fusable else "quantized"
+        how = "fused" if wrapper._activation_spec.fusable else ("float" if wrapper.float_activation else "quantized")
         parts.append(f"{how} {wrapper.activation_kind} ({wrapper.activation.name})")
     return ", ".join(parts)
 
@@ -67,6 +67,15 @@ def _entries(model: keras.Model, report: QuantizationReport) -> None:
             report.skipped.append(LayerEntry(layer.layer.name, type(layer.layer).__name__, layer.reason))
         elif isinstance(layer, QuantizeWrapper):
             report.quantized.append(LayerEntry(layer.layer.name, type(layer.layer).__name__, _weighted_detail(layer)))
+            if layer.float_activation:
+                report.skipped.append(
+                    LayerEntry(
+                        layer.activation.name,
+                        "Activation",
+                        f"activation {layer.activation_kind!r} is not int8-native: QAT keeps it in float between the int8 output of {layer.layer.name} "
+                        "and a requantized output (the converter may split it into int8 ops it calibrates)",
+                    )
+                )
         elif isinstance(layer, QuantizeOutput):
             fused = f", fused {layer.activation_kind} ({layer.activation.name})" if layer.activation is not None else ""
             report.quantized.append(LayerEntry(layer.layer.name, type(layer.layer).__name__, "output range" + fused))

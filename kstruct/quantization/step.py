@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kstruct.errors import StrategyError
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
 from kstruct.step import Step, StepResult
@@ -23,16 +24,21 @@ def _keras_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(predictions.argmax(-1) == labels.reshape(-1)))
 
 
-def _integer_target(context: StepContext, target: str | None) -> str:
-    """The step's own target, else the context's when it is a full-integer one, else "int8"."""
-    import tflite_export
+def _integer_target(step, context: StepContext) -> str:
+    """The target the step's int8 file is made and checked for; refuses a float one up front.
 
-    if target is not None:
-        return target
-    spec = tflite_export.TARGET_TABLE.get(context.target)
-    if spec is not None and spec.quantize == "int8":
-        return context.target
-    return INT8_TARGET
+    A QAT model converted for a float target keeps every fake quantization as a
+    QUANTIZE/DEQUANTIZE pair, and a PTQ file is integer whatever it is called: so
+    both steps need an integer export target, and say so before any training.
+    """
+    for where, target in (("optimize(target=...)", context.target), (f"{step.name}(target=...)", step.target)):
+        if target is not None and target not in step.targets:
+            raise StrategyError(
+                f"`{step.name}` makes an integer TFLite file, so it needs an integer target: one of "
+                f"{step.targets}. Received: {where} = {target!r}. Use target='int8', or drop "
+                f"`{step.name}` from the strategy for a {target} file."
+            )
+    return step.target or context.target
 
 
 def _check_epochs(epochs):
@@ -53,37 +59,46 @@ class QAT(Step):
         epochs: fine-tuning epochs (default: the strategy's `epochs`).
         preserve_sparsity: keep zeros from pruning exactly zero (default True).
         target: the integer TFLite target to check against (default: the
-            strategy's target if it is a full-integer one, else "int8").
+            strategy's target).
+        distill: fine-tune from the teacher's class scores as well as the labels.
+
+    Raises:
+        StrategyError: when the strategy's target or `target` is not one of
+            `targets` (float32, dynamic, float16, gpu, int16x8), before any training.
     """
 
     name = "qat"
     trains = True
     quantizes = True
-    targets = INTEGER_TARGETS
+    targets = INTEGER_TARGETS  # the export targets it can serve: its fake quantization is int8's
 
-    def __init__(self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None):
+    def __init__(
+        self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None,
+        distill: bool = False,
+    ):
         self.epochs = _check_epochs(epochs)
+        self.distill = bool(distill)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.target = target
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export
 
+        target = _integer_target(self, context)
         qat_model = quantize(model, preserve_sparsity=self.preserve_sparsity)
-        context.fit(qat_model, epochs=self.epochs or context.epochs)
-        target = _integer_target(context, self.target)
+        context.fit(qat_model, epochs=self.epochs or context.epochs, distill=self.distill)
         blob = tflite_export.convert(qat_model, target, representative_data=context.representative_inputs())
         x, y = context.validation.arrays()
-        keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
-        tflite_predictions = np.asarray(tflite_export.predict(blob, x))
         report = quantization_report(qat_model)
-        notes = {
-            "target": target,
-            "keras_qat_accuracy": _keras_accuracy(qat_model, x, y),
-            "int8_accuracy": float(tflite_export.evaluate(blob, x, y)),
-            "top1_agreement": float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
-            "float_layers": {entry.name: entry.detail for entry in report.skipped},
-        }
+        notes = {"target": target, "float_layers": {entry.name: entry.detail for entry in report.skipped}}
+        if len(qat_model.outputs) == 1:  # a multi-output model's figures are per output, in the stage report
+            keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
+            tflite_predictions = np.asarray(tflite_export.predict(blob, x))
+            notes.update(
+                keras_qat_accuracy=_keras_accuracy(qat_model, x, y),
+                int8_accuracy=float(tflite_export.evaluate(blob, x, y)),
+                top1_agreement=float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
+            )
         return StepResult(model=qat_model, notes=notes, tflite=blob if target == context.target else None)
 
 
@@ -94,13 +109,16 @@ class PTQ(Step):
 
     Args:
         samples: calibration inputs drawn from the training data (at most 200).
-        target: the integer TFLite target (default: the strategy's target if it
-            is a full-integer one, else "int8").
+        target: the integer TFLite target (default: the strategy's target).
+
+    Raises:
+        StrategyError: when the strategy's target or `target` is not one of
+            `targets` (a float file from ptq would be int8 all the same).
     """
 
     name = "ptq"
     quantizes = True
-    targets = INTEGER_TARGETS
+    targets = (*INTEGER_TARGETS, "int16x8")
 
     def __init__(self, *, samples: int = 200, target: str | None = None):
         if isinstance(samples, bool) or int(samples) < 1:
@@ -111,12 +129,10 @@ class PTQ(Step):
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export
 
-        target = _integer_target(context, self.target)
+        target = _integer_target(self, context)
         blob = tflite_export.convert(model, target, representative_data=context.representative_inputs(self.samples))
         x, y = context.validation.arrays()
-        notes = {
-            "target": target,
-            "keras_accuracy": _keras_accuracy(model, x, y),
-            "int8_accuracy": float(tflite_export.evaluate(blob, x, y)),
-        }
-        return StepResult(model=model, notes=notes, tflite=blob)
+        notes = {"target": target}
+        if len(model.outputs) == 1:  # a multi-output model's figures are per output, in the stage report
+            notes.update(keras_accuracy=_keras_accuracy(model, x, y), int8_accuracy=float(tflite_export.evaluate(blob, x, y)))
+        return StepResult(model=model, notes=notes, tflite=blob if target == context.target else None)

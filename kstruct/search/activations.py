@@ -4,7 +4,9 @@
 arithmetic: for the integer targets, as an int8 op with no DEQUANTIZE/QUANTIZE
 pair around it (which would run it in float on the CPU). The int8 rows were
 checked by converting a one-layer model per activation (tests/search/
-test_activations.py repeats that check): `elu` converts to
+test_activations.py repeats that check). The integer rows come from QAT's table
+(`kstruct.quantization.activations.INT8_NATIVE`), so `search(...) + qat` never
+picks an activation that QAT leaves in float: `elu` converts to
 DEQUANTIZE -> ELU -> QUANTIZE, so it is float on int8, micro and edgetpu;
 `hard_silu` becomes HARD_SWISH and `leaky_relu` LEAKY_RELU, neither of which is on
 the Edge TPU op list. `gelu` is left out of the gpu row: the GPU analyzer accepts
@@ -13,8 +15,18 @@ it, but delegates have refused files it called compatible (tensorflow#84043).
 
 from __future__ import annotations
 
+from kstruct.quantization.activations import INT8_NATIVE
+
 _FLOAT = ("relu", "relu6", "leaky_relu", "hard_silu", "silu", "elu", "tanh", "sigmoid", "gelu", "hard_sigmoid")
-_INT8 = ("relu", "relu6", "leaky_relu", "hard_silu", "silu", "tanh", "sigmoid", "gelu", "hard_sigmoid")
+
+
+def _integer(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names` less any activation QAT would leave in float."""
+    return tuple(name for name in names if name in INT8_NATIVE)
+
+
+_INT8 = _integer(_FLOAT)
+
 
 NATIVE_ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "float32": _FLOAT,
@@ -23,8 +35,8 @@ NATIVE_ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "int8": _INT8,
     "int16x8": _INT8,
     "gpu": ("relu", "relu6", "leaky_relu", "hard_silu", "silu", "elu", "tanh", "sigmoid", "hard_sigmoid"),
-    "edgetpu": ("relu", "relu6", "silu", "tanh", "sigmoid", "hard_sigmoid"),
-    "micro": ("relu", "relu6", "leaky_relu", "hard_silu", "silu", "tanh", "sigmoid", "hard_sigmoid"),
+    "edgetpu": _integer(("relu", "relu6", "silu", "tanh", "sigmoid", "hard_sigmoid")),
+    "micro": _integer(("relu", "relu6", "leaky_relu", "hard_silu", "silu", "tanh", "sigmoid", "hard_sigmoid")),
 }
 
 # Keras spells some activations two ways; the search uses one name for each.

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from kstruct.errors import KstructError
+from kstruct.params import count_params
 
 BUDGET_KEYS = ("tflite_bytes", "latency_ms", "params")
 _UNITS = {"tflite_bytes": " bytes", "latency_ms": " ms", "params": " parameters"}
@@ -95,11 +96,6 @@ class Budget:
 
 def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def count_params(model: keras.Model) -> int:
-    """Parameters of the deployed network: weights and normalization statistics, no optimizer state."""
-    return int(sum(math.prod(w.shape) for w in model.weights))
 
 
 def measure(

@@ -121,7 +121,7 @@ def run(
     trial_settings = TrialSettings(
         budget=limits,
         target=target,
-        representative=train.arrays(limit=CALIBRATION_SAMPLES)[0],
+        representative=train.sample_inputs(CALIBRATION_SAMPLES),
         early_stopping=early_stopping and tuner != "hyperband",
         screen=screen,
         latency_runs=latency_runs,

@@ -48,3 +48,35 @@ def calibrate(model, x, batches: int = 2):
     for batch in np.array_split(x, batches):
         model(batch, training=True)
     return model
+
+
+def output_step(blob: bytes) -> float:
+    """The scale of the file's (first) int8 output: one step of its grid."""
+    return float(interpreter(blob).get_output_details()[0]["quantization"][0])
+
+
+def assert_within_one_step(blob: bytes, qat_model, x, *, steps: int = 1, exact: float = 0.95) -> None:
+    """The file's outputs equal the QAT model's up to rounding: at most `steps` int8 steps apart, an `exact` fraction equal."""
+    import tflite_export
+
+    expected = np.asarray(qat_model.predict(x, verbose=0))
+    actual = np.asarray(tflite_export.predict(blob, x))
+    step = output_step(blob)
+    np.testing.assert_allclose(actual, expected, atol=step * (steps + 0.01) + 1e-6, rtol=0)
+    equal = np.mean(np.isclose(actual, expected, atol=1e-5, rtol=0))
+    assert equal >= exact, f"only {equal:.1%} of the outputs are equal"
+
+
+def fresh_python(code: str, **env) -> "subprocess.CompletedProcess":
+    """Runs `code` in a new interpreter that sees this checkout of kstruct (extra environment in `env`)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import kstruct
+
+    root = str(Path(kstruct.__file__).resolve().parents[1])
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env)
+    environment["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)

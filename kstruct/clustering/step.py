@@ -1,0 +1,77 @@
+"""The `cluster` strategy step: wrap, fine-tune the centroids, strip, count the values."""
+
+from __future__ import annotations
+
+import keras
+
+from kstruct.clustering.centroids import check_init
+from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
+from kstruct.step import Step, StepResult
+from kstruct.training import StepContext
+
+
+class Cluster(Step):
+    """Weight clustering: each kernel keeps `n_clusters` shared values, fine-tuned with `fit`.
+
+    Clustering shrinks the gzipped file, not the raw one: a float or int8 kernel
+    stores every weight either way, but one holding 16 values compresses well.
+    The returned model is stripped (plain layers) and declares each kernel's
+    values, so a following `qat` keeps them. The notes hold the distinct values
+    per layer (per output channel with `per_channel`).
+
+    Args:
+        n_clusters: values per kernel (per output channel with `per_channel`), >= 2.
+        init: "kmeans++", "linear", "density" or "random".
+        per_channel: one set of centroids per output channel.
+        preserve_sparsity: keep the zeros of a previous `prune` exactly zero.
+        epochs: fine-tuning epochs (default: optimize's `epochs`).
+        layers: which layers to cluster (a name, a regex, a list of them);
+            DepthwiseConv2D only when named.
+        distill: fine-tune from the teacher's class scores as well as the labels.
+    """
+
+    name = "cluster"
+    trains = True
+    positional = ("n_clusters",)
+
+    def __init__(
+        self,
+        n_clusters: int = 16,
+        *,
+        init: str = "kmeans++",
+        per_channel: bool = False,
+        preserve_sparsity: bool = True,
+        epochs: int | None = None,
+        layers: str | list[str] | None = None,
+        distill: bool = False,
+    ):
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
+            raise ValueError(f"Expected `n_clusters` to be an integer >= 2. Received: n_clusters={n_clusters!r}")
+        if epochs is not None and (isinstance(epochs, bool) or int(epochs) < 1):
+            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
+        self.n_clusters = n_clusters
+        self.init = check_init(init)
+        self.per_channel = bool(per_channel)
+        self.preserve_sparsity = bool(preserve_sparsity)
+        self.epochs = None if epochs is None else int(epochs)
+        self.layers = layers
+        self.distill = bool(distill)
+
+    def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        wrapped = cluster(
+            model,
+            self.n_clusters,
+            init=self.init,
+            per_channel=self.per_channel,
+            preserve_sparsity=self.preserve_sparsity,
+            layers=self.layers,
+        )
+        context.fit(wrapped, epochs=self.epochs or context.epochs, distill=self.distill)
+        stripped = strip(wrapped)
+        counted = {wrapper.layer.name for wrapper in wrappers(wrapped)}
+        counts = distinct_values(stripped, per_channel=self.per_channel)
+        notes = {
+            "distinct_values": {name: n for name, n in counts.items() if name.split("/")[0] in counted},
+            "distinct_values_per": "output channel (largest)" if self.per_channel else "kernel",
+        }
+        return StepResult(model=context.compile(stripped), notes=notes)

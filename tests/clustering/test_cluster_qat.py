@@ -1,0 +1,160 @@
+"""Cluster-preserving QAT: values counted in the int8 kernels read back from the TFLite file."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tflite_export
+
+import kstruct
+from kstruct import clustering
+from kstruct.quantization import quantize
+from tests.conftest import compiled
+from tests.quantization.qat_helpers import weight_tensors
+
+
+def bn_cnn(name="bn_cnn"):
+    return compiled(
+        keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(8, 3, strides=2, use_bias=False, name="conv"),
+                keras.layers.BatchNormalization(name="bn"),
+                keras.layers.ReLU(name="relu"),
+                keras.layers.Flatten(name="flatten"),
+                keras.layers.Dense(32, activation="relu", name="hidden"),
+                keras.layers.Dense(10, activation="softmax", name="out"),
+            ],
+            name=name,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def digits(small_mnist):
+    (x, y), (xt, yt) = small_mnist
+    return (x[:320], y[:320]), (xt[:100], yt[:100])
+
+
+@pytest.fixture(scope="module")
+def base(digits):
+    (x, y), _ = digits
+    model = bn_cnn()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    return model
+
+
+def _per_channel_counts(tensor) -> list[int]:
+    values = tensor["values"]  # TFLite stores conv filters (out, h, w, in)
+    return [np.unique(values[c]).size for c in range(values.shape[0])]
+
+
+def _optimize(base, digits, strategy):
+    (x, y), validation = digits
+    return kstruct.optimize(base, strategy, train_data=(x, y), validation_data=validation, epochs=1, verbose=0)
+
+
+def test_cluster_then_qat_keeps_the_clusters_in_the_int8_file(base, digits):
+    result = _optimize(base, digits, "cluster(16) + qat")
+    cluster_stage, qat_stage = result.report.stages[1], result.report.stages[2]
+    assert cluster_stage.notes["distinct_values"] == {"conv": 16, "hidden": 16, "out": 16}
+    dense = weight_tensors(result.tflite, "FULLY_CONNECTED")
+    assert [np.dtype(t["dtype"]).name for t in dense] == ["int8", "int8"]
+    # Dense kernels are quantized per tensor: the whole kernel keeps its 16 values.
+    assert [np.unique(t["values"]).size for t in dense] == [16, 16]
+    (conv,) = weight_tensors(result.tflite, "CONV_2D")
+    # The conv is BN-folded and quantized per channel: each channel keeps at most 16.
+    assert max(_per_channel_counts(conv)) <= 16
+    assert qat_stage.notes["top1_agreement"] >= 0.995
+
+
+def test_without_the_declared_values_qat_scatters_the_clusters(base, digits):
+    """The control for the test above: the same stripped model, its declaration removed, loses the clusters."""
+    (x, y), _ = digits
+    clustered = clustering.cluster(base, 16)
+    clustered.fit(x, y, epochs=1, verbose=0)
+    stripped = clustering.strip(clustered)
+    for layer in stripped.layers:
+        if hasattr(layer, clustering.KERNEL_VALUES_ATTRIBUTE):
+            delattr(layer, clustering.KERNEL_VALUES_ATTRIBUTE)
+    qat = quantize(stripped)
+    qat.fit(x, y, epochs=1, verbose=0)
+    blob = tflite_export.convert(qat, "int8", representative_data=x[:50])
+    assert [np.unique(t["values"]).size > 16 for t in weight_tensors(blob, "FULLY_CONNECTED")] == [True, True]
+
+
+def test_per_channel_clusters_survive_bn_folding_and_per_channel_int8(base, digits):
+    result = _optimize(base, digits, "cluster(4, per_channel=true) + qat")
+    (conv,) = weight_tensors(result.tflite, "CONV_2D")
+    counts = _per_channel_counts(conv)
+    assert max(counts) <= 4 and len(counts) == 8
+    assert result.report.stages[1].notes["distinct_values_per"] == "output channel (largest)"
+
+
+def test_prune_cluster_qat_keeps_zeros_and_clusters_in_the_int8_file(base, digits):
+    result = _optimize(base, digits, "prune(0.75) + cluster(16) + qat")
+    dense = weight_tensors(result.tflite, "FULLY_CONNECTED")
+    (conv,) = weight_tensors(result.tflite, "CONV_2D")
+    for tensor in [*dense, conv]:
+        assert np.mean(tensor["values"] == 0) == pytest.approx(0.75, abs=0.01)
+    # Zero is one of the at most 16 values (two centroids may round to one int8 value).
+    assert all(8 <= np.unique(t["values"]).size <= 16 for t in dense), [np.unique(t["values"]).size for t in dense]
+    assert max(_per_channel_counts(conv)) <= 16
+
+
+def test_cluster_step_prints_back_in_the_grammar():
+    strategy = kstruct.Strategy.parse("cluster(8, init='linear', per_channel=true, epochs=2) + qat")
+    assert str(strategy) == "cluster(8, init='linear', per_channel=true, epochs=2) + qat"
+    assert str(kstruct.Strategy.parse("cluster")) == "cluster(16)"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cluster(1)", "Expected `n_clusters` to be an integer >= 2. Received: n_clusters=1"),
+        ("cluster(16, init='km')", "Expected `init` to be one of ('kmeans++', 'linear', 'density', 'random')"),
+    ],
+)
+def test_bad_cluster_arguments_are_refused_in_the_strategy(text, message):
+    with pytest.raises(kstruct.StrategyError) as raised:
+        kstruct.Strategy.parse(text)
+    assert message in str(raised.value)
+
+
+def test_qat_model_keeps_its_declared_values_through_keras_saving(base, digits, tmp_path):
+    (x, y), _ = digits
+    clustered = clustering.cluster(base, 8, per_channel=True)
+    qat = quantize(clustering.strip(clustered))
+    qat.fit(x, y, epochs=1, verbose=0)
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.models.load_model(tmp_path / "qat.keras")
+    np.testing.assert_allclose(loaded.predict(x[:50], verbose=0), qat.predict(x[:50], verbose=0), atol=1e-6)
+    loaded.fit(x, y, epochs=1, verbose=0)
+    blob = tflite_export.convert(loaded, "int8", representative_data=x[:50])
+    (conv,) = weight_tensors(blob, "CONV_2D")
+    assert max(_per_channel_counts(conv)) <= 8
+
+
+@pytest.mark.slow
+def test_console_script_runs_prune_cluster_qat(base, digits, tmp_path):
+    (x, y), (xt, yt) = digits
+    base.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", x=x, y=y, x_val=xt, y_val=yt)
+    kstruct_script = Path(sys.executable).with_name("kstruct")
+    done = subprocess.run(
+        [str(kstruct_script), "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5) + cluster(8) + qat",
+         "--data", str(tmp_path / "data.npz"), "--epochs", "1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    cluster_stage = next(stage for stage in report["stages"] if stage["stage"].startswith("cluster"))
+    assert cluster_stage["notes"]["distinct_values"] == {"conv": 8, "hidden": 8, "out": 8}
+    blob = (tmp_path / "out" / "model.tflite").read_bytes()
+    dense = weight_tensors(blob, "FULLY_CONNECTED")
+    assert [np.unique(t["values"]).size for t in dense] == [8, 8]
+    assert [float(np.mean(t["values"] == 0)) for t in dense] == pytest.approx([0.5, 0.5], abs=0.01)

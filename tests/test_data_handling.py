@@ -1,0 +1,198 @@
+"""Data in the forms users have, checked up front with one clear error each, through kstruct.optimize."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kstruct
+from kstruct.errors import DataError, KstructError, PruningError
+from kstruct.training import StepContext, TrainingData, split_validation
+
+RNG = np.random.default_rng(0)
+
+
+def _classifier(classes: int = 3) -> keras.Model:
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="out")(hidden), name="clf")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _data(n: int = 48, classes: int = 3):
+    return RNG.random((n, 6)).astype("float32"), RNG.integers(0, classes, n)
+
+
+def _repeating(n: int = 40):
+    return tf.data.Dataset.from_tensor_slices(_data(n)).batch(8).repeat()
+
+
+def test_infinite_dataset_without_validation_data_is_one_clear_error():
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=_repeating(), target="float32")
+    assert str(err.value) == (
+        "`train_data` is an infinite dataset, so it cannot double as validation data. Pass a finite "
+        "validation_data=... (and steps_per_epoch=...)."
+    )
+
+
+def test_infinite_dataset_without_steps_per_epoch_is_one_clear_error():
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=_repeating(), validation_data=_data(10),
+                         target="float32")
+    assert str(err.value) == (
+        "`train_data` is an infinite dataset (it repeats forever), so an epoch never ends. Pass "
+        "steps_per_epoch=... (how many batches make an epoch) and a finite validation_data=..., "
+        "or take a finite part of it with dataset.take(n)."
+    )
+
+
+def test_infinite_dataset_trains_with_steps_per_epoch_and_validation_data():
+    result = kstruct.optimize(_classifier(), "prune(0.5)", train_data=_repeating(), steps_per_epoch=12,
+                              validation_data=_data(10), epochs=1, target="float32", verbose=0)
+    assert result.report.settings["steps_per_epoch"] == 12
+    assert result.report.final.sparsity == pytest.approx(0.5, abs=0.02)
+
+
+def test_nan_in_training_data_names_the_array_and_the_count():
+    x, y = _data()
+    x[3, 2], x[5, 1] = np.nan, np.inf
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=(x, y), target="float32")
+    assert str(err.value) == (
+        "`train_data` inputs contain 1 NaN and 1 inf values (of 288). Remove or impute them before "
+        "optimizing: they make training diverge and int8 calibration fail."
+    )
+
+
+def test_nan_in_one_input_of_validation_data_names_that_input():
+    image, vector = keras.Input((4,), name="image"), keras.Input((3,), name="vec")
+    model = keras.Model([image, vector], keras.layers.Dense(2, activation="softmax")(keras.layers.Concatenate()([image, vector])))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    xv = {"image": np.zeros((10, 4), "float32"), "vec": np.zeros((10, 3), "float32")}
+    xv["vec"][0, 0] = np.nan
+    train = ({"image": np.zeros((20, 4), "float32"), "vec": np.zeros((20, 3), "float32")}, np.zeros(20, "int32"))
+    with pytest.raises(DataError, match=r"^`validation_data` inputs\['vec'\] contain 1 NaN and 0 inf values \(of 30\)"):
+        kstruct.optimize(model, "prune(0.5)", train_data=train, validation_data=(xv, np.zeros(10, "int32")))
+
+
+def test_labels_out_of_range_for_sparse_categorical_loss_give_the_range():
+    x, y = _data()
+    y[0], y[1] = 3, -1
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=(x, y), target="float32")
+    assert str(err.value) == (
+        "`train_data` labels must be class indices in [0, 2] (sparse_categorical_crossentropy, 3 output "
+        "units). Received: labels in [-1, 3], 2 of them outside. Remap the labels, or give the output one "
+        "unit per class."
+    )
+
+
+def test_tokens_outside_the_embedding_vocabulary_are_refused():
+    model = keras.Sequential([
+        keras.Input((5,), dtype="int32"),
+        keras.layers.Embedding(10, 4, name="tokens"),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = RNG.integers(0, 10, (40, 5))
+    x[7, 1] = 12
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(model, "prune(0.5)", train_data=(x, RNG.integers(0, 3, 40)), target="float32")
+    assert str(err.value) == (
+        "`train_data` inputs hold token ids in [0, 12], but Embedding `tokens` has input_dim=10 (ids 0..9). "
+        "Map unknown tokens to a reserved id, or raise input_dim."
+    )
+
+
+def _mse(y_true, y_pred):  # a plain function: its compile config does not load back by itself
+    return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+
+def test_metrics_of_a_model_compiled_with_a_plain_python_loss_are_kept():
+    inputs = keras.Input((6,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Dense(8, name="hidden")(inputs)))
+    model.compile("adam", loss=_mse, metrics=["mae"])
+    x = RNG.random((48, 6)).astype("float32")
+    result = kstruct.optimize(model, "prune(0.5)", train_data=(x, x[:, :2]), epochs=2, batch_size=8,
+                              target="float32", verbose=0)
+    scores = result.model.evaluate(x, x[:, :2], verbose=0, return_dict=True)
+    assert set(scores) == {"loss", "mae"}
+    assert result.report.final.metric == "_mse"
+
+
+def test_an_unloadable_custom_metric_says_what_to_pass_and_passing_it_works():
+    def my_metric(y_true, y_pred):
+        return keras.ops.mean(keras.ops.abs(y_true - y_pred))
+
+    inputs = keras.Input((6,), name="features")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+    model.compile("adam", loss="mse", metrics=[my_metric])
+    x = RNG.random((48, 6)).astype("float32")
+    with pytest.raises(KstructError) as err:
+        kstruct.optimize(model, "prune(0.5)", train_data=(x, x[:, :2]), epochs=2, batch_size=8, target="float32", verbose=0)
+    assert str(err.value) == (
+        f"kstruct compiles each new model as model `{model.name}` was compiled, but its compile config does not "
+        "load back: Could not locate function 'my_metric'. Decorate the custom loss or metric with "
+        "@keras.saving.register_keras_serializable(), or pass it to optimize (metrics=[...], loss=...)."
+    )
+    result = kstruct.optimize(model, "prune(0.5)", train_data=(x, x[:, :2]), epochs=2, batch_size=8,
+                              target="float32", metrics=[my_metric], verbose=0)
+    assert set(result.model.evaluate(x, x[:, :2], verbose=0, return_dict=True)) == {"loss", "my_metric"}
+
+
+def test_hold_out_is_a_seeded_random_sample_not_the_last_rows():
+    x = np.arange(100, dtype="float32")[:, None]
+    y = (np.arange(100) >= 50).astype("int32")  # sorted by class: the last 10 rows are all class 1
+    train, validation = split_validation(TrainingData((x, y)))
+    again, same = split_validation(TrainingData((x, y)))
+    held = validation.source[0][:, 0]
+    assert len(held) == 10 and set(validation.source[1]) == {0, 1}
+    assert np.array_equal(held, same.source[0][:, 0])
+    assert sorted(np.concatenate([held, train.source[0][:, 0]])) == list(range(100))
+
+
+def test_calibration_samples_are_drawn_from_the_whole_training_set():
+    x = np.arange(1000, dtype="float32")[:, None]
+    data = TrainingData((x, np.zeros(1000)))
+    context = StepContext(train=data, validation=data)
+    samples = context.representative_inputs(200)[:, 0]
+    assert len(set(samples)) == 200 and samples.max() > 800
+    assert np.array_equal(samples, context.representative_inputs(200)[:, 0])
+
+
+def test_dict_inputs_with_wrong_keys_name_the_model_inputs():
+    image, vector = keras.Input((4,), name="image"), keras.Input((3,), name="vec")
+    model = keras.Model([image, vector], keras.layers.Dense(2)(keras.layers.Concatenate()([image, vector])))
+    model.compile("adam", "mse")
+    x = {"img": np.zeros((10, 4), "float32"), "vec": np.zeros((10, 3), "float32")}
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(model, "prune(0.5)", train_data=(x, np.zeros((10, 2), "float32")))
+    assert str(err.value) == (
+        "`train_data` inputs are a dict with keys ['img', 'vec'], but model `"
+        f"{model.name}` has inputs named ['image', 'vec']. Key the arrays by input name."
+    )
+
+
+def test_prune_on_too_little_data_fails_naming_the_fix():
+    with pytest.raises(PruningError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=_data(20), epochs=1, target="float32", verbose=0)
+    assert str(err.value) == (
+        "prune(0.5) reached 0.0% sparsity, not 50%: its schedule had only 1 optimizer step(s) (1 epoch(s) of "
+        "1 batch(es)). Give it more steps: more training data, more epochs (epochs=...), or a smaller batch_size."
+    )
+
+
+def test_a_dataset_of_unknown_size_is_counted_once_for_the_schedule():
+    x, y = _data(40)
+
+    def batches():
+        for start in range(0, 40, 8):
+            yield x[start : start + 8], y[start : start + 8]
+
+    spec = (tf.TensorSpec((None, 6), tf.float32), tf.TensorSpec((None,), tf.int64))
+    data = TrainingData(tf.data.Dataset.from_generator(batches, output_signature=spec))
+    assert int(data.source.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    assert data.steps_per_epoch() == 5 and data.steps_per_epoch() == 5

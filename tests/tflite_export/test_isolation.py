@@ -1,0 +1,77 @@
+"""The child process that keeps a native crash (converter, LiteRT) out of the user's process."""
+
+import operator
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import tflite_export
+from tflite_export import ExportError
+from tflite_export._isolate import run_isolated
+
+
+def test_segfault_in_the_child_becomes_an_export_error_naming_the_signal():
+    with pytest.raises(ExportError) as caught:
+        run_isolated(signal.raise_signal, signal.SIGSEGV, what="The test step", hint="Do something else.")
+    assert str(caught.value) == (
+        "The test step crashed (SIGSEGV, signal 11) in a child process; your Python process is unharmed. "
+        "Do something else."
+    )
+
+
+def test_child_result_comes_back():
+    assert run_isolated(operator.add, b"ab", b"cd", what="x") == b"abcd"
+
+
+def test_exception_in_the_child_is_raised_again_in_the_parent():
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        run_isolated(int, "not a number", what="x")
+
+
+def test_child_that_exits_without_a_result_is_an_export_error():
+    with pytest.raises(ExportError, match=r"^The test step failed in a child process \(exit code 3; its log is above\)\.$"):
+        run_isolated(os._exit, 3, what="The test step")
+
+
+def test_nan_calibration_data_is_refused_before_the_converter_runs(tiny_dense):
+    x = np.random.default_rng(0).random((16, 8)).astype("float32")
+    x[5, 2] = np.nan
+    with pytest.raises(ExportError) as caught:
+        tflite_export.convert(tiny_dense, "int8", representative_data=x)
+    assert str(caught.value).startswith("representative_data holds NaN or infinite values (sample 5, 1 of 16 samples)")
+
+
+def test_nan_weights_are_refused_before_the_converter_runs(tiny_dense):
+    import keras
+
+    model = keras.models.clone_model(tiny_dense)
+    kernel, bias = tiny_dense.layers[0].get_weights()
+    kernel[0, 0] = np.nan
+    model.layers[0].set_weights([kernel, bias])
+    x = np.random.default_rng(0).random((16, 8)).astype("float32")
+    with pytest.raises(ExportError, match=r"^The model's weights hold NaN values \(.*kernel.*\): training diverged"):
+        tflite_export.convert(model, "int8", representative_data=x)
+
+
+@pytest.mark.slow
+def test_isolated_conversion_gives_the_same_file_as_in_process(tiny_dense):
+    x = np.random.default_rng(0).random((16, 8)).astype("float32")
+    in_process = tflite_export.convert(tiny_dense, "int8", representative_data=x, isolate=False)
+    isolated = tflite_export.convert(tiny_dense, "int8", representative_data=x, isolate=True)
+    assert tflite_export.analyze(isolated).ops == tflite_export.analyze(in_process).ops
+    assert [t.dtype for t in tflite_export.analyze(isolated).inputs] == ["int8"]
+    np.testing.assert_array_equal(tflite_export.predict(isolated, x), tflite_export.predict(in_process, x))
+
+
+def test_isolated_litert_run_gives_the_same_outputs(tiny_dense):
+    blob = tflite_export.convert(tiny_dense, "float32")
+    x = np.random.default_rng(0).random((5, 8)).astype("float32")
+    np.testing.assert_array_equal(tflite_export.predict(blob, x, isolate=True), tflite_export.predict(blob, x))
+
+
+def test_isolated_litert_error_is_raised_again_in_the_parent(tiny_dense):
+    blob = tflite_export.convert(tiny_dense, "float32")
+    with pytest.raises(ExportError, match=r"^x has shape \(2, 3\); the model expects inputs of shape \(None, 8\)"):
+        tflite_export.predict(blob, np.zeros((2, 3), "float32"), isolate=True)

@@ -1,0 +1,160 @@
+"""Recurrent models (LSTM, GRU, SimpleRNN, Bidirectional) convert for every target that can run them.
+
+Keras 3 runs them as a WHILE loop; TF 2.21's int8 calibrator segfaults on it, and
+the GPU delegate has no WHILE kernel. `convert` unrolls them for those targets.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tflite_export
+from tflite_export import CompatibilityError, ExportError
+
+VOCAB, STEPS, UNITS = 50, 8, 8
+
+
+def text_model(kind: str):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    recurrent = {
+        "lstm": lambda: keras.layers.LSTM(UNITS),
+        "gru": lambda: keras.layers.GRU(UNITS),
+        "simple_rnn": lambda: keras.layers.SimpleRNN(UNITS),
+        "bidirectional_gru": lambda: keras.layers.Bidirectional(keras.layers.GRU(UNITS)),
+    }[kind]()
+    return keras.Sequential(
+        [
+            keras.Input((STEPS,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, UNITS),
+            recurrent,
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return np.random.default_rng(0).integers(0, VOCAB, (32, STEPS)).astype("int32")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn", "bidirectional_gru"])
+def test_int8_file_is_unrolled_integer_and_matches_keras(kind, tokens):
+    model = text_model(kind)
+    weights = [w.copy() for w in model.get_weights()]
+    blob = tflite_export.convert(model, "int8", representative_data=tokens)
+
+    analysis = tflite_export.analyze(blob)
+    assert "WHILE" not in analysis.ops
+    assert {"FULLY_CONNECTED", "TANH"} <= set(analysis.ops)
+    assert [t.dtype for t in analysis.inputs] == ["int32"]  # token ids stay ids
+    assert [t.dtype for t in analysis.outputs] == ["int8"]
+    # Activations are int8. The converter leaves one constant chain in float for the
+    # backward GRU (DEQUANTIZE -> SPLIT of the bias -> QUANTIZE), computed from constants only.
+    floats = [name for name, dtype in analysis.tensors_not_int8_int32 if dtype == "float32"]
+    assert all("dequantize" in name or "split" in name for name in floats), floats
+    assert set(analysis.dtype_counts) <= {"int8", "int32", "bool", "float32"}, analysis.dtype_counts
+    expected = model.predict(tokens, verbose=0)
+    np.testing.assert_allclose(tflite_export.predict(blob, tokens), expected, atol=0.02)
+    # The user's model is untouched: still a loop, same weights.
+    recurrent = model.layers[1]
+    inner = getattr(recurrent, "forward_layer", recurrent)
+    assert inner.unroll is False
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("target, activations", [("int16x8", "int16"), ("micro", "int8")])
+def test_lstm_on_float_sequences_converts_for_int16x8_and_micro(target, activations):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((STEPS, 4)), keras.layers.LSTM(UNITS), keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).random((32, STEPS, 4)).astype("float32")
+    blob = tflite_export.convert(model, target, representative_data=x)
+    analysis = tflite_export.analyze(blob)
+    assert "WHILE" not in analysis.ops and "LOGISTIC" in analysis.ops
+    assert max(analysis.dtype_counts, key=analysis.dtype_counts.get) == activations
+    np.testing.assert_allclose(tflite_export.predict(blob, x), model.predict(x, verbose=0), atol=0.01)
+
+
+def test_float_targets_keep_the_loop_and_match_keras_exactly(tokens):
+    model = text_model("lstm")
+    blob = tflite_export.convert(model, "float32")
+    assert "WHILE" in tflite_export.analyze(blob).ops
+    np.testing.assert_allclose(tflite_export.predict(blob, tokens), model.predict(tokens, verbose=0), atol=1e-5)
+
+
+def test_gpu_target_refuses_the_unrolled_lstm_naming_layer_and_working_targets():
+    with pytest.raises(CompatibilityError) as caught:
+        tflite_export.convert(text_model("lstm"), "gpu")
+    message = str(caught.value)
+    assert "UNPACK is not supported by the GPU delegate" in message
+    assert "the model's recurrent layers ['lstm" in message
+    assert "recurrent layers convert for target='float32', 'dynamic', 'float16', 'int8' or 'int16x8'" in message
+    assert caught.value.ops == ("UNPACK",)
+
+
+@pytest.mark.slow
+def test_the_rolled_lstm_segfault_in_calibration_is_an_error_not_a_dead_process(tokens):
+    """The crash the unrolling avoids, reproduced through the isolation path: this process survives it."""
+    import importlib
+
+    import tensorflow as tf
+
+    from tflite_export._isolate import run_isolated
+
+    convert_module = importlib.import_module("tflite_export.convert")
+    model = text_model("lstm")
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, STEPS), "int32")
+    )
+    samples = [row[None] for row in tokens]
+    frozen = convert_module._freeze(concrete)
+    try:
+        blob = run_isolated(
+            convert_module._convert_frozen, *frozen, "int8", "int8", samples, False, False, what="The converter"
+        )
+    except ExportError as error:  # TF 2.21: SIGSEGV in the calibrator
+        assert str(error).startswith("The converter crashed (SIGSEGV, signal 11) in a child process")
+    else:  # a TensorFlow that calibrates WHILE loops: then the file must be a real int8 file
+        assert "WHILE" in tflite_export.analyze(blob).ops
+
+
+_OPTIMIZE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, keras, kstruct, tflite_export
+    sys.path.insert(0, {test_dir!r})
+    from test_rnn import text_model, VOCAB, STEPS
+    model = text_model(sys.argv[1])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, VOCAB, (96, STEPS)).astype("int32")
+    y = (x[:, 0] % 3).astype("int32")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    result = kstruct.optimize(model, "prune(0.5) + qat", train_data=(x, y), epochs=1, target="int8", verbose=0)
+    analysis = tflite_export.analyze(result.tflite)
+    diff = np.abs(tflite_export.predict(result.tflite, x) - result.model.predict(x, verbose=0)).max()
+    print(json.dumps({{"ops": analysis.ops, "output": analysis.outputs[0].dtype, "max_diff": float(diff),
+                      "agreement": result.report.final.agreement}}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_optimize_prune_then_qat_to_int8_on_embedding_lstm_never_crashes(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_OPTIMIZE_SCRIPT.format(test_dir=os.path.dirname(__file__)))
+    process = subprocess.run([sys.executable, str(script), "lstm"], capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]  # -11 was the bug
+    outcome = json.loads(process.stdout.strip().splitlines()[-1])
+    assert "WHILE" not in outcome["ops"]
+    assert outcome["output"] == "int8"
+    assert outcome["agreement"] >= 0.9
+    assert outcome["max_diff"] < 0.05
