@@ -7,7 +7,8 @@ Two models, each trained `--epochs` epochs from the same seed:
 
 Then, from the trained weights: `prune_channels(ratio)` (masks tightening over the first 60% of the
 fine-tuning steps, then `strip`, the surgery) and, on the residual CNN, `drop_blocks(n)` after it; each
-stage fine-tunes `--finetune` epochs. Every stage is measured in this one run, on this CPU: test accuracy,
+stage fine-tunes `--finetune` epochs. The last row trains the final small architecture from scratch for the
+same total epochs. Every stage is measured in this one run, on this CPU: test accuracy,
 params, MACs, TFLite float32 and int8 (full-integer) bytes, and single-image LiteRT latency on 1 thread
 (median of `--runs`). The CPU model and its int8-relevant flags are printed first: compare like with like.
 
@@ -135,6 +136,12 @@ def main() -> None:
                                          data=(x[-500:], y[-500:]))
             blocks = finetune(blocks, data, args.finetune)
             rows.append(measure(f"prune_channels({r}) + drop_blocks({args.drop})", blocks, data, args.runs))
+            channels, total = blocks, args.epochs + 2 * args.finetune
+        else:
+            total = args.epochs + args.finetune
+        # Pruning must earn its keep: the final small architecture, freshly initialized, trained as long.
+        scratch = finetune(keras.models.clone_model(channels), data, total)
+        rows.append(measure(f"same small architecture from scratch ({total} epochs)", scratch, data, args.runs))
         print(table(model_name, rows), flush=True)
 
 

@@ -9,7 +9,7 @@ from kstruct.pruning import drop_blocks, removable_blocks, score_blocks
 
 
 def tiny_resnet(blocks=3) -> keras.Model:
-    """A stem, `blocks` residual blocks (conv-BN-relu-conv + identity), a pooled head; one block has a raw-op add."""
+    """A stem, `blocks` residual blocks (conv-BN-relu-conv + identity), then an Add of two projections (no shortcut)."""
     inputs = keras.Input((8, 8, 2))
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
     for i in range(blocks):
@@ -42,7 +42,8 @@ def test_drop_blocks_by_name_removes_the_layers_and_keeps_the_other_weights():
     smaller = drop_blocks(model, names=["b1_add"])
     names = [layer.name for layer in smaller.layers]
     assert not any(name.startswith("b1_") for name in names) and "b0_add" in names and "b2_add" in names
-    np.testing.assert_array_equal(smaller.get_layer("b2_conv1").kernel.numpy(), model.get_layer("b2_conv1").kernel.numpy())
+    kept = smaller.get_layer("b2_conv1").kernel.numpy()
+    np.testing.assert_array_equal(kept, model.get_layer("b2_conv1").kernel.numpy())
     # Zero the branch's last conv: the block adds nothing, so removing it changes no prediction.
     quiet = tiny_resnet()
     quiet.set_weights(model.get_weights())
