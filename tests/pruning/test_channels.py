@@ -282,3 +282,26 @@ def test_raw_op_merges_and_two_input_models_strip_exactly(build):
     masked, stripped, diff = _prune_fit_strip(build())
     assert diff <= 1e-5
     assert stripped.count_params() < build().count_params()
+
+
+@keras.saving.register_keras_serializable(package="kstruct_tests")
+class Doubler(keras.layers.Layer):
+    """A custom layer: the channel analysis cannot know what it does to channels."""
+
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def test_a_custom_layer_freezes_the_groups_it_touches_and_strip_leaves_them_whole():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    x = Doubler(name="custom")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(x), name="custom_net")
+    (frozen,) = [g for g in channel_groups(model) if g.producers == ["a"]]
+    assert frozen.reasons == ["custom (Doubler): kstruct cannot follow channels through this layer"]
+    masked, stripped, diff = _prune_fit_strip(model)
+    assert diff <= 1e-5
+    assert _widths(stripped) == {"a": 4, "b": 3, "out": 3}
+    assert type(stripped.get_layer("custom")) is Doubler
