@@ -12,7 +12,7 @@ same total epochs. Every stage is measured in this one run, on this CPU: test ac
 params, MACs, TFLite float32 and int8 (full-integer) bytes, and single-image LiteRT latency on 1 thread
 (median of `--runs`). The CPU model and its int8-relevant flags are printed first: compare like with like.
 
-Run: `python benchmarks/channel_pruning.py` (add `--quick` for a smoke run).
+Run: `python benchmarks/channel_pruning.py` (3 seeds; `--seeds 1 --quick` for a smoke run).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import platform
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tflite_export  # noqa: E402
 
 from kstruct import pruning  # noqa: E402
@@ -111,16 +112,30 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--round-to", type=int, default=4)
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds, each a full run")
     parser.add_argument("--quick", action="store_true", help="1 epoch each, 1000 images: a smoke run")
     args = parser.parse_args()
     data = load_mnist_5k()
     if args.quick:
         (x, y), test = data
         data, args.epochs, args.finetune, args.runs = ((x[:1000], y[:1000]), test), 1, 1, 20
-    keras.utils.set_random_seed(args.seed)
     print(f"CPU: {cpu()}; LiteRT 1 thread, median of {args.runs} single-image runs; keras {keras.__version__} "
           f"({keras.backend.backend()}); MNIST-5k: {len(data[0][0])} train / {len(data[1][0])} test images")
+    accuracies: dict[tuple[str, str], list[float]] = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        keras.utils.set_random_seed(seed)
+        for model_name, rows in run_models(args, data):
+            print(table(f"{model_name}, seed {seed}", rows), flush=True)
+            for row in rows:
+                accuracies.setdefault((model_name, row["stage"]), []).append(row["accuracy"])
+    print(f"\naccuracy over {args.seeds} seed(s): mean (min - max)\n| model | stage | accuracy |\n|---|---|---|")
+    for (model_name, stage), values in accuracies.items():
+        print(f"| {model_name} | {stage} | {np.mean(values):.2%} ({min(values):.2%} - {max(values):.2%}) |")
+
+
+def run_models(args, data):
+    """Yields (model name, measured rows) for the example CNN and the residual CNN, from the current seed."""
     r = args.ratio
     for model_name, build in (("example CNN", example_cnn),
                               ("residual CNN", lambda: residual_cnn(args.width, args.blocks))):
@@ -142,8 +157,7 @@ def main() -> None:
         # Pruning must earn its keep: the final small architecture, freshly initialized, trained as long.
         scratch = finetune(keras.models.clone_model(channels), data, total)
         rows.append(measure(f"same small architecture from scratch ({total} epochs)", scratch, data, args.runs))
-        print(table(model_name, rows), flush=True)
-
+        yield model_name, rows
 
 if __name__ == "__main__":
     main()
