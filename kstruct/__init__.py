@@ -23,6 +23,8 @@ _EXPORTS = {
     "Step": "kstruct.step",
     "StepResult": "kstruct.step",
     "Prune": "kstruct.pruning.step",
+    "PruneChannels": "kstruct.pruning.channels_step",
+    "DropBlocks": "kstruct.pruning.blocks_step",
     "QAT": "kstruct.quantization.step",
     "PTQ": "kstruct.quantization.step",
     "Search": "kstruct.search.step",

@@ -7,7 +7,7 @@ import keras
 from kstruct.pruning.blocks import CRITERIA, check_block_count, drop_blocks, removable_blocks, score_blocks
 from kstruct.pruning.channels_step import context_loss, size_notes
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 SCORING_SAMPLES = 512
 

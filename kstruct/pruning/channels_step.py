@@ -10,7 +10,7 @@ from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_chann
 from kstruct.pruning.channels_criteria import CRITERIA
 from kstruct.pruning.step import Prune
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 TAYLOR_SAMPLES = 128
 

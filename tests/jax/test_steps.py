@@ -23,6 +23,8 @@ JAX_CHECKED = {
     "search": "test_search.py::test_a_search_trial_trains_on_jax_and_is_measured_as_an_int8_file",
     "cluster": "test_steps.py::test_cluster_trains_on_jax_and_strips_to_its_values",
     "distill": "test_steps.py::test_distill_trains_a_student_from_its_teacher_on_jax",
+    "prune_channels": "test_steps.py::test_prune_channels_trains_on_jax_and_strips_exactly",
+    "drop_blocks": "test_steps.py::test_drop_blocks_removes_a_residual_block_on_jax",
 }
 
 
@@ -77,3 +79,31 @@ def test_distill_trains_a_student_from_its_teacher_on_jax(small_mnist):
     losses = [float(v) for v in history.history["loss"]]
     assert losses and all(np.isfinite(losses))
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, student.get_weights()))
+
+
+@requires_jax
+def test_prune_channels_trains_on_jax_and_strips_exactly():
+    from kstruct.pruning import prune_channels, strip
+    from tests.graph import zoo
+
+    model = zoo.resnet_style()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = zoo.sample(model, 16), np.arange(16) % 3
+    masked = prune_channels(model, 0.5, criterion="taylor", data=(x, y))
+    masked.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    stripped = strip(masked)
+    assert stripped.get_layer("stem").filters == 4
+    assert np.max(np.abs(masked.predict(x, verbose=0) - stripped.predict(x, verbose=0))) <= 1e-5
+
+
+@requires_jax
+def test_drop_blocks_removes_a_residual_block_on_jax():
+    from kstruct.pruning import drop_blocks, removable_blocks
+    from tests.graph import zoo
+
+    model = zoo.resnet_style()
+    blocks = removable_blocks(model)
+    assert blocks
+    smaller = drop_blocks(model, 1)
+    assert smaller.count_params() < model.count_params()
+    assert smaller.predict(zoo.sample(model, 4), verbose=0).shape == model.predict(zoo.sample(model, 4), verbose=0).shape
