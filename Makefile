@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/kstruct demo --out out --overwrite
 
+# The whole suite on TensorFlow, then the core subset (tests/jax) on JAX in a second process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not jax"
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m jax tests/jax
 
 # Run exported files on LiteRT's GPU accelerator (Vulkan). No GPU? `sudo make gpu-driver` installs
 # Mesa's lavapipe, a Vulkan device made of CPU; then `make gpu-check`.

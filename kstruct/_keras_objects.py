@@ -22,6 +22,7 @@ import warnings
 MODULES = (
     "kstruct.pruning.schedules",
     "kstruct.pruning.wrapper",
+    "kstruct.pruning.channels_wrapper",
     "kstruct.quantization.quantizers",
     "kstruct.quantization.layers",
     "kstruct.clustering.wrapper",

@@ -12,15 +12,15 @@ import keras
 import tflite_export
 
 from kstruct._layer_stats import compare_layers
-from kstruct.data_checks import check_data
+from kstruct._data_checks import check_data
 from kstruct.errors import DataError, KstructError
-from kstruct.measure import measure_stage
+from kstruct._measure import measure_stage
 from kstruct._graph import check_graph_model
 from kstruct.outputs import write_directory
 from kstruct.report import Report
 from kstruct.strategy import Strategy, as_strategy
-from kstruct.task import detect_tasks
-from kstruct.training import DEFAULT_EPOCHS, StepContext, TrainingData, compile_objects, count_rows, split_validation
+from kstruct._task import detect_tasks
+from kstruct._training import DEFAULT_EPOCHS, StepContext, TrainingData, compile_objects, count_rows, split_validation
 
 
 @dataclass
@@ -235,9 +235,9 @@ def optimize(
             blob = outcome.tflite if outcome.tflite is not None else convert(current)
             seconds = time.perf_counter() - started
             notes = {**outcome.notes, **_history_note(context.histories[fits:])}
-            report.stages.append(
-                measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
-            )
+            stage = measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
+            stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
+            report.stages.append(stage)
             _say(report.stages[-1].summary_line(target), verbose)
 
     if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not

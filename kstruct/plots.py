@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     from kstruct.report import Report
 
+__all__ = ["FIGURES", "figures", "save_figures", "stages_figure", "layers_figure", "training_figure"]
+
 FIGURES = ("stages", "layers", "training")
 
 

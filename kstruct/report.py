@@ -11,7 +11,7 @@ from typing import Any
 class StageReport:
     """Measurements of the model after one stage (the original model is stage 0).
 
-    Quality is measured as the model's task is judged (kstruct.task), on the
+    Quality is measured as the model's task is judged (kstruct._task), on the
     validation data, for the Keras model and its TFLite file for the target on
     LiteRT. The headline figures are the first output's; `outputs` holds every
     output's, by name.
@@ -30,6 +30,8 @@ class StageReport:
         mean_top1_margin: mean top-1 minus top-2 Keras output (classification): on a
             low-confidence model a small difference flips the argmax, so read the
             agreement next to it.
+        backend: the Keras backend that ran the stage's step (its training), so a
+            report says whether a model was trained on JAX; None for the original model.
     """
 
     stage: str
@@ -55,6 +57,7 @@ class StageReport:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     prunable_params: int | None = None
     not_prunable: list[str] = field(default_factory=list)
+    backend: str | None = None
 
     def summary_line(self, target: str) -> str:
         """One progress line for this stage."""
@@ -80,6 +83,7 @@ _COLUMNS = [
     ("gzip B", "tflite_gzip_bytes", "{:,}"),
     ("ms/img", "latency_ms", "{:.3f}"),
     ("time s", "seconds", "{:.1f}"),
+    ("backend", "backend", "{}"),
 ]
 
 

@@ -16,10 +16,10 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import keras
+if TYPE_CHECKING:  # keras only for annotations: importing it here would run kstruct's
+    import keras    # registration (kstruct/_keras_objects.py) while this module is half-made
 
-if TYPE_CHECKING:
-    from kstruct.training import StepContext
+    from kstruct._training import StepContext
 
 
 @dataclass

@@ -79,6 +79,8 @@ for _name, _where in (
     ("search", "kstruct.search.step:Search"),
     ("distill", "kstruct.distillation.step:Distill"),
     ("cluster", "kstruct.clustering.step:Cluster"),
+    ("prune_channels", "kstruct.pruning.channels_step:PruneChannels"),
+    ("drop_blocks", "kstruct.pruning.blocks_step:DropBlocks"),
 ):
     register_step(_name, _where)
 

@@ -64,7 +64,9 @@ def test_demo_console_script_trains_and_writes_a_ptq_int8_model(tmp_path):
     out = tmp_path / "demo"
     done = kstruct("demo", "--out", out, "--strategy", "ptq", "--epochs", "1")
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "model.tflite", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "layers.png", "model.keras", "model.tflite", "report.json", "report.md", "stages.png", "training.png"
+    ]
     assert json.loads((out / "report.json").read_text())["strategy"] == "ptq"
     analysis = tflite_export.analyze((out / "model.tflite").read_bytes())
     assert analysis.inputs[0].dtype == "int8"

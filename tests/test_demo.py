@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kstruct.demo import run_demo
+from kstruct._demo import run_demo
 
 
 @pytest.mark.slow

@@ -134,7 +134,7 @@ def test_the_graph_sees_relative_and_from_imports():
 def test_importing_a_submodule_counts_its_parent_packages():
     node = ast.parse("from kstruct.pruning.prune import prune").body[0]
     modules = _modules()
-    assert _imported("kstruct.measure", Path("kstruct/measure.py"), node, modules) == {
+    assert _imported("kstruct._measure", Path("kstruct/measure.py"), node, modules) == {
         "kstruct.pruning", "kstruct.pruning.prune"  # kstruct itself is measure's own package
     }
     relative = ast.parse("from . import masks").body[0]

@@ -5,7 +5,7 @@ cannot handle (SIGSEGV in the calibrator on a WHILE loop, an abort on NaN
 calibration data), it takes the whole Python process with it, and a notebook
 loses all its state. In a child process the same death becomes an `ExportError`.
 
-The child is a fresh interpreter (`sys.executable -m tflite_export._isolate`),
+The child is a fresh interpreter (`sys.executable` running `_child_main`),
 not `multiprocessing`'s fork or spawn: fork after TensorFlow has started its
 thread pools can deadlock, and spawn re-runs the user's `__main__` script
 (training included) when it lacks an `if __name__ == "__main__"` guard. The
@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from tflite_export.errors import ExportError
 
@@ -37,7 +37,14 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str = "") -> Any:
+def run_isolated(
+    function: Callable[..., Any],
+    *args: Any,
+    what: str,
+    hint: str = "",
+    env: Mapping[str, str] | None = None,
+    preload: Sequence[str] = (),
+) -> Any:
     """Returns `function(*args)` computed in a child Python process.
 
     `function` must be a module-level function and `args` picklable. An exception
@@ -49,16 +56,23 @@ def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str 
         *args: its arguments (bytes, arrays, strings: no live TensorFlow objects).
         what: the step, for the message: "The TFLite converter, converting for target='int8',".
         hint: what the user can do about it, appended to the message.
+        env: variables set in the child on top of this process's environment
+            (`{"KERAS_BACKEND": "tensorflow"}` to convert a model trained on JAX).
+        preload: modules the child imports before it runs `function`, e.g. the
+            ones that register custom Keras layers, so a `.keras` file naming
+            them loads there.
 
     Raises:
         ExportError: the child died (signal or exit without a result).
     """
-    payload = pickle.dumps((list(sys.path), function.__module__, function.__qualname__, args))
+    payload = pickle.dumps((list(sys.path), list(preload), function.__module__, function.__qualname__, args))
     with tempfile.TemporaryDirectory(prefix="tflite_export_") as tmp:
         result_path = os.path.join(tmp, "result.pkl")
         process = subprocess.run(
-            [sys.executable, "-m", "tflite_export._isolate", result_path],
+            # `-c`, not `-m tflite_export._isolate`: runpy warns when the package has already imported the module.
+            [sys.executable, "-c", "import sys; from tflite_export._isolate import _child_main; _child_main(sys.argv[1])", result_path],
             input=payload,
+            env=None if env is None else {**os.environ, **env},
             check=False,  # stdout/stderr inherited: the converter's and LiteRT's logs show as they would in-process
         )
         if process.returncode < 0:
@@ -79,12 +93,14 @@ def run_isolated(function: Callable[..., Any], *args: Any, what: str, hint: str 
 
 
 def _child_main(result_path: str) -> None:
-    path, module, qualname, args = pickle.loads(sys.stdin.buffer.read())
+    path, preload, module, qualname, args = pickle.loads(sys.stdin.buffer.read())
     sys.path[:] = path
-    function = importlib.import_module(module)
-    for name in qualname.split("."):
-        function = getattr(function, name)
     try:
+        for name in preload:
+            importlib.import_module(name)
+        function = importlib.import_module(module)
+        for name in qualname.split("."):
+            function = getattr(function, name)
         outcome = (True, function(*args))
     except Exception as error:  # sent back whole, raised again in the parent
         try:
@@ -94,7 +110,3 @@ def _child_main(result_path: str) -> None:
         outcome = (False, error)
     with open(result_path, "wb") as f:
         pickle.dump(outcome, f)
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1])

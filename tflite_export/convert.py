@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from tflite_export._isolate import run_isolated
 from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
+from tflite_export._via_tensorflow import convert_in_tensorflow_child
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
 from tflite_export import runtime
@@ -30,12 +31,6 @@ _NEEDS_FLEX = "ERROR_NEEDS_FLEX_OPS"
 def _load_keras_model(model: Any):
     import keras
 
-    if keras.backend.backend() != "tensorflow":
-        raise ExportError(
-            "TFLite export needs the TensorFlow backend (KERAS_BACKEND=tensorflow); the active "
-            f"backend is {keras.backend.backend()!r}. Save the model with model.save('model.keras') "
-            "and pass that file to convert() in a process that runs the TensorFlow backend"
-        )
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not path.endswith(".keras"):
@@ -252,8 +247,14 @@ def convert(
     sparse_weights: bool = False,
     strict: bool = False,
     isolate: bool | None = None,
+    preload: Sequence[str] = (),
 ) -> bytes:
-    """Converts a Keras 3 model (TensorFlow backend) to TFLite bytes for `target`.
+    """Converts a Keras 3 model to TFLite bytes for `target`.
+
+    On the TensorFlow backend the model is converted in this process. On any
+    other backend (JAX, PyTorch) it is saved to a temporary `.keras` file and
+    converted in a child process running the TensorFlow backend, which costs a
+    fresh `import tensorflow` per call (see `_via_tensorflow`).
 
     Args:
         model: a `keras.Model` whose inputs have static non-batch shapes, or a path
@@ -277,7 +278,11 @@ def convert(
             the child costs a fresh `import tensorflow` (4 s of CPU, 20+ s on a
             busy machine), too much to pay on every int8 conversion when the
             known crashes are prevented up front: recurrent layers are unrolled
-            and NaN calibration data or NaN weights are refused (see `_isolate`).
+            and NaN calibration data or weights are refused (see `_isolate`).
+            Off the TensorFlow backend the conversion always runs in a child.
+        preload: off the TensorFlow backend only: modules the child imports
+            before loading the model. The modules of the model's registered
+            custom classes are found and imported without being named here.
 
     Returns:
         The `.tflite` flatbuffer.
@@ -313,6 +318,13 @@ def convert(
     if samples is not None:
         _check_finite(samples)
         _check_no_nan_weights(keras_model)
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return convert_in_tensorflow_child(
+            keras_model, target, samples, preload=preload, hint=_crash_hint(spec, []),
+            batch_size=batch_size, io_dtype=io_dtype, allow_flex=allow_flex, sparse_weights=sparse_weights, strict=strict,
+        )
     unrolled: list[str] = []
     if spec.needs_data or spec.op_check is not None:  # a WHILE loop breaks calibration and delegates
         unrolled = rolled_recurrent_layers(keras_model)

@@ -79,6 +79,16 @@ GPU_OPS = frozenset(
     SUB SUM TANH TILE TRANSPOSE TRANSPOSE_CONV
     """.split()
 )
+# Ops on GPU_OPS that LiteRT's GPU accelerator fails on when the file is RUN, in every form we
+# built (`python benchmarks/gpu_op_table.py`, ai-edge-litert 2.3.0, Mesa 25 lavapipe; see
+# docs/deployment.md). The run is the authority: `check(blob, "gpu")` refuses these. Ops that
+# fail only in some forms (ADD_N with 3 inputs, ONE_HOT over a last dimension > 1) stay on the
+# table; `run_on_gpu` catches them.
+GPU_OPS_FAILING_AT_RUN = {
+    "CUMSUM": "LiteRT's GPU accelerator kills the process (SIGILL) over the last axis of a [1, 4, 4, 4] "
+    "tensor and returns wrong values over a [1, 64] one; compute a cumulative sum as a matmul with a "
+    "triangular matrix of ones instead",
+}
 # Custom ops the GPU delegate implements (same file, CheckCustomOpsGpuDelegateCompatibility).
 GPU_CUSTOM_OPS = frozenset(
     {"Convolution2DTransposeBias", "MaxPoolingWithArgmax2D", "MaxUnpooling2D", "Resampler"}

@@ -16,10 +16,13 @@ them is never prunable.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
-from kstruct._graph.graph import Graph, Node, Ref, tensor_refs
+import numpy as np
+
+from kstruct._graph.graph import Graph, Node, Ref, build, tensor_refs
 
 # Layer classes by how channels flow through them.
 WIDTH_LAYERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D",
@@ -321,3 +324,91 @@ def _kind(node: Node, graph: Graph) -> tuple[str, str]:
 def analyze(graph: Graph) -> ChannelAnalysis:
     """The channel groups of `graph` (parsed with shapes)."""
     return ChannelAnalysis(graph)
+
+
+# ----- surgery: a model with fewer channels -----------------------------------------
+
+
+def member_positions(member: Member, channels: int) -> np.ndarray:
+    """The positions along a member's axis that hold each group channel: shape (channels, k).
+
+    Channel c sits at `start + c * multiplier + j` (j < multiplier), once per Flatten
+    repeat, `stride` apart.
+    """
+    base = member.start + np.arange(channels)[:, None] * member.multiplier + np.arange(member.multiplier)[None, :]
+    tiles = [base + r * member.stride for r in range(member.repeats)]
+    return np.concatenate(tiles, axis=1)
+
+
+def kept_positions(analysis: ChannelAnalysis, signature: Signature | None, keep: dict) -> np.ndarray | None:
+    """Kept positions along a tensor's last axis, given kept channels per group root; None when all stay."""
+    if signature is None:
+        return None
+    parts, offset, changed = [], 0, False
+    for group, size, repeat in zip(signature.groups, signature.sizes, signature.repeats):
+        kept = keep.get(analysis.find(group))
+        if kept is None or len(kept) == size:
+            kept = np.arange(size)
+        else:
+            changed = True
+        parts.append((np.asarray(kept)[:, None] * repeat + np.arange(repeat)[None, :]).reshape(-1) + offset)
+        offset += size * repeat
+    if not changed:
+        return None
+    base = np.concatenate(parts)
+    if signature.spatial == 1:
+        return base
+    return (np.arange(signature.spatial)[:, None] * offset + base[None, :]).reshape(-1)
+
+
+def _take(array, indices, axis: int):
+    return array if indices is None else np.take(array, indices, axis=axis)
+
+
+def slice_weights(class_name: str, weights: list, inputs, outputs) -> list:
+    """A layer's weights keeping input positions `inputs` and output positions `outputs` (None: all)."""
+    if class_name.startswith("SeparableConv"):
+        depthwise, pointwise, *rest = weights
+        multiplier = depthwise.shape[-1]
+        expanded = None if inputs is None else (inputs[:, None] * multiplier + np.arange(multiplier)).reshape(-1)
+        pointwise = _take(_take(pointwise, expanded, -2), outputs, -1)
+        return [_take(depthwise, inputs, -2), pointwise] + [_take(b, outputs, 0) for b in rest]
+    if class_name.startswith("Depthwise"):
+        kernel, *rest = weights
+        return [_take(kernel, inputs, -2)] + [_take(b, outputs, 0) for b in rest]
+    if class_name in ("BatchNormalization", "LayerNormalization"):
+        return [_take(w, inputs, -1) for w in weights]
+    kernel, *rest = weights
+    if class_name.endswith("Transpose"):
+        return [_take(_take(kernel, inputs, -1), outputs, -2)] + [_take(b, outputs, 0) for b in rest]
+    return [_take(_take(kernel, inputs, -2), outputs, -1)] + [_take(b, outputs, 0) for b in rest]
+
+
+def narrow(model, graph: Graph, analysis: ChannelAnalysis, keep: dict):
+    """Rebuilds `model` (parsed as `graph`) keeping, per group root in `keep`, those channel indices.
+
+    Width layers get fewer filters/units, and every member's weights are sliced to
+    match; the original model is not modified. Returns the new model and its layers by name.
+    """
+    keep = {analysis.find(g): np.sort(np.asarray(k)) for g, k in keep.items()}
+    configs, weights = {}, {}
+    for node in graph.nodes:
+        if not node.is_layer:
+            continue
+        values = [np.asarray(w) for w in model.get_layer(node.name).get_weights()]
+        kind = analysis.kinds.get(node.name)
+        if kind in ("width", "channel") and values:
+            inputs = kept_positions(analysis, analysis.in_signatures[node.name], keep)
+            outputs = kept_positions(analysis, analysis.signatures.get(Ref(node.name)), keep)
+            if kind == "width" and outputs is not None:
+                config = copy.deepcopy(node.config)
+                config["config"]["units" if node.class_name == "Dense" else "filters"] = len(outputs)
+                configs[node.name] = config
+            if inputs is not None or outputs is not None:
+                values = slice_weights(node.class_name, values, inputs, outputs)
+        weights[node.name] = values
+    new_model, layers = build(graph, configs, {})
+    for name, layer in layers.items():
+        if weights.get(name):
+            layer.set_weights(weights[name])
+    return new_model, layers

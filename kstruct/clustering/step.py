@@ -7,7 +7,7 @@ import keras
 from kstruct.clustering.centroids import check_init
 from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 
 class Cluster(Step):

@@ -6,7 +6,7 @@ import keras
 
 from kstruct.distillation.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_settings, copy_model
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 
 class _KeepZeros(keras.constraints.Constraint):

@@ -111,6 +111,12 @@ def strip(model: keras.Model, *, check_updated: bool = True) -> keras.Model:
             which would silently leave them dense.
     """
     check_graph_model(model, "kstruct.pruning.strip")
+    from kstruct.pruning.channels import channel_wrappers, strip_channels  # channel surgery: its own module
+
+    if channel_wrappers(model):
+        model = strip_channels(model)
+        if not wrappers(model):
+            return model
     if check_updated:
         stale = never_updated(model)
         if stale:

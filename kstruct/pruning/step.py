@@ -8,7 +8,7 @@ from kstruct.errors import PruningError
 from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip, wrappers
 from kstruct.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 SCHEDULES = ("polynomial", "constant")
 MASK_UPDATES = 16  # how many times the mask is recomputed on the way to the target

@@ -9,7 +9,7 @@ from kstruct.errors import StrategyError
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 INT8_TARGET = "int8"
 # The full-integer targets (tflite_export rows with quantize="int8"); tests check the two agree.

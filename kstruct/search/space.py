@@ -30,7 +30,7 @@ import numpy as np
 
 from kstruct import _graph
 from kstruct._graph import Node, Ref, Signature, analyze, check_graph_model, copy_compile
-from kstruct._graph.channels import WIDTH_LAYERS
+from kstruct._graph.channels import WIDTH_LAYERS, slice_weights
 from kstruct.search.activations import canonical, native_activations
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -375,7 +375,7 @@ class SearchSpace(keras_tuner.HyperModel):
         out = self._indices(plan.out_signature, keep)
         if inp is None and out is None:
             return weights
-        return _slice(node.class_name, weights, inp, out)
+        return slice_weights(node.class_name, weights, inp, out)
 
     def summary(self) -> str:
         """A few lines: how many choices of each kind, and which layers they cover."""
@@ -408,27 +408,6 @@ def _filter_l1(node: Node, weights: list[np.ndarray]) -> np.ndarray | None:
     if cls.endswith("Transpose"):
         return np.abs(np.moveaxis(kernel, -2, -1)).reshape(-1, kernel.shape[-2]).sum(axis=0)
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
-
-
-def _take(array: np.ndarray, indices: np.ndarray | None, axis: int) -> np.ndarray:
-    return array if indices is None else np.take(array, indices, axis=axis)
-
-
-def _slice(cls: str, weights: list[np.ndarray], inp, out) -> list[np.ndarray]:
-    if cls.startswith("SeparableConv"):
-        depthwise, pointwise, *rest = weights
-        multiplier = depthwise.shape[-1]
-        expanded = None if inp is None else (inp[:, None] * multiplier + np.arange(multiplier)[None, :]).reshape(-1)
-        return [_take(depthwise, inp, -2), _take(_take(pointwise, expanded, -2), out, -1)] + [_take(b, out, 0) for b in rest]
-    if cls.startswith("Depthwise"):
-        kernel, *rest = weights
-        return [_take(kernel, inp, -2)] + [_take(b, out, 0) for b in rest]
-    if cls in ("BatchNormalization", "LayerNormalization"):
-        return [_take(w, inp, -1) for w in weights]
-    kernel, *rest = weights
-    if cls.endswith("Transpose"):
-        return [_take(_take(kernel, inp, -1), out, -2)] + [_take(b, out, 0) for b in rest]
-    return [_take(_take(kernel, inp, -2), out, -1)] + [_take(b, out, 0) for b in rest]
 
 
 def _check_widths(widths) -> list[float]:

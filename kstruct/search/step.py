@@ -14,7 +14,7 @@ from kstruct.search.run import run
 from kstruct.search.space import DEFAULT_WIDTHS, space
 from kstruct.search.tuner import TUNER_NAMES
 from kstruct.step import Step, StepResult
-from kstruct.training import StepContext
+from kstruct._training import StepContext
 
 
 class Search(Step):

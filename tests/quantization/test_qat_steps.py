@@ -5,7 +5,7 @@ import pytest
 
 from kstruct.quantization import PTQ, QAT, QuantizeWrapper
 from kstruct.step import Step
-from kstruct.training import StepContext, TrainingData
+from kstruct._training import StepContext, TrainingData
 from qat_helpers import float_fallback_ops, non_integer_tensors
 
 import tflite_export

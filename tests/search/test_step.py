@@ -4,7 +4,7 @@ import pytest
 
 from kstruct.search import Search
 from kstruct.step import Step
-from kstruct.training import StepContext, TrainingData
+from kstruct._training import StepContext, TrainingData
 from tests.search.conftest import tiny_cnn
 
 

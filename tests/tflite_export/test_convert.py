@@ -190,11 +190,22 @@ def test_float_targets_raise_no_warnings(tiny_dense):
         tflite_export.convert(tiny_dense, "float32")
 
 
-def test_other_backends_are_told_to_export_through_a_keras_file(tiny_dense, monkeypatch):
+def test_other_backends_refuse_a_custom_layer_the_tensorflow_child_cannot_import(monkeypatch):
+    # Off TensorFlow, convert() loads the model in a child process (tests/jax runs that path).
     import keras
 
+    @keras.saving.register_keras_serializable(package="convert_test")
+    class Scale(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    Scale.__module__ = "__main__"  # as if defined in the user's script
+    model = keras.Sequential([keras.Input((4,)), Scale(), keras.layers.Dense(2)])
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ExportError) as info:
-        tflite_export.convert(tiny_dense, "float32")
-    message = str(info.value)
-    assert "needs the TensorFlow backend" in message and "'jax'" in message and "model.save('model.keras')" in message
+        tflite_export.convert(model, "float32")
+    assert str(info.value) == (
+        "The model uses the custom class 'convert_test>Scale', defined in __main__; converting a model on the 'jax' "
+        "backend loads it in a TensorFlow child process, which cannot import your script. Move the class into an "
+        "importable module (keep @keras.saving.register_keras_serializable)"
+    )

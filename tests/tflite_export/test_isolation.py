@@ -25,6 +25,19 @@ def test_child_result_comes_back():
     assert run_isolated(operator.add, b"ab", b"cd", what="x") == b"abcd"
 
 
+def test_child_runs_with_the_extra_environment_on_top_of_this_one(monkeypatch):
+    monkeypatch.setenv("KSTRUCT_KEPT", "kept")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # as in a JAX process: the child must get tensorflow
+    assert run_isolated(os.getenv, "KERAS_BACKEND", what="x", env={"KERAS_BACKEND": "tensorflow"}) == "tensorflow"
+    assert run_isolated(os.getenv, "KSTRUCT_KEPT", what="x", env={"KERAS_BACKEND": "tensorflow"}) == "kept"
+
+
+def test_child_imports_the_preload_modules_before_the_function():
+    with pytest.raises(ModuleNotFoundError, match="No module named 'kstruct_no_such_module'"):
+        run_isolated(operator.add, 1, 2, what="x", preload=["kstruct_no_such_module"])
+    assert run_isolated(operator.add, 1, 2, what="x", preload=["json"]) == 3
+
+
 def test_exception_in_the_child_is_raised_again_in_the_parent():
     with pytest.raises(ValueError, match="invalid literal for int"):
         run_isolated(int, "not a number", what="x")

@@ -6,17 +6,16 @@ import gzip
 from typing import Any
 
 import keras
-import numpy as np
 import tflite_export
 
-from kstruct.params import count_nonzero_params, count_params
+from kstruct._params import count_nonzero_params, count_params
 from kstruct.pruning import sparsity
 from kstruct.report import StageReport
-from kstruct.task import OutputTask, labels_by_output, score
+from kstruct._task import OutputTask, labels_by_output, score
 
 
 def count_parameters(model: keras.Model) -> tuple[int, int]:
-    """(all parameters, non-zero parameters), with `Model.count_params` semantics (see kstruct.params)."""
+    """(all parameters, non-zero parameters), with `Model.count_params` semantics (see kstruct._params)."""
     return count_params(model), count_nonzero_params(model)
 
 
@@ -53,7 +52,7 @@ def measure_stage(
 ) -> StageReport:
     """Compares `blob` with `model` on the validation data, output by output, and benchmarks it.
 
-    Each output is scored as its task is judged (see kstruct.task); the stage's
+    Each output is scored as its task is judged (see kstruct._task); the stage's
     headline figures are the first output's.
     """
     pairs = list(tflite_export.paired_outputs(blob, model, x_val).values())

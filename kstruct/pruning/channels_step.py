@@ -1,0 +1,123 @@
+"""The `prune_channels` strategy step: rank, mask gradually while fine-tuning, then cut the channels out."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from kstruct.errors import PruningError
+from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_channels, strip_channels
+from kstruct.pruning.channels_criteria import CRITERIA
+from kstruct.pruning.step import Prune
+from kstruct.step import Step, StepResult
+from kstruct._training import StepContext
+
+TAYLOR_SAMPLES = 128
+
+
+def macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one sample through the Conv, Depthwise, Separable and Dense layers."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += macs(layer)
+            continue
+        kind = type(layer).__name__
+        if kind not in ("Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D",
+                        "SeparableConv1D", "SeparableConv2D") or not layer.built:
+            continue
+        positions = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) > 2 else 1
+        if kind.startswith("Separable"):
+            depthwise, pointwise = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
+            total += positions * (int(np.prod(depthwise)) + int(np.prod(pointwise)))
+        else:
+            total += positions * int(np.prod(layer.kernel.shape))
+    return total
+
+
+def widths(model: keras.Model) -> dict[str, int]:
+    """Filters or units of each Conv/Dense layer."""
+    found = {}
+    for layer in model.layers:
+        value = getattr(layer, "filters", None) or getattr(layer, "units", None)
+        if isinstance(value, int):
+            found[layer.name] = value
+    return found
+
+
+def size_notes(before: keras.Model, after: keras.Model) -> dict:
+    """Params, MACs and the widths that changed, for a step's report row."""
+    old, new = widths(before), widths(after)
+    return {
+        "params": [int(before.count_params()), int(after.count_params())],
+        "macs": [macs(before), macs(after)],
+        "widths": {name: f"{old[name]}->{new[name]}" for name in old if name in new and new[name] != old[name]},
+    }
+
+
+def context_loss(context: StepContext):
+    """The loss the user's model trains with (compiled, or given to optimize)."""
+    return context.compile_source.loss if context.compile_source is not None else context.loss
+
+
+class PruneChannels(Step):
+    """Structured pruning: remove `ratio` of each prunable channel group, for real (fewer filters/units).
+
+    The masks tighten over the first 60% of the fine-tuning steps (polynomial, as `prune`),
+    the rest recovers; the returned model is the smaller plain one.
+
+    Args:
+        ratio: fraction of each group's channels to remove, in [0, 1).
+        criterion: "l2", "bn" or "taylor" (see `kstruct.pruning.prune_channels`).
+        round_to: kept channels are a multiple of this.
+        epochs: fine-tuning epochs (default: optimize's `epochs`).
+        layers: which groups (by producer layer name or regex).
+        distill: fine-tune from the teacher's class scores as well as the labels.
+    """
+
+    name = "prune_channels"
+    trains = True
+    positional = ("ratio",)
+
+    def __init__(
+        self,
+        ratio: float | None = None,
+        *,
+        criterion: str = "l2",
+        round_to: int = 1,
+        epochs: int | None = None,
+        layers: str | list[str] | None = None,
+        distill: bool = False,
+    ):
+        if ratio is None:
+            raise ValueError("prune_channels needs a ratio, e.g. prune_channels(0.5).")
+        if criterion not in CRITERIA:
+            raise ValueError(f"Expected `criterion` to be one of {CRITERIA}. Received: criterion={criterion!r}")
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise ValueError(f"Expected `round_to` to be an integer >= 1. Received: round_to={round_to!r}")
+        if epochs is not None and int(epochs) < 1:
+            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
+        self.ratio = _check_ratio(ratio)
+        self.criterion = criterion
+        self.round_to = round_to
+        self.epochs = None if epochs is None else int(epochs)
+        self.layers = layers
+        self.distill = bool(distill)
+
+    def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        epochs = self.epochs or context.epochs
+        schedule = Prune(self.ratio).pruning_schedule(context.steps(epochs))
+        data = context.train.arrays(limit=TAYLOR_SAMPLES) if self.criterion == "taylor" else None
+        masked = prune_channels(
+            model, self.ratio, self.criterion, self.round_to, self.layers, schedule,
+            data=data, loss=context_loss(context),
+        )
+        context.fit(masked, epochs=epochs, distill=self.distill)
+        trained = min(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in channel_wrappers(masked))
+        if trained <= schedule.end_step:
+            raise PruningError(
+                f"{self} trained {trained} step(s), but its masks reach {self.ratio:.0%} at step {schedule.end_step}. "
+                "Give it more steps: more training data, more epochs (epochs=...), or a smaller batch_size."
+            )
+        stripped = strip_channels(masked)
+        return StepResult(model=context.compile(stripped), notes=size_notes(model, stripped))

@@ -1,0 +1,128 @@
+"""Convert a model that lives on the JAX (or PyTorch) backend, in a TensorFlow child process.
+
+The TFLite converter traces the model with `tf.function`, which only a model
+built on Keras's TensorFlow backend supports, and Keras picks its backend once
+per process. So the model is saved to a temporary `.keras` file and converted by
+a fresh interpreter started with `KERAS_BACKEND=tensorflow` (`_isolate`). The
+file is the same one a user would write with `model.save`, so what converts here
+is what ships: the weights trained on JAX, loaded by TensorFlow.
+
+The child must know the model's custom classes to load the file. Keras names
+each registered class's module in the serialized config, so the child imports
+exactly those modules first; this package never needs to know which library
+defined them. The price is one `import tensorflow` per conversion (4 s of CPU,
+20 s of wall time on a busy 2-core machine): call `convert` once per model, not
+once per measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from tflite_export._isolate import run_isolated
+from tflite_export.errors import EdgeTpuCpuFallbackWarning, ExportError
+
+
+def _custom_modules(config: Any, found: dict[str, str]) -> dict[str, str]:
+    """Module -> a registered class name, for every registered (non-Keras) object in a serialized config."""
+    if isinstance(config, dict):
+        module, registered = config.get("module"), config.get("registered_name")
+        if registered and "class_name" in config and module is None:  # Keras writes None for `__main__`
+            found.setdefault("__main__", str(registered))
+        elif isinstance(module, str) and registered and module.split(".")[0] != "keras":
+            found.setdefault(module, str(registered))
+        for value in config.values():
+            _custom_modules(value, found)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            _custom_modules(value, found)
+    return found
+
+
+def modules_to_preload(model: Any) -> list[str]:
+    """The modules that define `model`'s custom classes, which the child must import to load it.
+
+    Raises:
+        ExportError: a custom class is defined in `__main__`, which a child process cannot import.
+    """
+    import keras
+
+    found = _custom_modules(keras.saving.serialize_keras_object(model), {})
+    if "__main__" in found:
+        raise ExportError(
+            f"The model uses the custom class {found['__main__']!r}, defined in __main__; converting a model on the "
+            f"{keras.backend.backend()!r} backend loads it in a TensorFlow child process, which cannot import your "
+            "script. Move the class into an importable module (keep @keras.saving.register_keras_serializable)"
+        )
+    return sorted(found)
+
+
+def _convert_saved(path: str, target: str, samples: np.ndarray | None, options: dict[str, Any]):
+    """Child side: load the `.keras` file under TensorFlow and convert it; warnings go back to the parent."""
+    import keras
+
+    from tflite_export.convert import convert
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        missing = re.search(r"Could not locate (?:class|function) '[^']+'", str(error))
+        reason = missing.group(0) if missing else f"{type(error).__name__}: {str(error).strip()[:300]}"
+        raise ExportError(
+            f"The model saved for conversion did not load under the TensorFlow backend ({reason}). Register custom "
+            "classes with @keras.saving.register_keras_serializable in an importable module, or name the modules "
+            "that define them in preload=..."
+        ) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EdgeTpuCpuFallbackWarning)
+        blob = convert(model, target, samples, isolate=False, **options)  # this child is the isolation
+    return blob, [str(w.message) for w in caught if issubclass(w.category, EdgeTpuCpuFallbackWarning)]
+
+
+def convert_in_tensorflow_child(
+    model: Any,
+    target: str,
+    samples: list[list[np.ndarray]] | None,
+    *,
+    preload: Sequence[str] = (),
+    hint: str = "",
+    **options: Any,
+) -> bytes:
+    """`convert(model, target, ...)` for a model built on a non-TensorFlow backend.
+
+    Args:
+        model: the `keras.Model` (any backend); it is saved, never changed.
+        target: the TFLite target.
+        samples: the calibration samples `convert` already drew (one-sample batches, one array
+            per input), or None.
+        preload: more modules for the child to import before loading the model.
+        hint: appended to the message if the child crashes.
+        **options: `convert`'s keyword options (batch_size, io_dtype, ...).
+    """
+    import keras
+
+    modules = list(dict.fromkeys([*preload, *modules_to_preload(model)]))
+    data = None
+    if samples is not None:  # back to one array per input, (n, ...): what `convert` takes
+        per_input = [np.concatenate(arrays) for arrays in zip(*samples)]
+        data = per_input[0] if len(per_input) == 1 else per_input
+    with tempfile.TemporaryDirectory(prefix="tflite_export_") as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        blob, messages = run_isolated(
+            _convert_saved, path, target, data, options,
+            what=f"The TFLite converter, converting the {keras.backend.backend()} model for target={target!r} "
+            "under the TensorFlow backend,",
+            hint=hint,
+            env={"KERAS_BACKEND": "tensorflow"},
+            preload=modules,
+        )
+    for message in messages:
+        warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=3)
+    return blob
