@@ -124,8 +124,9 @@ def table(model_name: str, rows: list[dict]) -> str:
              "| stage | accuracy | non-zero params | MACs | f32 KB | f32 ms | int8 KB | int8 ms |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        accuracy = "-" if np.isnan(r["accuracy"]) else f"{r['accuracy']:.2%}"
         lines.append(
-            f"| {r['stage']} | {'-' if np.isnan(r['accuracy']) else format(r['accuracy'], '.2%')} | {r['params']:,} ({r['params'] / base['params']:.2f}x) | "
+            f"| {r['stage']} | {accuracy} | {r['params']:,} ({r['params'] / base['params']:.2f}x) | "
             f"{r['macs'] / 1e6:.2f} M ({r['macs'] / base['macs']:.2f}x) | {r['float32_bytes'] / 1024:.1f} | "
             f"{r['float32_ms']:.3f} ({r['float32_ms'] / base['float32_ms']:.2f}x) | {r['int8_bytes'] / 1024:.1f} | "
             f"{r['int8_ms']:.3f} ({r['int8_ms'] / base['int8_ms']:.2f}x) |"
