@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.kstruct-installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test bench install clean gpu-driver gpu-check
+.PHONY: demo test test-heavy bench install clean gpu-driver gpu-check
 
 install: $(STAMP)
 
@@ -20,8 +20,11 @@ demo: $(STAMP)
 
 # The whole suite on TensorFlow, then the core subset (tests/jax) on JAX in a second process.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not jax"
+	$(PY) -m pytest -q -m "not jax and not heavy"
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m jax tests/jax
+
+test-heavy: $(STAMP)
+	$(PY) -m pytest -q -m heavy
 
 # Run exported files on LiteRT's GPU accelerator (Vulkan). No GPU? `sudo make gpu-driver` installs
 # Mesa's lavapipe, a Vulkan device made of CPU; then `make gpu-check`.

@@ -42,6 +42,8 @@ FLOAT_LAYERS = {
 # The keras.applications models are marked slow: 2 to 8 minutes each on 2 shared cores, mostly
 # TensorFlow tracing the train step of a 150- to 430-layer graph (see the README's "Model zoo").
 APPLICATIONS = {"mobilenet_v3_small", "efficientnet_b0", "densenet121"}
+# The two deepest are also `heavy`: `make test` (CI's 15-minute budget) leaves them to `make test-heavy`.
+HEAVY = {"efficientnet_b0", "densenet121"}
 # EfficientNetB0's int8 file is up to 0.047 (12 int8 steps of a softmax) off its QAT model: a known
 # gap, not yet explained (README "Not supported yet"); a broken file is off by the scores' size.
 MAX_DIFF = {"efficientnet_b0": 0.08}
@@ -58,7 +60,11 @@ def _io_dtypes(blob: bytes) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in APPLICATIONS else n for n in EXPECTED]
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.slow, *([pytest.mark.heavy] if n in HEAVY else [])]) if n in APPLICATIONS else n
+        for n in EXPECTED
+    ],
 )
 def test_prune_then_qat_to_int8_keeps_the_task_figures_and_the_int8_file_matches(name):
     model, train, validation = build(name)

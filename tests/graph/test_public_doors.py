@@ -55,18 +55,6 @@ def test_prune_and_strip_a_graph_of_raw_ops_keep_the_ops_and_the_outputs():
     np.testing.assert_allclose(np.asarray(stripped(x)), np.asarray(pruned(x)), atol=1e-5)
 
 
-@pytest.mark.slow
-def test_optimize_prunes_mobilenet_v3_to_a_float32_file(mnv3):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, size=(40, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 10, size=40)
-    result = kstruct.optimize(mnv3, "prune(0.5)", train_data=(x, y), target="float32", epochs=1, verbose=0)
-    original, pruned = result.report.stages
-    assert pruned.sparsity == pytest.approx(0.5, abs=0.01)
-    assert result.tflite[4:8] == b"TFL3"
-    assert _raw_ops(result.model) == _raw_ops(mnv3)
-
-
 def test_quantization_plan_represents_raw_ops_as_float_nodes():
     model = raw_ops()
     plans = plan_model(model)
