@@ -77,6 +77,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from kstruct.errors import KstructError
 
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0" and "tensorflow" in sys.modules:
+        # TensorFlow's Python logger warns about tf.function retracing each time a new stage's
+        # model predicts: expected here (every stage is a new model), and nothing a user can act on.
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
+
     return (UsageError, KstructError, ExportError)
 
 
