@@ -10,6 +10,7 @@ exit status 2 (1 for a search that found nothing within budget), never a traceba
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -77,10 +78,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from kstruct.errors import KstructError
 
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0" and "tensorflow" in sys.modules:
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0":
         # TensorFlow's Python logger warns about tf.function retracing each time a new stage's
         # model predicts: expected here (every stage is a new model), and nothing a user can act on.
-        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     return (UsageError, KstructError, ExportError)
 
