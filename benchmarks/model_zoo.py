@@ -223,5 +223,26 @@ def main(names: list[str]) -> None:
         print(f"refused: {name}: {why}")
 
 
+def profile(name: str) -> None:
+    """`--profile NAME`: cProfile of one model's run, cumulative time, kstruct's and tflite_export's calls first."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    result = run(name)
+    profiler.disable()
+    for stage in result.report.stages:
+        print(_row(name, stage))
+    print(f"total {time.perf_counter() - started:.1f} s under cProfile")
+    stats = pstats.Stats(profiler).sort_stats("cumulative")
+    stats.print_stats("kstruct|tflite_export", 60)
+    stats.print_stats(40)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(ZOO))
+    if sys.argv[1:2] == ["--profile"]:
+        profile(sys.argv[2])
+    else:
+        main(sys.argv[1:] or list(ZOO))
