@@ -30,7 +30,7 @@ import numpy as np
 
 from kstruct import _graph
 from kstruct._graph import Node, Ref, Signature, analyze, check_graph_model, copy_compile
-from kstruct._graph.channels import WIDTH_LAYERS, slice_weights
+from kstruct._graph.channels import WIDTH_LAYERS, kept_positions, slice_weights
 from kstruct.search.activations import canonical, native_activations
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -326,25 +326,8 @@ class SearchSpace(keras_tuner.HyperModel):
     # ----- per-layer edits -------------------------------------------------------
 
     def _indices(self, signature: Signature | None, keep: dict[int, np.ndarray]) -> np.ndarray | None:
-        """Kept indices along a tensor's last axis, or None when it keeps all."""
-        if signature is None:
-            return None
-        parts, offset, changed = [], 0, False
-        for grp, size, repeat in zip(signature.groups, signature.sizes, signature.repeats):
-            kept = keep.get(self._groups.find(grp))
-            if kept is None or len(kept) == size:
-                kept = np.arange(size)
-            else:
-                changed = True
-            # A DepthwiseConv with depth_multiplier m gives each channel m consecutive positions.
-            parts.append((kept[:, None] * repeat + np.arange(repeat)[None, :]).reshape(-1) + offset)
-            offset += size * repeat
-        if not changed:
-            return None
-        base = np.concatenate(parts)
-        if signature.spatial == 1:
-            return base
-        return (np.arange(signature.spatial)[:, None] * offset + base[None, :]).reshape(-1)
+        """Kept indices along a tensor's last axis, or None when it keeps all (the graph core's rule)."""
+        return kept_positions(self._groups, signature, keep)
 
     def _config_for(self, node: Node, keep, activation: str | None) -> dict:
         plan = self._plans[node.name]
