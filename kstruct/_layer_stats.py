@@ -5,15 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kstruct._graph import leaf_layers
 from kstruct.pruning.prunable import prunable_weight
 
-
-def _leaves(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaves(layer)
-        else:
-            yield layer
 
 
 def _deployed_kernel(layer: keras.layers.Layer) -> tuple[str, np.ndarray] | None:
@@ -47,7 +41,7 @@ def layer_stats(model: keras.Model) -> dict[str, dict[str, float | int]]:
     zeroed by structured pruning show up before they are cut out.
     """
     stats = {}
-    for layer in _leaves(model):
+    for layer in leaf_layers(model):
         found = _deployed_kernel(layer)
         if found is None:
             continue

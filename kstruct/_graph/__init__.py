@@ -8,7 +8,7 @@
 """
 
 from kstruct._graph.channels import ChannelAnalysis, ChannelGroup, Member, Signature, analyze
-from kstruct._graph.checks import check_graph_model, is_graph_model, is_layer
+from kstruct._graph.checks import check_graph_model, is_graph_model, is_layer, leaf_layers
 from kstruct._graph.graph import OUTPUT, Call, Graph, Node, Ref, build, parse, tensor_refs
 from kstruct._graph.rebuild import copy_compile, copy_same_weights, fresh_copy, rebuild
 
@@ -30,6 +30,7 @@ __all__ = [
     "fresh_copy",
     "is_graph_model",
     "is_layer",
+    "leaf_layers",
     "parse",
     "rebuild",
     "tensor_refs",

@@ -37,3 +37,12 @@ def check_graph_model(model, what: str) -> None:
             f"{what} needs a built model with known inputs. Received: model `{model.name}` with no inputs; "
             "start it with keras.Input(shape) or call it once on data."
         )
+
+
+def leaf_layers(model):
+    """Every layer of `model`, nested models opened up (their layers instead of them), in order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer

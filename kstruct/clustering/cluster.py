@@ -12,7 +12,7 @@ import numpy as np
 from kstruct.clustering.centroids import check_init
 from kstruct.clustering.clusterable import clusterable_weights, is_opt_in, resolve
 from kstruct.clustering.wrapper import ClusterWrapper
-from kstruct._graph import check_graph_model, fresh_copy, rebuild
+from kstruct._graph import check_graph_model, fresh_copy, leaf_layers, rebuild
 
 LayerSelector = Union[None, str, Iterable[str], Callable[[keras.layers.Layer], bool]]
 
@@ -21,17 +21,10 @@ LayerSelector = Union[None, str, Iterable[str], Callable[[keras.layers.Layer], b
 KERNEL_VALUES_ATTRIBUTE = "kstruct_kernel_values"
 
 
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
 
 def _chosen(model: keras.Model, layers: LayerSelector) -> list[keras.layers.Layer]:
     """The layers `layers` selects; every name or pattern must match a clusterable layer."""
-    candidates = [layer for layer in _all_layers(model) if clusterable_weights(layer)]
+    candidates = [layer for layer in leaf_layers(model) if clusterable_weights(layer)]
     names = ", ".join(layer.name for layer in candidates) or "none"
     if layers is None:
         return [layer for layer in candidates if not is_opt_in(layer)]
@@ -142,7 +135,7 @@ def cluster(
 
 def wrappers(model: keras.Model) -> list[ClusterWrapper]:
     """Every ClusterWrapper in `model`, nested models included."""
-    return [layer for layer in _all_layers(model) if isinstance(layer, ClusterWrapper)]
+    return [layer for layer in leaf_layers(model) if isinstance(layer, ClusterWrapper)]
 
 
 def strip(model: keras.Model) -> keras.Model:
@@ -186,7 +179,7 @@ def distinct_values(model: keras.Model, *, per_channel: bool = False) -> dict[st
     Reads a wrapped model's clustered weights, or a plain model's kernels.
     """
     counts = {}
-    for layer in _all_layers(model):
+    for layer in leaf_layers(model):
         inner = layer.layer if isinstance(layer, ClusterWrapper) else layer
         specs = clusterable_weights(inner)
         if not specs or not inner.built:

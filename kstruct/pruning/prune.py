@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Union
 import keras
 import numpy as np
 
-from kstruct._graph import check_graph_model, fresh_copy, rebuild
+from kstruct._graph import check_graph_model, fresh_copy, leaf_layers, rebuild
 from kstruct.pruning.prunable import prunable_weight
 from kstruct.pruning.schedules import PruningSchedule
 from kstruct.pruning.wrapper import PruneWrapper
@@ -28,13 +28,6 @@ def _selector(layers: LayerSelector) -> Callable[[keras.layers.Layer], bool]:
     compiled = [re.compile(p) for p in patterns]
     return lambda layer: any(layer.name == p or c.fullmatch(layer.name) for p, c in zip(patterns, compiled))
 
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
 
 
 def prune(
@@ -68,7 +61,7 @@ def prune(
     if schedule is None and m_by_n is None:
         raise ValueError("Expected a `schedule` or `m_by_n`. Received neither; e.g. schedule=ConstantSparsity(0.5).")
     wanted = _selector(layers)
-    prunable = [layer for layer in _all_layers(model) if prunable_weight(layer) is not None]
+    prunable = [layer for layer in leaf_layers(model) if prunable_weight(layer) is not None]
     chosen = {id(layer) for layer in prunable if wanted(layer)}
     if not chosen:
         names = ", ".join(layer.name for layer in prunable) or "none"
@@ -139,7 +132,7 @@ def strip(model: keras.Model, *, check_updated: bool = True) -> keras.Model:
 
 def wrappers(model: keras.Model) -> list[PruneWrapper]:
     """Every PruneWrapper in `model`, nested models included."""
-    return [layer for layer in _all_layers(model) if isinstance(layer, PruneWrapper)]
+    return [layer for layer in leaf_layers(model) if isinstance(layer, PruneWrapper)]
 
 
 def never_updated(model: keras.Model) -> list[PruneWrapper]:
@@ -199,7 +192,7 @@ class SparsityReport:
 def sparsity(model: keras.Model) -> SparsityReport:
     """Measures the fraction of zeros in every prunable weight of `model` (wrapped or stripped)."""
     report = SparsityReport()
-    for layer in _all_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, PruneWrapper):
             values = keras.ops.convert_to_numpy(layer.masked_weight())
             name = layer.layer.name
