@@ -38,6 +38,17 @@ def test_fit_reaches_the_target_sparsity_without_a_callback(small_mnist):
     assert int(pruned.layers[0].pruning_step.numpy()) == 25
 
 
+def test_schedule_counts_every_step_when_one_call_runs_several(small_mnist):
+    """compile(steps_per_execution=5): the schedule lives in the layer, so no step goes uncounted."""
+    (x, y), _ = small_mnist
+    pruned = prune(tiny_cnn(), PolynomialDecay(0.0, 0.8, begin_step=0, end_step=20, frequency=5))
+    pruned.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=5)
+    pruned.fit(x, y, epochs=1, batch_size=32, verbose=0)  # 25 steps in 5 calls
+    assert int(pruned.layers[0].pruning_step.numpy()) == 25
+    assert int(pruned.layers[0].mask_updates.numpy()) == 5  # steps 0, 5, 10, 15, 20
+    assert sparsity(pruned).overall == pytest.approx(0.8, abs=0.005)
+
+
 def test_strip_bakes_the_masks_into_plain_layers_with_identical_predictions(small_mnist):
     (x, y), (xt, _) = small_mnist
     pruned = prune(compiled(tiny_cnn()), ConstantSparsity(0.7, frequency=4))

@@ -17,7 +17,7 @@ sparsity-preserving clustering and CQAT), on tf_keras in a child process
 (tf_keras and Keras 3 do not share a process cleanly). Its files are measured
 by the same code.
 
-Run: `python benchmarks/cluster.py [--epochs 2] [--seed 0] [--tfmot]`.
+Run: `python benchmarks/cluster_vs_tfmot.py [--epochs 2] [--seed 0] [--tfmot]`.
 """
 
 from __future__ import annotations
