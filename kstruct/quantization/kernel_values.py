@@ -19,6 +19,11 @@ import numpy as np
 from keras import ops
 
 KERNEL_VALUES_ATTRIBUTE = "kstruct_kernel_values"
+# A kernel holding at most this many distinct values, each shared by at least
+# VALUE_SHARE weights on average, is taken as clustered: no trained float kernel
+# repeats its values like that, and a clustered one does after any save and load.
+MAX_HELD_VALUES = 32
+VALUE_SHARE = 8
 
 
 def declared_kernel_values(layer: keras.layers.Layer, names) -> dict:
@@ -29,6 +34,40 @@ def declared_kernel_values(layer: keras.layers.Layer, names) -> dict:
         for name, entry in declared.items()
         if name in names
     }
+
+
+def held_values(kernel: np.ndarray) -> dict | None:
+    """The few values a kernel already holds, per tensor or else per slice of its last axis; None if it holds many.
+
+    A clustered kernel keeps its values through `.keras` saving, where the
+    declaration (a Python attribute) does not: QAT reads them back from here.
+    Snapping to values the kernel already holds changes nothing at the start, so
+    a kernel that is not clustered but happens to pass (a ternary kernel, say)
+    only keeps the grid it was given.
+    """
+    kernel = np.asarray(kernel)
+    values = np.unique(kernel)
+    if 2 <= values.size <= MAX_HELD_VALUES and kernel.size >= VALUE_SHARE * values.size:
+        return {"values": values.tolist(), "axis": None}
+    if kernel.ndim < 2:
+        return None
+    slices = [np.unique(part) for part in np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)]
+    count = max(part.size for part in slices)
+    if not 2 <= count <= MAX_HELD_VALUES or kernel.size // kernel.shape[-1] < VALUE_SHARE * count:
+        return None
+    padded = [np.concatenate([part, np.repeat(part[-1:], count - part.size)]) for part in slices]  # repeats snap alike
+    return {"values": np.stack(padded).tolist(), "axis": kernel.ndim - 1}
+
+
+def kernel_values(layer: keras.layers.Layer, names) -> dict:
+    """Declared values for the kernels in `names`, else the values a kernel already holds (see `held_values`)."""
+    found = declared_kernel_values(layer, names)
+    for name in names:
+        if name not in found:
+            held = held_values(getattr(layer, name).numpy())
+            if held is not None:
+                found[name] = held
+    return found
 
 
 def snap(kernel, values, axis: int | None):

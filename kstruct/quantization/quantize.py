@@ -7,7 +7,7 @@ import warnings
 import keras
 
 from kstruct._graph import check_graph_model, copy_compile, fresh_copy
-from kstruct.quantization.kernel_values import KERNEL_VALUES_ATTRIBUTE, declared_kernel_values
+from kstruct.quantization.kernel_values import KERNEL_VALUES_ATTRIBUTE, kernel_values
 from kstruct.quantization.layers import (
     FloatPassthrough,
     QuantizeActivation,
@@ -133,7 +133,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                 quantize_output=plan.quantize_output,
                 preserve_sparsity=preserve_sparsity,
                 ema_decay=decay,
-                kernel_values=declared_kernel_values(layer, kernel_spec(layer).kernels),
+                kernel_values=kernel_values(layer, kernel_spec(layer).kernels),
             )
         if plan.kind == "output":
             activation = fresh_copy(layers[plan.activation]) if plan.activation else None

@@ -72,15 +72,34 @@ def test_cluster_then_qat_keeps_the_clusters_in_the_int8_file(base, digits):
     assert qat_stage.notes["top1_agreement"] >= 0.995
 
 
-def test_without_the_declared_values_qat_scatters_the_clusters(base, digits):
-    """The control for the test above: the same stripped model, its declaration removed, loses the clusters."""
+def test_a_stripped_model_saved_and_loaded_keeps_its_clusters_through_qat(base, digits, tmp_path):
+    """The declaration is a Python attribute, lost in `.keras`; QAT reads the values back from the kernels."""
+    (x, y), _ = digits
+    clustered = clustering.cluster(base, 16)
+    clustered.fit(x, y, epochs=1, verbose=0)
+    clustering.strip(clustered).save(tmp_path / "stripped.keras")
+    loaded = keras.models.load_model(tmp_path / "stripped.keras")
+    assert not any(hasattr(layer, clustering.KERNEL_VALUES_ATTRIBUTE) for layer in loaded.layers)
+    qat = quantize(loaded)
+    qat.fit(x, y, epochs=1, verbose=0)
+    blob = tflite_export.convert(qat, "int8", representative_data=x[:50])
+    assert [np.unique(t["values"]).size for t in weight_tensors(blob, "FULLY_CONNECTED")] == [16, 16]
+    (conv,) = weight_tensors(blob, "CONV_2D")
+    assert max(_per_channel_counts(conv)) <= 16
+
+
+def test_a_kernel_holding_many_values_is_not_snapped(base, digits):
+    """The control for the test above: the same clustered kernels, nudged apart, scatter under QAT."""
     (x, y), _ = digits
     clustered = clustering.cluster(base, 16)
     clustered.fit(x, y, epochs=1, verbose=0)
     stripped = clustering.strip(clustered)
+    rng = np.random.default_rng(0)
     for layer in stripped.layers:
         if hasattr(layer, clustering.KERNEL_VALUES_ATTRIBUTE):
             delattr(layer, clustering.KERNEL_VALUES_ATTRIBUTE)
+            kernel = layer.kernel.numpy()
+            layer.kernel.assign(kernel + rng.normal(0, 1e-6, kernel.shape).astype("float32"))
     qat = quantize(stripped)
     qat.fit(x, y, epochs=1, verbose=0)
     blob = tflite_export.convert(qat, "int8", representative_data=x[:50])
