@@ -46,6 +46,16 @@ def test_optimize_prunes_to_the_requested_sparsity_and_exports_full_int8(pruned_
     assert analysis.zero_weight_fraction == pytest.approx(0.75, abs=0.01)
 
 
+def test_steps_per_execution_of_the_users_compile_carries_through_and_the_schedules_still_count_every_step(small_mnist):
+    (x, y), (xt, yt) = small_mnist
+    model = tiny_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_execution=5)
+    result = kstruct.optimize(model, "prune(0.75) + qat", train_data=(x, y), validation_data=(xt, yt), epochs=1, verbose=0)
+    assert result.model.steps_per_execution == 5
+    assert result.report.stages[1].sparsity == pytest.approx(0.75, abs=0.01)
+    assert tflite_export.analyze(result.tflite).zero_weight_fraction == pytest.approx(0.75, abs=0.01)
+
+
 def test_result_model_is_a_plain_keras_model_and_the_input_is_untouched(trained, pruned_result):
     assert [type(layer).__name__ for layer in pruned_result.model.layers] == [
         type(layer).__name__ for layer in trained.layers
