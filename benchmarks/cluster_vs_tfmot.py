@@ -47,8 +47,13 @@ STRATEGIES = (
 )
 
 
-def _kernel_values(blob: bytes) -> dict[str, int]:
-    """Largest distinct-value count among the file's FULLY_CONNECTED kernels and CONV_2D channels."""
+def _kernel_values(blob: bytes) -> dict[str, float]:
+    """Largest distinct-value count among the file's FULLY_CONNECTED kernels and CONV_2D channels.
+
+    Also, for the largest FULLY_CONNECTED kernel (most of the file): the entropy of its
+    values in bits per weight ("FC bits", what gzip's Huffman stage pays) and the share of
+    its weights holding its two most used values ("top 2").
+    """
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -56,7 +61,8 @@ def _kernel_values(blob: bytes) -> dict[str, int]:
         model_content=blob, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
     interpreter.allocate_tensors()
-    counts = {"FULLY_CONNECTED": 0, "CONV_2D": 0}
+    counts = {"FULLY_CONNECTED": 0, "CONV_2D": 0, "FC bits": 0.0, "top 2": 0.0}
+    largest = 0
     for op in interpreter._get_ops_details():
         if op["op_name"] not in counts:
             continue
@@ -66,6 +72,11 @@ def _kernel_values(blob: bytes) -> dict[str, int]:
         else:
             count = np.unique(values).size
         counts[op["op_name"]] = max(counts[op["op_name"]], int(count))
+        if op["op_name"] == "FULLY_CONNECTED" and values.size > largest:
+            largest = values.size
+            share = np.unique(values, return_counts=True)[1] / values.size
+            counts["FC bits"] = float(-(share * np.log2(share)).sum())
+            counts["top 2"] = float(np.sort(share)[-2:].sum())
     return counts
 
 
@@ -207,9 +218,10 @@ def main() -> None:
             (args.save / f"{''.join(c if c.isalnum() else '_' for c in name)}.tflite").write_bytes(blob)
 
     print(f"example CNN, MNIST-5k (test {len(xt)}), int8 TFLite, {args.epochs} epochs per step, seed {args.seed}")
-    print(f"{'strategy':<48} {'int8 acc':>8} {'bytes':>8} {'gzip B':>8} {'FC values':>9} {'conv/ch':>8}")
+    print(f"{'strategy':<48} {'int8 acc':>8} {'bytes':>8} {'gzip B':>8} {'FC values':>9} {'conv/ch':>8} {'FC bits':>8} {'top 2':>6}")
     for name, accuracy, raw, gzipped, counts in rows:
-        print(f"{name:<48} {accuracy:>8.4f} {raw:>8,} {gzipped:>8,} {counts['FULLY_CONNECTED']:>9} {counts['CONV_2D']:>8}")
+        print(f"{name:<48} {accuracy:>8.4f} {raw:>8,} {gzipped:>8,} {counts['FULLY_CONNECTED']:>9} {counts['CONV_2D']:>8} "
+              f"{counts['FC bits']:>8.2f} {counts['top 2']:>6.1%}")
 
 
 if __name__ == "__main__":

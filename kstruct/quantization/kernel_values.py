@@ -3,9 +3,10 @@
 A technique that restricts a kernel to a few values (weight clustering) declares
 them on the stripped layer in the attribute `kstruct_kernel_values`:
 `{kernel attribute: {"values": (k,) or (channels, k) array, "axis": channel axis or None}}`.
-QAT reads that declaration (never the technique's classes) and snaps each
-kernel to its nearest declared value before BatchNorm folding and fake
-quantization. Snapping before folding keeps the clusters: folding scales each
+QAT reads that declaration (never the technique's classes), trains the values
+as centroids (as tfmot's CQAT does: the weights gather on a few central values,
+which gzip better), and snaps each kernel to its nearest value before BatchNorm
+folding and fake quantization. Snapping before folding keeps the clusters: folding scales each
 output channel by one factor, so a channel still holds at most `k` values, and
 so does its per-channel int8 kernel. The snapped kernel is kept in a variable
 (updated by each training step) that inference and the converter read: the
@@ -71,19 +72,19 @@ def kernel_values(layer: keras.layers.Layer, names) -> dict:
 
 
 def snap(kernel, values, axis: int | None):
-    """Each weight replaced by its nearest value (per tensor, or per channel along `axis`); straight-through gradient.
+    """Each weight replaced by its nearest value (per tensor, or per channel along `axis`).
 
-    Written as a staircase, `v0 + sum_j (v_j - v_j-1) * [w > midpoint_j]` over the
-    sorted values, not with argmin and gather: the TFLite converter folds these
-    ops on the frozen kernel, so the file holds the snapped int8 constant.
+    Gradients: straight through to the kernel, and to each value the sum over the
+    weights snapped to it, so that `values` (a trainable variable) train as
+    centroids do. Written as a staircase, `v0 + sum_j (v_j - v_j-1) * [w > midpoint_j]`
+    over the sorted values, not with argmin and gather: the TFLite converter folds
+    these ops on a frozen kernel.
     """
-    values = np.sort(np.asarray(values, "float32"), axis=-1)
-    steps = ops.convert_to_tensor(np.diff(values, axis=-1), dtype=kernel.dtype)
-    midpoints = ops.convert_to_tensor((values[..., 1:] + values[..., :-1]) / 2, dtype=kernel.dtype)
-    lowest = ops.convert_to_tensor(values[..., 0], dtype=kernel.dtype)
+    values = ops.sort(ops.cast(values, kernel.dtype), axis=-1)
+    midpoints = ops.stop_gradient((values[..., 1:] + values[..., :-1]) / 2)
     moved = kernel if axis is None else ops.moveaxis(kernel, axis, -1)
-    above = ops.cast(ops.greater(ops.expand_dims(moved, -1), midpoints), kernel.dtype)
-    snapped = lowest + ops.sum(above * steps, axis=-1)
+    above = ops.stop_gradient(ops.cast(ops.greater(ops.expand_dims(moved, -1), midpoints), kernel.dtype))
+    snapped = values[..., 0] + ops.sum(above * (values[..., 1:] - values[..., :-1]), axis=-1)
     if axis is not None:
         snapped = ops.moveaxis(snapped, -1, axis)
-    return kernel + ops.stop_gradient(snapped - kernel)
+    return snapped + (kernel - ops.stop_gradient(kernel))

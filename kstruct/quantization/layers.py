@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import ops
 
 from kstruct.quantization import bn_folding
@@ -318,7 +319,19 @@ class QuantizeWrapper(_ActivationStage):
         super().build(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
-        # Cluster-preserving QAT: the snapped kernels inference (and the TFLite file) uses.
+        # Cluster-preserving QAT: the declared values train as centroids (a declared zero,
+        # which pruned weights hold, stays zero); the snapped kernels are what inference
+        # (and the TFLite file) uses.
+        self.kernel_value_weights = {
+            name: self.add_weight(
+                name=f"{name}_values",
+                shape=np.shape(self.kernel_values[name]["values"]),
+                initializer=keras.initializers.Constant(np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)),
+                trainable=True,
+            )
+            for name in self._spec.kernels
+            if name in self.kernel_values
+        }
         self.snapped_kernels = {
             name: self.add_weight(
                 name=f"{name}_snapped", shape=getattr(self.layer, name).shape, initializer="zeros", trainable=False
@@ -347,7 +360,9 @@ class QuantizeWrapper(_ActivationStage):
             snapped.assign(self._snapped(name, ops.convert_to_tensor(getattr(self.layer, name))))
 
     def _snapped(self, name: str, kernel):
-        return snap(kernel, self.kernel_values[name]["values"], self.kernel_values[name]["axis"])
+        declared = np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)
+        values = ops.where(declared == 0.0, 0.0, self.kernel_value_weights[name])
+        return snap(kernel, values, self.kernel_values[name]["axis"])
 
     @property
     def quantized_kernels(self) -> dict[str, int | None]:

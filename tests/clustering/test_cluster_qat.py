@@ -177,3 +177,19 @@ def test_console_script_runs_prune_cluster_qat(base, digits, tmp_path):
     dense = weight_tensors(blob, "FULLY_CONNECTED")
     assert [np.unique(t["values"]).size for t in dense] == [8, 8]
     assert [float(np.mean(t["values"] == 0)) for t in dense] == pytest.approx([0.5, 0.5], abs=0.01)
+
+
+def test_declared_values_train_as_centroids_and_a_declared_zero_stays_zero(digits):
+    """As tfmot's CQAT: the values move with training (which concentrates the weights and shrinks the gzip)."""
+    (x, y), _ = digits
+    rng = np.random.default_rng(0)
+    model = compiled(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="out")]))
+    grid = np.array([-0.04, -0.02, 0.0, 0.02, 0.04], "float32")
+    model.layers[-1].kernel.assign(rng.choice(grid, size=(784, 10)))
+    qat = quantize(model)
+    qat.fit(x, y, epochs=2, verbose=0)
+    (wrapper,) = [layer for layer in qat.layers if hasattr(layer, "kernel_value_weights")]
+    trained = wrapper.kernel_value_weights["kernel"].numpy()
+    assert trained[2] == 0.0 and np.abs(trained - grid).max() > 1e-3
+    snapped = wrapper.snapped_kernels["kernel"].numpy()
+    assert np.unique(snapped).size <= 5 and 0.0 in np.unique(snapped)  # snapped by the last step's values
