@@ -361,7 +361,7 @@ class QuantizeWrapper(_ActivationStage):
 
     def _snapped(self, name: str, kernel):
         declared = np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)
-        values = ops.where(declared == 0.0, 0.0, self.kernel_value_weights[name])
+        values = ops.where(declared == 0.0, 0.0, ops.convert_to_tensor(self.kernel_value_weights[name]))
         return snap(kernel, values, self.kernel_values[name]["axis"])
 
     @property

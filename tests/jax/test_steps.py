@@ -64,6 +64,16 @@ def test_cluster_trains_on_jax_and_strips_to_its_values(small_mnist):
     assert counts and all(2 <= n <= 8 for n in counts.values()), counts
     assert np.abs(stripped.predict(x[:16], verbose=0) - clustered.predict(x[:16], verbose=0)).max() < 1e-5
 
+    # Cluster-preserving QAT on JAX: the values train as centroids, each kernel stays on 8 of them.
+    from kstruct.quantization import quantize
+
+    qat = compiled(quantize(stripped))
+    wrappers = [layer for layer in qat.layers if getattr(layer, "kernel_value_weights", None)]
+    before = [w.kernel_value_weights["kernel"].numpy().copy() for w in wrappers]
+    qat.fit(x[:128], y[:128], epochs=1, batch_size=32, verbose=0)
+    assert wrappers and all(np.abs(w.kernel_value_weights["kernel"].numpy() - b).max() > 0 for w, b in zip(wrappers, before))
+    assert all(np.unique(w.snapped_kernels["kernel"].numpy()).size <= 8 for w in wrappers)
+
 
 @requires_jax
 def test_distill_trains_a_student_from_its_teacher_on_jax(small_mnist):
