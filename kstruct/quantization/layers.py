@@ -326,7 +326,7 @@ class QuantizeWrapper(_ActivationStage):
             name: self.add_weight(
                 name=f"{name}_values",
                 shape=np.shape(self.kernel_values[name]["values"]),
-                initializer=keras.initializers.Constant(np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)),
+                initializer=keras.initializers.Constant(self._declared_values(name)),
                 trainable=True,
             )
             for name in self._spec.kernels
@@ -359,9 +359,12 @@ class QuantizeWrapper(_ActivationStage):
         for name, snapped in self.snapped_kernels.items():
             snapped.assign(self._snapped(name, ops.convert_to_tensor(getattr(self.layer, name))))
 
+    def _declared_values(self, name: str) -> np.ndarray:
+        """The values declared for kernel `name`, sorted along their last axis: the layout of their trainable copy."""
+        return np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)
+
     def _snapped(self, name: str, kernel):
-        declared = np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)
-        values = ops.where(declared == 0.0, 0.0, ops.convert_to_tensor(self.kernel_value_weights[name]))
+        values = ops.where(self._declared_values(name) == 0.0, 0.0, ops.convert_to_tensor(self.kernel_value_weights[name]))
         return snap(kernel, values, self.kernel_values[name]["axis"])
 
     @property
