@@ -123,9 +123,9 @@ def _configure(
     if spec.needs_data:
         converter.representative_dataset = lambda: iter(samples)
         # Unrolled recurrent layers: TF 2.21's MLIR quantizer leaves the first time
-        # step's SPLIT in float (DEQUANTIZE/SPLIT/QUANTIZE) in some conversions and
-        # not others, run to run (GRU: 3-11 of 24; LSTM: 1-4 of 16); the legacy
-        # quantizer quantizes it every time, to the same outputs.
+        # step's SPLIT in float (DEQUANTIZE/SPLIT/QUANTIZE) in some conversions of
+        # the same model and not others (tests/tflite_export/test_rnn.py repeats
+        # one); the legacy quantizer quantizes it every time, to the same outputs.
         converter.experimental_new_quantizer = not legacy_quantizer
     if io_dtype != "float32":
         converter.inference_input_type = tf.as_dtype(io_dtype)
