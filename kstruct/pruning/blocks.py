@@ -1,11 +1,18 @@
-"""Block removal: residual branches `x + f(x)` whose removal leaves `x`, found, ranked and cut out.
+"""Block removal: parts of a model whose removal leaves their input, found, ranked and cut out.
 
 Removing channels buys float32 time; on CPUs where int8 time is mostly per-layer
-cost, only removing layers buys int8 time. A residual block is the safe unit: with
-the branch `f` gone, `x + f(x)` becomes `x`, the shapes still line up, and the rest
-of the model keeps its weights. Blocks are ranked by a cheap score on data:
+cost, only removing layers buys int8 time. Two kinds of block can go while the
+shapes still line up and the rest of the model keeps its weights:
 
-- "norm": how much the branch adds, `||f(x)|| / ||x||` averaged over the samples;
+- a residual block `x + f(x)`: with the branch `f` gone, it becomes `x`;
+- a shape-preserving layer in a plain chain (a Conv/Dense whose output has its
+  input's shape, with the BatchNorm, activation and dropout layers right after
+  it): `g(x)` becomes `x`. Layers inside a residual branch belong to that block.
+
+Blocks are ranked by a cheap score on data:
+
+- "norm": how much the block changes its input, `||out - x|| / ||x||` averaged over
+  the samples (for a residual block, `||f(x)|| / ||x||`);
 - "loss": how much the loss rises with the block removed (one ablation each).
 """
 
@@ -19,21 +26,30 @@ import keras
 import numpy as np
 
 from kstruct._graph import Graph, Ref, build, check_graph_model, parse, tensor_refs
+from kstruct._graph.graph import Node
 from kstruct._graph.rebuild import copy_compile
 from kstruct.errors import PruningError
 
 CRITERIA = ("norm", "loss")
 _MERGES = ("Add",)
+# Layers that can be removed when their output has their input's shape, and the
+# per-channel or elementwise layers that follow them and go with them.
+_SHAPE_PRESERVING = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Dense")
+_COMPANIONS = (
+    "BatchNormalization", "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+)
 
 
 @dataclass
 class Block:
-    """A residual block: the branch's layers, the Add that joins it, and the shortcut tensor it leaves.
+    """A removable block: its layers and the tensor that replaces its output when it is removed.
 
     Attributes:
-        name: the Add layer's (or raw op's) name.
-        layers: the branch's nodes in graph order, then the Add.
-        skip: the shortcut tensor that replaces the Add's output when the block is removed.
+        name: its last node's name: the Add (layer or raw op) of a residual block, or the
+            last layer of a shape-preserving chain.
+        layers: the nodes removed, in graph order (a residual branch, then its Add).
+        skip: the tensor that replaces the block's output (the shortcut, or the chain's input).
     """
 
     name: str
@@ -67,7 +83,37 @@ def _branch(graph: Graph, skip: Ref, branch: Ref, add: str, users: dict, outputs
     return sorted(seen, key=order.index)
 
 
+def _chains(graph: Graph, taken: set[str]) -> list[Block]:
+    """Shape-preserving layers with their companions, in plain chains, outside the residual blocks in `taken`."""
+    users, outputs, found = graph.consumers(), set(graph.output_refs()), []
+
+    def single(name: str) -> Node | None:
+        node = graph.node(name)
+        ok = node.is_layer and not node.is_model and len(node.calls) == 1 and name not in taken
+        return node if ok and len(tensor_refs(node.calls[0])) == 1 else None
+
+    for node in graph.nodes:
+        if node.class_name not in _SHAPE_PRESERVING or single(node.name) is None:
+            continue
+        skip, layers = tensor_refs(node.calls[0])[0], [node.name]
+        while Ref(layers[-1]) not in outputs and len(users.get(Ref(layers[-1]), [])) == 1:
+            follower = single(users[Ref(layers[-1])][0])
+            if follower is None or follower.class_name not in _COMPANIONS:
+                break
+            layers.append(follower.name)
+        end = Ref(layers[-1])
+        if end not in outputs and users.get(end) and graph.shapes.get(end) == graph.shapes.get(skip) is not None:
+            found.append(Block(layers[-1], layers, skip))
+    return found
+
+
 def _blocks(graph: Graph) -> list[Block]:
+    """Residual blocks, then shape-preserving chains, in graph order each."""
+    residual = _residual_blocks(graph)
+    return residual + _chains(graph, {name for block in residual for name in block.layers})
+
+
+def _residual_blocks(graph: Graph) -> list[Block]:
     users, outputs, found = graph.consumers(), set(graph.output_refs()), []
     for node in graph.nodes:
         if node.class_name not in _MERGES or len(node.calls) != 1:
@@ -89,16 +135,19 @@ def check_block_count(model: keras.Model, blocks: Sequence[Block], n: int) -> No
     if n > len(blocks):
         listed = ", ".join(b.name for b in blocks) or "none"
         raise PruningError(
-            f"drop_blocks({n}): model `{model.name}` has {len(blocks)} removable residual block(s) ({listed}); "
+            f"drop_blocks({n}): model `{model.name}` has {len(blocks)} removable block(s) ({listed}); "
             f"ask for at most {len(blocks)}."
         )
 
 
 def removable_blocks(model: keras.Model) -> list[Block]:
-    """The residual blocks `x + f(x)` of `model` whose branch can be removed, leaving `x`.
+    """The blocks of `model` that can be removed, leaving their input: residual blocks, then chains.
 
-    A branch qualifies when it depends only on the shortcut, nothing outside it reads
-    its tensors, and the Add's inputs and output have one shape.
+    A residual branch `x + f(x)` qualifies when it depends only on the shortcut, nothing
+    outside it reads its tensors, and the Add's inputs and output have one shape. A
+    shape-preserving layer (Conv, Dense) outside residual branches qualifies with the
+    BatchNorm/activation/dropout layers that follow it alone, when the last of them
+    outputs its input's shape and is not a model output.
 
     Raises:
         UnsupportedModelError: a subclassed or unbuilt model.
@@ -127,7 +176,7 @@ def score_blocks(
     """Each block's importance on `data` (lower: cheaper to remove).
 
     Args:
-        criterion: "norm" (`||f(x)|| / ||x||`; data may be inputs alone) or "loss" (the
+        criterion: "norm" (`||out - x|| / ||x||`; data may be inputs alone) or "loss" (the
             rise in loss with the block removed; data must be `(x, y)`, the model
             compiled or `loss` given).
     """
@@ -137,20 +186,16 @@ def score_blocks(
         raise ValueError(f"Scoring blocks by {criterion!r} needs data: pass data=(x, y) (or inputs x for 'norm').")
     graph = parse(model)
     if criterion == "norm":
-        refs = []
-        for block in blocks:
-            add = graph.node(block.name)
-            branch = next(r for r in tensor_refs(add.calls[0]) if r != block.skip)
-            refs += [branch, block.skip]
-        probe, _ = build(dataclasses.replace(graph, outputs=refs), {}, {})
+        refs = [ref for block in blocks for ref in (Ref(block.name), block.skip)]
+        probe, _ = build(dataclasses.replace(graph, outputs=refs, sequential=False), {}, {})  # every ref an output
         for layer in probe.layers:
             if layer.weights:
                 layer.set_weights(model.get_layer(layer.name).get_weights())
         values = probe.predict(_inputs_of(data), verbose=0)
         scores = {}
         for i, block in enumerate(blocks):
-            branch, skip = (np.reshape(v, (len(v), -1)) for v in (values[2 * i], values[2 * i + 1]))
-            ratio = np.linalg.norm(branch, axis=1) / np.maximum(np.linalg.norm(skip, axis=1), 1e-12)
+            out, skip = (np.reshape(v, (len(v), -1)) for v in (values[2 * i], values[2 * i + 1]))
+            ratio = np.linalg.norm(out - skip, axis=1) / np.maximum(np.linalg.norm(skip, axis=1), 1e-12)
             scores[block.name] = float(np.mean(ratio))
         return scores
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
@@ -177,7 +222,7 @@ def drop_blocks(
     data=None,
     loss=None,
 ) -> keras.Model:
-    """Returns a copy of `model` without `n` residual blocks (the lowest-scored) or the blocks `names`.
+    """Returns a copy of `model` without `n` blocks (the lowest-scored) or the blocks `names`.
 
     Args:
         model: a functional model; not modified.

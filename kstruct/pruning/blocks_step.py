@@ -1,4 +1,4 @@
-"""The `drop_blocks` strategy step: score each residual block by ablation, remove the `n` cheapest, fine-tune."""
+"""The `drop_blocks` strategy step: score each removable block by ablation, remove the `n` cheapest, fine-tune."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SCORING_SAMPLES = 512
 
 
 class DropBlocks(Step):
-    """Removes the `n` residual blocks whose removal hurts the validation loss least, then fine-tunes.
+    """Removes the `n` blocks (residual, or shape-preserving layers) whose removal hurts the validation loss least, then fine-tunes.
 
     Args:
         n: how many blocks to remove.

@@ -76,7 +76,7 @@ def test_drop_blocks_removes_the_block_that_matters_least(criterion):
 
 def test_drop_blocks_bad_input_gets_one_clear_error():
     model = tiny_resnet(blocks=2)
-    with pytest.raises(PruningError, match=r"drop_blocks\(3\): model `tiny_resnet` has 2 removable residual "
+    with pytest.raises(PruningError, match=r"drop_blocks\(3\): model `tiny_resnet` has 2 removable "
                                            r"block\(s\) \(b0_add, b1_add\); ask for at most 2\."):
         drop_blocks(model, 3, data=_data())
     with pytest.raises(ValueError, match=r"Not removable blocks of `tiny_resnet`: \['down'\]\. Removable blocks: "
@@ -86,3 +86,48 @@ def test_drop_blocks_bad_input_gets_one_clear_error():
         drop_blocks(model)
     with pytest.raises(ValueError, match="Scoring blocks by 'norm' needs data"):
         drop_blocks(model, 1)
+
+
+def plain_chain() -> keras.Model:
+    """No residuals: a stem, two shape-preserving convs (one with BN and ReLU, one with Dropout), a widening conv, a head."""
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            layers.Conv2D(4, 3, padding="same", name="stem"),
+            layers.Conv2D(4, 3, padding="same", name="c1"),
+            layers.BatchNormalization(name="bn1"),
+            layers.ReLU(name="relu1"),
+            layers.Conv2D(4, 3, padding="same", name="c2"),
+            layers.Dropout(0.2, name="drop2"),
+            layers.Conv2D(6, 3, padding="same", name="wider"),
+            layers.GlobalAveragePooling2D(name="gap"),
+            layers.Dense(3, name="out"),
+        ],
+        name="plain_chain",
+    )
+
+
+def test_shape_preserving_layers_of_a_plain_chain_are_removable_with_their_companions():
+    blocks = removable_blocks(plain_chain())
+    assert [(b.name, b.layers, b.skip.layer) for b in blocks] == [
+        ("relu1", ["c1", "bn1", "relu1"], "stem"),
+        ("drop2", ["c2", "drop2"], "relu1"),
+    ]
+    # Inside a residual branch, layers belong to their block and are not listed again.
+    assert [b.name for b in removable_blocks(tiny_resnet())] == ["b0_add", "b1_add", "b2_add"]
+
+
+def test_dropping_an_identity_conv_changes_no_prediction_and_keeps_the_other_weights():
+    model = plain_chain()
+    x, _ = _data()
+    x = np.concatenate([x, x[..., :1]], axis=-1)  # 3 channels
+    identity = np.zeros((3, 3, 4, 4), "float32")
+    identity[1, 1] = np.eye(4)
+    model.get_layer("c2").set_weights([identity, np.zeros(4, "float32")])
+    smaller = drop_blocks(model, names=["drop2"])
+    assert [layer.name for layer in smaller.layers] == ["stem", "c1", "bn1", "relu1", "wider", "gap", "out"]
+    np.testing.assert_allclose(smaller.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(smaller.get_layer("wider").kernel.numpy(), model.get_layer("wider").kernel.numpy())
+    # Ranked by "norm", the identity conv changes its input least: it goes first.
+    assert [layer.name for layer in drop_blocks(model, 1, data=x).layers] == [layer.name for layer in smaller.layers]
