@@ -16,7 +16,7 @@ MobileNetV2 (alpha 0.35, 96x96, untrained: weights=None) is measured for structu
 and after `prune_channels(ratio)`. The CPU model and its int8-relevant flags are printed first: compare like
 with like.
 
-Run: `python benchmarks/channel_pruning.py` (3 seeds; `--seeds 1 --quick` for a smoke run).
+Run: `python benchmarks/channels.py` (3 seeds; `--seeds 1 --quick` for a smoke run).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """How much accuracy does `prune_channels(0.5)` cost on the residual CNN, once the original has converged?
 
-`channel_pruning.py` measures size and latency; its originals train only 4 epochs at a constant learning
+`channels.py` measures size and latency; its originals train only 4 epochs at a constant learning
 rate, so "original + 3 epochs" keeps improving and one seed's test accuracy moves by about 2 points from
 epoch to epoch. This benchmark asks the accuracy question on its own, over many seeds:
 
-- the original residual CNN (`channel_pruning.residual_cnn`, width 32, 4 blocks) trained `--epochs`
+- the original residual CNN (`channels.residual_cnn`, width 32, 4 blocks) trained `--epochs`
   epochs with Adam and a cosine-decayed learning rate (1e-3 to 0), which converges;
 - `original + 3 epochs`: the same model fine-tuned 3 more epochs (cosine from 1e-3), the reference;
 - `prune_channels(0.5)` from the original, fine-tuned 3 epochs with the same recipe: criterion `l2`
@@ -14,8 +14,8 @@ epoch to epoch. This benchmark asks the accuracy question on its own, over many 
   what that architecture reaches on its own.
 
 Accuracy only (no TFLite), so it runs on any Keras backend; each seed runs in its own process,
-`--jobs` at a time. Run: `python benchmarks/channel_pruning_accuracy.py` (8 seeds), or on a GPU
-machine: `KERAS_BACKEND=jax python benchmarks/channel_pruning_accuracy.py --jobs 8`.
+`--jobs` at a time. Run: `python benchmarks/channels_accuracy.py` (8 seeds), or on a GPU
+machine: `KERAS_BACKEND=jax python benchmarks/channels_accuracy.py --jobs 8`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run_seed(seed: int, epochs: int, ratio: float) -> dict[str, float]:
     import keras
 
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-    from channel_pruning import residual_cnn
+    from channels import residual_cnn
 
     from kstruct import pruning
     from kstruct.data import load_mnist_5k
