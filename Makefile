@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/kstruct demo --out out --overwrite
 
-# The whole suite on TensorFlow, then the core subset (tests/jax) on JAX in a second process.
+# The whole suite on TensorFlow, then the core subset (tests/backends) on JAX and on PyTorch,
+# each in a process of its own (Keras picks its backend once per process).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not jax and not heavy"
-	KERAS_BACKEND=jax $(PY) -m pytest -q -m jax tests/jax
+	$(PY) -m pytest -q -m "not backends and not heavy"
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m backends tests/backends
+	KERAS_BACKEND=torch $(PY) -m pytest -q -m backends tests/backends
 
 test-heavy: $(STAMP)
 	$(PY) -m pytest -q -m heavy

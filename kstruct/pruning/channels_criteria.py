@@ -7,7 +7,7 @@ Conv alone would ignore half the weights that go with the channel.
 
 `taylor` needs gradients. Reaching them inside a layer during `fit` differs per
 backend, so they are computed here, before training, from a few batches of the
-data given to `prune_channels` (TensorFlow and JAX); the ranking is then fixed.
+data given to `prune_channels` (TensorFlow, JAX and PyTorch); the ranking is then fixed.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _bn_score(model: keras.Model, group: ChannelGroup) -> np.ndarray | None:
 def gradients(model: keras.Model, x, y, loss) -> dict[str, np.ndarray]:
     """d loss / d w for every trainable variable (by path), summed over a few batches of (x, y).
 
-    Backend-specific by necessity (TensorFlow's tape, JAX's grad); the only such code in pruning.
+    Backend-specific by necessity (TensorFlow's tape, JAX's grad, torch's autograd); the only such code in pruning.
     """
     loss_fn = keras.losses.get(loss) if not callable(loss) else loss
     backend = keras.backend.backend()
@@ -97,9 +97,18 @@ def gradients(model: keras.Model, x, y, loss) -> dict[str, np.ndarray]:
                 return keras.ops.mean(loss_fn(yb, out))
 
             grads = jax.grad(objective)(trainable)
+        elif backend == "torch":
+            import torch
+
+            value = keras.ops.mean(loss_fn(yb, model(xb, training=False)))
+            parameters = [v.value for v in model.trainable_variables]
+            grads = [
+                None if g is None else g.detach().cpu().numpy()
+                for g in torch.autograd.grad(value, parameters, allow_unused=True)
+            ]
         else:
             raise NotImplementedError(
-                f"criterion='taylor' supports the tensorflow and jax backends. Received: backend={backend!r}; "
+                f"criterion='taylor' supports the tensorflow, jax and torch backends. Received: backend={backend!r}; "
                 "use criterion='l2' or 'bn'."
             )
         for variable, grad in zip(model.trainable_variables, grads):

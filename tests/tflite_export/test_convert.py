@@ -191,7 +191,7 @@ def test_float_targets_raise_no_warnings(tiny_dense):
 
 
 def test_other_backends_refuse_a_custom_layer_the_tensorflow_child_cannot_import(monkeypatch):
-    # Off TensorFlow, convert() loads the model in a child process (tests/jax runs that path).
+    # Off TensorFlow, convert() loads the model in a child process (tests/backends runs that path).
     import keras
 
     @keras.saving.register_keras_serializable(package="convert_test")

@@ -1,4 +1,4 @@
-"""`kstruct.optimize` end to end on JAX: training on JAX, conversion in a TensorFlow child, int8 parity."""
+"""`kstruct.optimize` end to end off TensorFlow: training on JAX or torch, conversion in a TensorFlow child, int8 parity."""
 
 import json
 import os
@@ -13,9 +13,9 @@ import tflite_export
 import kstruct
 from tests.console import ROOT
 from tests.conftest import compiled, tiny_cnn
-from tests.jax.conftest import requires_jax
+from tests.backends.conftest import BACKEND, off_tensorflow
 
-pytestmark = [pytest.mark.jax, requires_jax]
+pytestmark = [pytest.mark.backends, off_tensorflow]
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +34,18 @@ def result(digits):
     )
 
 
-def test_every_stage_trains_on_jax_and_the_report_says_so(result):
+def test_every_stage_trains_off_tensorflow_and_the_report_says_so(result):
     report = result.report
     assert [stage.stage for stage in report.stages] == ["original", "prune(0.5)", "qat"]
-    assert [stage.backend for stage in report.stages] == [None, "jax", "jax"]
-    assert report.settings["backend"] == "jax"
+    assert [stage.backend for stage in report.stages] == [None, BACKEND, BACKEND]
+    assert report.settings["backend"] == BACKEND
     assert report.to_text().splitlines()[1].split()[-1] == "backend"
-    assert json.loads(report.to_json())["stages"][2]["backend"] == "jax"
+    assert json.loads(report.to_json())["stages"][2]["backend"] == BACKEND
     assert report.stages[1].sparsity == pytest.approx(0.5, abs=0.01)
     assert report.stages[2].sparsity == pytest.approx(0.5, abs=0.01)  # QAT keeps the pruned zeros
 
 
-def test_int8_file_converted_from_jax_matches_the_keras_model_on_jax(result, digits):
+def test_int8_file_converted_off_tensorflow_matches_the_keras_model_off_tensorflow(result, digits):
     _, _, xt, yt = digits
     analysis = tflite_export.analyze(result.tflite)
     assert [t.dtype for t in analysis.inputs] == ["int8"] and [t.dtype for t in analysis.outputs] == ["int8"]
@@ -60,7 +60,7 @@ def test_int8_file_converted_from_jax_matches_the_keras_model_on_jax(result, dig
     assert result.report.final.tflite_accuracy == pytest.approx(float(np.mean(tflite_top1 == yt)))
 
 
-def test_keras_file_saved_on_jax_loads_on_jax_and_converts_on_tensorflow_to_the_same_int8_predictions(
+def test_keras_file_saved_off_tensorflow_loads_off_tensorflow_and_converts_on_tensorflow_to_the_same_int8_predictions(
     result, digits, tmp_path
 ):
     x, _, xt, _ = digits

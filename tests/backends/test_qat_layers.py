@@ -1,17 +1,17 @@
-"""The QAT wrappers for Conv1D (as CONV_2D), attention in float and float activations train on JAX."""
+"""The QAT wrappers for Conv1D (as CONV_2D), attention in float and float activations train on JAX and PyTorch."""
 
 import keras
 import numpy as np
 import pytest
 
 from kstruct.quantization import quantize
-from tests.jax.conftest import requires_jax
+from tests.backends.conftest import BACKEND, off_tensorflow
 
-pytestmark = pytest.mark.jax
+pytestmark = pytest.mark.backends
 
 
-@requires_jax
-def test_qat_model_with_conv1d_attention_and_float_activations_trains_on_jax():
+@off_tensorflow
+def test_qat_model_with_conv1d_attention_and_float_activations_trains_off_tensorflow():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 4))
     x = keras.layers.Conv1D(8, 3, padding="causal", dilation_rate=2)(inputs)
