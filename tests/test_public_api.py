@@ -85,6 +85,7 @@ PUBLIC = {
         "CLUSTERABLE_LAYERS",
         "Cluster",
         "ClusterWrapper",
+        "DEFAULT_ENTROPY_WEIGHT",
         "INITS",
         "KERNEL_VALUES_ATTRIBUTE",
         "cluster",

@@ -11,14 +11,16 @@ from keras import ops
 _FAR = 3.0e38  # distance to a pinned-off centroid: never the nearest
 
 
-def nearest(weight, centroids, open_slots, sparsity_mask, channel_axis: int | None):
-    """Index of the nearest open centroid for every weight; pruned weights (mask 0) get slot 0, the zero.
+def nearest(weight, centroids, rates, open_slots, sparsity_mask, channel_axis: int | None):
+    """Index of the cheapest open centroid for every weight; pruned weights (mask 0) get slot 0, the zero.
 
-    `centroids` and `open_slots` are `(k,)` per tensor, `(channels, k)` per channel.
+    A weight's cost to join centroid `c` is `(w - c)**2 + rates[c]` (all rates 0: the
+    nearest). `centroids`, `rates` and `open_slots` are `(k,)` per tensor, `(channels, k)`
+    per channel.
     """
     moved = weight if channel_axis is None else ops.moveaxis(weight, channel_axis, -1)
-    distance = ops.abs(ops.expand_dims(moved, -1) - centroids)
-    distance = ops.where(open_slots > 0, distance, _FAR)
+    cost = ops.square(ops.expand_dims(moved, -1) - centroids) + rates
+    distance = ops.where(open_slots > 0, cost, _FAR)
     index = ops.cast(ops.argmin(distance, axis=-1), "int32")
     if channel_axis is not None:
         index = ops.moveaxis(index, -1, channel_axis)

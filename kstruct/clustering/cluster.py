@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Union
 import keras
 import numpy as np
 
-from kstruct.clustering.centroids import check_init
+from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init
 from kstruct.clustering.clusterable import clusterable_weights, is_opt_in, resolve
 from kstruct.clustering.wrapper import ClusterWrapper
 from kstruct._graph import check_graph_model, fresh_copy, leaf_layers, rebuild
@@ -67,6 +67,7 @@ def cluster(
     preserve_sparsity: bool = True,
     layers: LayerSelector = None,
     seed: int = 0,
+    entropy_weight: float = DEFAULT_ENTROPY_WEIGHT,
 ) -> keras.Model:
     """Returns a copy of `model` whose clusterable kernels train as `n_clusters` shared values.
 
@@ -86,6 +87,10 @@ def cluster(
             Conv*Transpose, SeparableConv* (pointwise), Embedding, LSTM and GRU.
             DepthwiseConv2D is clustered only when named here.
         seed: seed of the "kmeans++" and "random" initializations.
+        entropy_weight: trades a little distortion for a smaller gzipped file: a
+            weight joins the centroid with the least `(w - c)**2 + entropy_weight *
+            var(kernel) * bits(c)`, `bits(c)` being `-log2` of the share of weights
+            at `c` (entropy-constrained k-means). 0: the nearest centroid.
 
     Returns:
         A new model, compiled like `model` if it was. Train it with `fit`, then `strip`.
@@ -99,6 +104,7 @@ def cluster(
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
         raise ValueError(f"Expected `n_clusters` to be an integer >= 2. Received: n_clusters={n_clusters!r}")
     check_init(init)
+    check_entropy_weight(entropy_weight)
     chosen = _chosen(model, layers)
     skipped = [reason for reason in (_too_small(layer, n_clusters, per_channel) for layer in chosen) if reason]
     if skipped:
@@ -120,6 +126,7 @@ def cluster(
                 per_channel=per_channel,
                 preserve_sparsity=preserve_sparsity,
                 seed=seed,
+                entropy_weight=entropy_weight,
             )
         return fresh_copy(layer)
 

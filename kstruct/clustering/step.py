@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from kstruct.clustering.centroids import check_init
+from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init
 from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
 from kstruct.step import Step, StepResult
 from kstruct._training import StepContext
@@ -24,6 +24,8 @@ class Cluster(Step):
         init: "kmeans++", "linear", "density" or "random".
         per_channel: one set of centroids per output channel.
         preserve_sparsity: keep the zeros of a previous `prune` exactly zero.
+        entropy_weight: how much a weight prefers a busy centroid to the nearest
+            one, for a smaller gzipped file (see `kstruct.clustering.cluster`).
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         layers: which layers to cluster (a name, a regex, a list of them);
             DepthwiseConv2D only when named.
@@ -41,6 +43,7 @@ class Cluster(Step):
         init: str = "kmeans++",
         per_channel: bool = False,
         preserve_sparsity: bool = True,
+        entropy_weight: float = DEFAULT_ENTROPY_WEIGHT,
         epochs: int | None = None,
         layers: str | list[str] | None = None,
         distill: bool = False,
@@ -53,6 +56,7 @@ class Cluster(Step):
         self.init = check_init(init)
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
+        self.entropy_weight = check_entropy_weight(entropy_weight)
         self.epochs = None if epochs is None else int(epochs)
         self.layers = layers
         self.distill = bool(distill)
@@ -64,6 +68,7 @@ class Cluster(Step):
             init=self.init,
             per_channel=self.per_channel,
             preserve_sparsity=self.preserve_sparsity,
+            entropy_weight=self.entropy_weight,
             layers=self.layers,
         )
         context.fit(wrapped, epochs=self.epochs or context.epochs, distill=self.distill)

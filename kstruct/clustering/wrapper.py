@@ -18,7 +18,7 @@ import numpy as np
 from keras import ops
 
 from kstruct.clustering.assign import lookup, nearest
-from kstruct.clustering.centroids import check_init, initial_centroids
+from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init, initial_centroids
 from kstruct.clustering.clusterable import clusterable_weights, resolve
 
 
@@ -32,6 +32,7 @@ class _Clustered:
     open_slots: object
     assignments: object
     mask: object
+    rates: object
 
 
 def _variable_name(path: str) -> str:
@@ -50,6 +51,8 @@ class ClusterWrapper(keras.layers.Wrapper):
         preserve_sparsity: zeros in the kernel (from pruning) stay exactly zero;
             they take one of the `n_clusters` values, pinned at 0.
         seed: seed of the "kmeans++" and "random" initializations.
+        entropy_weight: how much a weight prefers a busy centroid to the nearest one
+            (see `centroids.entropy_constrained`); 0 assigns to the nearest.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class ClusterWrapper(keras.layers.Wrapper):
         per_channel: bool = False,
         preserve_sparsity: bool = True,
         seed: int = 0,
+        entropy_weight: float = DEFAULT_ENTROPY_WEIGHT,
         **kwargs,
     ):
         weights = clusterable_weights(layer)
@@ -77,6 +81,7 @@ class ClusterWrapper(keras.layers.Wrapper):
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.seed = int(seed)
+        self.entropy_weight = check_entropy_weight(entropy_weight)
         self._weights_spec = weights
 
     def build(self, input_shape=None):
@@ -97,10 +102,12 @@ class ClusterWrapper(keras.layers.Wrapper):
             assignments = self.add_weight(
                 name=f"{prefix}_assignments", shape=shape, initializer="zeros", trainable=False, dtype="int32"
             )
+            # What joining each centroid costs beyond the squared distance (0: the nearest wins).
+            rates = self.add_weight(name=f"{prefix}_rates", shape=centroid_shape, initializer="zeros", trainable=False)
             mask = None
             if self.preserve_sparsity:
                 mask = self.add_weight(name=f"{prefix}_sparsity_mask", shape=shape, initializer="ones", trainable=False)
-            self._state.append((spec.path, _Clustered(weight, axis, centroids, open_slots, assignments, mask)))
+            self._state.append((spec.path, _Clustered(weight, axis, centroids, open_slots, assignments, mask, rates)))
         self.built = True
 
     def initialize_clusters(self) -> None:
@@ -117,13 +124,17 @@ class ClusterWrapper(keras.layers.Wrapper):
             else:
                 groups = list(np.moveaxis(values, axis, 0))
                 masks = list(np.moveaxis(mask, axis, 0))
-            centroids = np.stack([initial_centroids(g[m], free, self.init, rng) for g, m in zip(groups, masks)])
+            found = [initial_centroids(g[m], free, self.init, rng, self.entropy_weight) for g, m in zip(groups, masks)]
+            centroids = np.stack([c for c, _ in found])
+            rates = np.stack([r for _, r in found])
             open_slots = np.ones_like(centroids)
             if pinned:
-                centroids = np.concatenate([np.zeros_like(centroids[:, :1]), centroids], axis=1)
-                open_slots = np.concatenate([np.zeros_like(open_slots[:, :1]), open_slots], axis=1)
+                centroids, rates, open_slots = (
+                    np.concatenate([np.zeros_like(a[:, :1]), a], axis=1) for a in (centroids, rates, open_slots)
+                )
             shape = tuple(entry.centroids.shape)
             entry.centroids.assign(centroids.reshape(shape))
+            entry.rates.assign(rates.reshape(shape))
             entry.open_slots.assign(open_slots.reshape(shape))
             if entry.mask is not None:
                 entry.mask.assign(mask.astype("float32"))
@@ -134,7 +145,7 @@ class ClusterWrapper(keras.layers.Wrapper):
 
     def _nearest(self, entry):
         return nearest(
-            ops.convert_to_tensor(entry.weight), self._centroids(entry), entry.open_slots, entry.mask, entry.axis
+            ops.convert_to_tensor(entry.weight), self._centroids(entry), entry.rates, entry.open_slots, entry.mask, entry.axis
         )
 
     def clustered_weights(self) -> dict:
@@ -163,11 +174,26 @@ class ClusterWrapper(keras.layers.Wrapper):
         return keras.ops.convert_to_numpy(self._entry(path).assignments)
 
     def kernel_values(self) -> dict:
-        """`{weight path: {"values": the allowed values, "axis": their channel axis or None}}`."""
-        return {
-            path: {"values": keras.ops.convert_to_numpy(self._centroids(entry)), "axis": entry.axis}
-            for path, entry in self._state
-        }
+        """`{weight path: {"values": the values its weights hold, "axis": their channel axis or None}}`.
+
+        A centroid no weight is assigned to (the entropy-constrained assignment can
+        empty one) is left out, so that a following QAT cannot bring it back: per
+        channel, a channel's list is filled up with its first held value instead.
+        """
+        held = {}
+        for path, entry in self._state:
+            centroids = keras.ops.convert_to_numpy(self._centroids(entry))
+            index = keras.ops.convert_to_numpy(entry.assignments)
+            if entry.axis is None:
+                values = centroids[np.bincount(index.ravel(), minlength=centroids.size) > 0]
+            else:
+                rows = np.moveaxis(index, entry.axis, -1).reshape(-1, centroids.shape[0])
+                values = centroids.copy()
+                for channel, row in enumerate(centroids):
+                    used = np.unique(rows[:, channel])
+                    values[channel] = np.concatenate([row[used], np.full(row.size - used.size, row[used[0]])])
+            held[path] = {"values": values, "axis": entry.axis}
+        return held
 
     def call(self, inputs, *args, training=None, **kwargs):
         substituted = {}
@@ -191,5 +217,6 @@ class ClusterWrapper(keras.layers.Wrapper):
             per_channel=self.per_channel,
             preserve_sparsity=self.preserve_sparsity,
             seed=self.seed,
+            entropy_weight=self.entropy_weight,
         )
         return config

@@ -61,11 +61,13 @@ def _optimize(base, digits, strategy):
 def test_cluster_then_qat_keeps_the_clusters_in_the_int8_file(base, digits):
     result = _optimize(base, digits, "cluster(16) + qat")
     cluster_stage, qat_stage = result.report.stages[1], result.report.stages[2]
-    assert cluster_stage.notes["distinct_values"] == {"conv": 16, "hidden": 16, "out": 16}
+    counts = cluster_stage.notes["distinct_values"]
+    # At most 16; the entropy-constrained assignment may leave a centroid empty.
+    assert set(counts) == {"conv", "hidden", "out"} and all(12 <= n <= 16 for n in counts.values()), counts
     dense = weight_tensors(result.tflite, "FULLY_CONNECTED")
     assert [np.dtype(t["dtype"]).name for t in dense] == ["int8", "int8"]
-    # Dense kernels are quantized per tensor: the whole kernel keeps its 16 values.
-    assert [np.unique(t["values"]).size for t in dense] == [16, 16]
+    # Dense kernels are quantized per tensor: the whole kernel keeps its values.
+    assert [np.unique(t["values"]).size for t in dense] == [counts["hidden"], counts["out"]]
     (conv,) = weight_tensors(result.tflite, "CONV_2D")
     # The conv is BN-folded and quantized per channel: each channel keeps at most 16.
     assert max(_per_channel_counts(conv)) <= 16
@@ -77,13 +79,16 @@ def test_a_stripped_model_saved_and_loaded_keeps_its_clusters_through_qat(base, 
     (x, y), _ = digits
     clustered = clustering.cluster(base, 16)
     clustered.fit(x, y, epochs=1, verbose=0)
-    clustering.strip(clustered).save(tmp_path / "stripped.keras")
+    stripped = clustering.strip(clustered)
+    counts = clustering.distinct_values(stripped)
+    stripped.save(tmp_path / "stripped.keras")
     loaded = keras.models.load_model(tmp_path / "stripped.keras")
     assert not any(hasattr(layer, clustering.KERNEL_VALUES_ATTRIBUTE) for layer in loaded.layers)
     qat = quantize(loaded)
     qat.fit(x, y, epochs=1, verbose=0)
     blob = tflite_export.convert(qat, "int8", representative_data=x[:50])
-    assert [np.unique(t["values"]).size for t in weight_tensors(blob, "FULLY_CONNECTED")] == [16, 16]
+    assert all(n <= 16 for n in counts.values())
+    assert [np.unique(t["values"]).size for t in weight_tensors(blob, "FULLY_CONNECTED")] == [counts["hidden"], counts["out"]]
     (conv,) = weight_tensors(blob, "CONV_2D")
     assert max(_per_channel_counts(conv)) <= 16
 
@@ -116,12 +121,14 @@ def test_per_channel_clusters_survive_bn_folding_and_per_channel_int8(base, digi
 
 def test_prune_cluster_qat_keeps_zeros_and_clusters_in_the_int8_file(base, digits):
     result = _optimize(base, digits, "prune(0.75) + cluster(16) + qat")
+    counts = result.report.stages[2].notes["distinct_values"]
     dense = weight_tensors(result.tflite, "FULLY_CONNECTED")
     (conv,) = weight_tensors(result.tflite, "CONV_2D")
     for tensor in [*dense, conv]:
         assert np.mean(tensor["values"] == 0) == pytest.approx(0.75, abs=0.01)
     # Zero is one of the at most 16 values (two centroids may round to one int8 value).
-    assert all(8 <= np.unique(t["values"]).size <= 16 for t in dense), [np.unique(t["values"]).size for t in dense]
+    assert counts["hidden"] <= 16 and counts["out"] <= 16, counts
+    assert [np.unique(t["values"]).size for t in dense] == [counts["hidden"], counts["out"]]
     assert max(_per_channel_counts(conv)) <= 16
 
 
@@ -172,10 +179,11 @@ def test_console_script_runs_prune_cluster_qat(base, digits, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     cluster_stage = next(stage for stage in report["stages"] if stage["stage"].startswith("cluster"))
-    assert cluster_stage["notes"]["distinct_values"] == {"conv": 8, "hidden": 8, "out": 8}
+    counts = cluster_stage["notes"]["distinct_values"]
+    assert set(counts) == {"conv", "hidden", "out"} and all(n <= 8 for n in counts.values()), counts
     blob = (tmp_path / "out" / "model.tflite").read_bytes()
     dense = weight_tensors(blob, "FULLY_CONNECTED")
-    assert [np.unique(t["values"]).size for t in dense] == [8, 8]
+    assert [np.unique(t["values"]).size for t in dense] == [counts["hidden"], counts["out"]]
     assert [float(np.mean(t["values"] == 0)) for t in dense] == pytest.approx([0.5, 0.5], abs=0.01)
 
 
