@@ -102,6 +102,15 @@ def _as_functional(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, outputs, name=model.name)
 
 
+def _has_zeros(layer: keras.layers.Layer, kernel_names) -> bool:
+    """Whether any of `layer`'s kernels holds an exact zero.
+
+    Only then is there sparsity to preserve: a kernel without zeros gets no mask,
+    which saves a multiply (and its gradient) per kernel on every training step.
+    """
+    return any(bool((getattr(layer, name).numpy() == 0).any()) for name in kernel_names)
+
+
 def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, quantize_inputs: bool) -> keras.Model:
     model = _as_functional(model)
     plans = plan_model(model, fold_batch_norm=scheme.fold_batch_norm)
@@ -126,14 +135,15 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
         if plan.kind == "weighted":
             batch_norm = fresh_copy(layers[plan.batch_norm]) if plan.batch_norm else None
             activation = fresh_copy(layers[plan.activation]) if plan.activation else None
+            kernels = kernel_spec(layer).kernels
             return QuantizeWrapper(
                 fresh_copy(layer),
                 batch_norm=batch_norm,
                 activation=activation,
                 quantize_output=plan.quantize_output,
-                preserve_sparsity=preserve_sparsity,
+                preserve_sparsity=preserve_sparsity and _has_zeros(layer, kernels),
                 ema_decay=decay,
-                kernel_values=kernel_values(layer, kernel_spec(layer).kernels),
+                kernel_values=kernel_values(layer, kernels),
             )
         if plan.kind == "output":
             activation = fresh_copy(layers[plan.activation]) if plan.activation else None
@@ -153,7 +163,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
             new_layer.layer.set_weights(original.get_weights())
             if plan.batch_norm:
                 new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
-            if preserve_sparsity:
+            if new_layer.preserve_sparsity:
                 new_layer.capture_sparsity()
             new_layer.capture_kernel_values()
         elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):

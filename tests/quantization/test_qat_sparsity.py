@@ -60,3 +60,19 @@ def test_without_preserve_sparsity_training_moves_the_zeros(pruned_cnn, digits):
     wrappers = {w.layer.name: w for w in qat.layers if isinstance(w, QuantizeWrapper)}
     kernel = wrappers["dense1"].layer.kernel.numpy()
     assert np.mean(kernel[zeros["dense1"]] != 0) > 0.5
+
+
+def test_only_kernels_with_zeros_get_a_sparsity_mask(pruned_cnn):
+    """A dense kernel has no zeros to keep, so it pays no mask multiply on each training step."""
+    dense = keras.models.clone_model(pruned_cnn)
+    dense.set_weights([np.where(w == 0, 1e-3, w) for w in pruned_cnn.get_weights()])
+    dense.get_layer("classifier").kernel.assign(np.where(np.eye(64, 10) > 0, 0.0, 1e-3))  # one layer with zeros
+
+    wrappers = {w.layer.name: w for w in quantize(dense).layers if isinstance(w, QuantizeWrapper)}
+
+    assert {name: w.preserve_sparsity for name, w in wrappers.items()} == {
+        "conv1": False, "conv2": False, "dense1": False, "classifier": True
+    }
+    assert [v.name for v in wrappers["dense1"].weights if "mask" in v.name] == []
+    assert [v.name for v in wrappers["classifier"].weights if "mask" in v.name] == ["kernel_mask"]
+    assert wrappers["classifier"].sparsity_masks["kernel"].numpy().sum() == 640 - 10
