@@ -98,8 +98,17 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def _advance_schedule(self):
         should_update, sparsity = self.schedule(self.pruning_step.value)
-        mask = ops.cond(should_update, lambda: self._new_mask(sparsity), lambda: ops.convert_to_tensor(self.mask))
-        self.mask.assign(mask)
+        if keras.backend.backend() == "jax":
+            # JAX traces the step without state: a branch cannot assign, so it returns the mask.
+            mask = ops.cond(should_update, lambda: self._new_mask(sparsity), lambda: ops.convert_to_tensor(self.mask))
+            self.mask.assign(mask)
+        else:
+            # Assigned inside the branch: the steps between updates (most of them) copy nothing.
+            def update():
+                self.mask.assign(self._new_mask(sparsity))
+                return ops.ones((), "int64")
+
+            ops.cond(should_update, update, lambda: ops.zeros((), "int64"))
         self.mask_updates.assign_add(ops.cast(should_update, "int64"))
         self.pruning_step.assign_add(1)
 
