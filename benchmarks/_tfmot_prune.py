@@ -40,6 +40,19 @@ def compiled(model):
     return model
 
 
+def int8_tflite(qat_model) -> bytes:
+    """A tfmot QAT model converted to an integer-only TFLite file (int8 input and output), batch 1."""
+    import tensorflow as tf
+
+    traced = tf.function(lambda inputs: qat_model(inputs, training=False))
+    concrete = traced.get_concrete_function(tf.TensorSpec((1, 28, 28, 1), tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], qat_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
 def timed_fit(model, x, y, epochs, callbacks=()):
     """(total fit seconds, seconds of the epochs after the first, which exclude tracing)."""
     epoch_seconds = []

@@ -88,11 +88,10 @@ def tfmot_worker(base_path: str, out_dir: str, settings: dict) -> None:
     """tfmot's side, on tf_keras: CQAT and PCQAT files written to `out_dir`."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
-    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    from _tfmot_prune import compiled, example_cnn  # the same CNN in tf_keras (a sibling script)
+    from _tfmot_prune import compiled, example_cnn, int8_tflite  # the same CNN in tf_keras (a sibling script)
 
     from kstruct.data import load_mnist_5k  # numpy only: no Keras 3 import
 
@@ -115,13 +114,7 @@ def tfmot_worker(base_path: str, out_dir: str, settings: dict) -> None:
         annotated = tfmot.quantization.keras.quantize_annotate_model(stripped)
         scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)
         qat = fit(compiled(tfmot.quantization.keras.quantize_apply(annotated, scheme)))
-        traced = tf.function(lambda inputs: qat(inputs, training=False))
-        concrete = traced.get_concrete_function(tf.TensorSpec((1, 28, 28, 1), tf.float32))
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], qat)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-        return converter.convert()
+        return int8_tflite(qat)
 
     keras.utils.set_random_seed(settings["seed"])
     model = example_cnn()

@@ -71,11 +71,10 @@ def _timed_epochs(model, callbacks_module, x, y, seconds: list) -> dict:
 def tfmot_worker(base_path: str, out_path: str, settings: dict) -> None:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import numpy as np
-    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    from _tfmot_prune import example_cnn  # the same CNN in tf_keras (a sibling script)
+    from _tfmot_prune import example_cnn, int8_tflite  # the same CNN in tf_keras (a sibling script)
 
     from kstruct.data import load_mnist_5k  # numpy only: no Keras 3 import
 
@@ -108,13 +107,7 @@ def tfmot_worker(base_path: str, out_path: str, settings: dict) -> None:
             callbacks=[_epoch_seconds_callback(keras.callbacks, seconds)])
     keras_accuracy = float(np.mean(qat.predict(xt, verbose=0).argmax(-1) == yt))
 
-    traced = tf.function(lambda inputs: qat(inputs, training=False))
-    concrete = traced.get_concrete_function(tf.TensorSpec((1, 28, 28, 1), tf.float32))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], qat)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    Path(out_path).write_bytes(converter.convert())
+    Path(out_path).write_bytes(int8_tflite(qat))
     np.save(out_path + ".predictions.npy", qat.predict(xt, verbose=0))
     timing = _timed_epochs(qat, keras.callbacks, x, y, seconds)
     print(json.dumps({"pruned_float_accuracy": pruned_accuracy, "keras_accuracy": keras_accuracy, **timing,
