@@ -4,6 +4,7 @@ import operator
 import os
 import signal
 
+import keras
 import numpy as np
 import pytest
 
@@ -88,3 +89,31 @@ def test_isolated_litert_error_is_raised_again_in_the_parent(tiny_dense):
     blob = tflite_export.convert(tiny_dense, "float32")
     with pytest.raises(ExportError, match=r"^x has shape \(2, 3\); the model expects inputs of shape \(None, 8\)"):
         tflite_export.predict(blob, np.zeros((2, 3), "float32"), isolate=True)
+
+
+@keras.saving.register_keras_serializable(package="kstruct_tests_isolation")
+class _Scaled(keras.layers.Layer):
+    """A registered custom layer, defined in this (imported) test module."""
+
+    def call(self, x):
+        return 2.0 * x
+
+
+@keras.saving.register_keras_serializable(package="kstruct_tests_isolation")
+def _halve(x):
+    return 0.5 * x
+
+
+def test_preload_modules_come_from_live_classes_never_from_names_in_the_config():
+    from tflite_export._via_tensorflow import modules_to_preload
+
+    layers = keras.layers
+    forged = {"module": "kstruct_evil_module", "registered_name": "x", "class_name": "y"}
+    inner = keras.Sequential([keras.Input((4,)), _Scaled(), layers.Dense(4, activation=_halve)], name="inner")
+    model = keras.Sequential([keras.Input((4,)), layers.Dropout(0.0, seed=forged), inner, layers.Dense(2)])
+    assert modules_to_preload(model) == [__name__]  # the nested model's layer and the registered function
+    # A forged module under a registered name the user has: the live class's module is used, not the file's.
+    forged_known = {**forged, "registered_name": "kstruct_tests_isolation>_Scaled"}
+    plain = keras.Sequential([keras.Input((4,)), layers.Dropout(0.0, seed=forged_known), layers.Dense(2)])
+    assert modules_to_preload(plain) == [__name__]
+    assert modules_to_preload(keras.Sequential([keras.Input((4,)), layers.Dropout(0.0, seed=forged)])) == []
