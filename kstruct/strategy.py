@@ -8,6 +8,10 @@ Grammar (whitespace is free):
     value    := NUMBER | N:M | 'string' | "string" | "[" [value ("," value)*] "]"
               | NAME (true/false/none, or a bare word)
 
+Limits, so that no input can hang the parser or leak another exception: at most
+`MAX_LENGTH` characters, lists nested at most `MAX_DEPTH` deep, number literals of at
+most `MAX_NUMBER` characters, and finite numbers only.
+
 `"prune(0.75) + qat"` parses into exactly the objects `Strategy([Prune(0.75), QAT()])`,
 and `str(strategy)` prints a string that parses back to an equal strategy.
 """
@@ -15,6 +19,7 @@ and `str(strategy)` prints a string that parses back to an equal strategy.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import types
 from dataclasses import dataclass
@@ -123,17 +128,28 @@ def format_value(value: Any) -> str:
     )
 
 
+MAX_LENGTH = 10_000  # characters in a strategy string; a real one is a few dozen
+MAX_DEPTH = 16  # nesting of list literals
+MAX_NUMBER = 40  # characters in one number literal (Python refuses ints of over 4,300 digits)
+_CONTEXT = 20  # characters of the input shown on each side of the marked token
+_MARKED = 40  # characters of the marked token (or step) shown
+
+# One alternative per token kind, whitespace included: each match consumes at least one
+# character and never rescans what an earlier match consumed, so tokenizing is linear.
 _TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<ratio>\d+:\d+)
-      | (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)
+    r"""
+        (?P<space>\s+)
+      | (?P<ratio>[0-9]+:[0-9]+)
+      | (?P<number>[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][-+]?[0-9]+)?)
       | (?P<string>'[^']*'|"[^"]*")
       | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<punct>[()\[\]+,=])
-      | (?P<bad>\S)
-    )""",
-    re.VERBOSE,
+      | (?P<bad>.)
+    """,
+    re.VERBOSE | re.DOTALL,
 )
+
+
 @dataclass
 class _Token:
     kind: str
@@ -141,76 +157,108 @@ class _Token:
     start: int
 
 
+@dataclass
+class _Call:
+    """One parsed `name(arguments)`, before its step class is imported."""
+
+    name: _Token
+    end: _Token
+    args: list
+    kwargs: dict
+
+
 def _tokens(text: str) -> list[_Token]:
-    tokens = []
-    for match in _TOKEN.finditer(text):
-        kind = match.lastgroup
-        if kind is None:
-            continue
-        tokens.append(_Token(kind, match.group(kind), match.start(kind)))
-    return tokens
+    return [
+        _Token(match.lastgroup, match.group(), match.start())
+        for match in _TOKEN.finditer(text)
+        if match.lastgroup != "space"
+    ]
 
 
 def _known() -> str:
     return ", ".join(sorted(_REGISTRY))
 
 
+def _clip(text: str, limit: int = _CONTEXT, *, from_end: bool = False) -> str:
+    """At most `limit` characters of `text` on one line, '...' where it was cut.
+
+    Line breaks and other unprintable characters show as Python escapes (a newline as
+    `\\n`), so an error never spans lines or echoes a long input. Reads only what it shows.
+    """
+    shown, size = [], 0
+    for char in reversed(text) if from_end else text:
+        piece = char if char.isprintable() else repr(char)[1:-1]
+        if size + len(piece) > limit:
+            shown.append("...")
+            break
+        shown.append(piece)
+        size += len(piece)
+    return "".join(reversed(shown) if from_end else shown)
+
+
+def _found(token: _Token | None) -> str:
+    return "the end" if token is None else f"'{_clip(token.text)}'"
+
+
 def _error(text: str, token: _Token | None, message: str, width: int | None = None) -> StrategyError:
-    """A one-line StrategyError that marks the offending token with >>> <<< and lists the known steps."""
+    """A one-line StrategyError that marks the offending token with >>> <<< in a short excerpt of
+    the input, and lists the known steps."""
     start = len(text) if token is None else token.start
     end = start + (width or (0 if token is None else len(token.text)))
     where = "at the end" if token is None else f"at character {start + 1}"
-    marked = f"{text[:start]}>>>{text[start:end]}<<<{text[end:]}"
+    marked = (
+        f"{_clip(text[max(0, start - _CONTEXT - 1):start], from_end=True)}>>>{_clip(text[start:end], _MARKED)}<<<"
+        f"{_clip(text[end:end + _CONTEXT + 1])}"
+    )
     return StrategyError(f"{message.rstrip('.')} ({where}: {marked}). Known steps: {_known()}.")
 
 
 class _Parser:
+    """Reads the grammar into `_Call`s; imports nothing, so a malformed string is refused before any
+    step module (and Keras) loads."""
+
     def __init__(self, text: str):
         self.text = text
         self.tokens = _tokens(text)
         self.position = 0
 
-    def peek(self) -> _Token | None:
-        return self.tokens[self.position] if self.position < len(self.tokens) else None
+    def peek(self, ahead: int = 0) -> _Token | None:
+        at = self.position + ahead
+        return self.tokens[at] if at < len(self.tokens) else None
 
     def take(self) -> _Token | None:
         token = self.peek()
         self.position += 1
         return token
 
+    def fail(self, token: _Token | None, message: str) -> StrategyError:
+        return _error(self.text, token, f"Invalid strategy: {message}")
+
     def expect(self, text: str, what: str) -> _Token:
         token = self.take()
         if token is None or token.text != text:
-            found = "the end" if token is None else f"'{token.text}'"
-            raise _error(self.text, token, f"Invalid strategy: expected {what}, found {found}.")
+            raise self.fail(token, f"expected {what}, found {_found(token)}.")
         return token
 
-    def strategy(self) -> list[Step]:
+    def strategy(self) -> list[_Call]:
         if not self.tokens:
-            raise _error(self.text, None, "Invalid strategy: it is empty; give at least one step, e.g. 'prune(0.75)'.")
-        steps = [self.step()]
+            raise self.fail(None, "it is empty; give at least one step, e.g. 'prune(0.75)'.")
+        calls = [self.call()]
         while self.peek() is not None:
             self.expect("+", "'+' between steps")
-            steps.append(self.step())
-        return steps
+            calls.append(self.call())
+        return calls
 
-    def step(self) -> Step:
+    def call(self) -> _Call:
         token = self.take()
         if token is None or token.kind != "name":
-            found = "the end" if token is None else f"'{token.text}'"
-            raise _error(self.text, token, f"Invalid strategy: expected a step name, found {found}.")
-        found = step_class(token.text)
-        if found is None:
-            raise _error(self.text, token, f"Invalid strategy: unknown step '{token.text}'.")
+            raise self.fail(token, f"expected a step name, found {_found(token)}.")
+        if token.text.lower() not in _REGISTRY:
+            raise self.fail(token, f"unknown step '{_clip(token.text)}'.")
         args, kwargs = [], {}
         if self.peek() is not None and self.peek().text == "(":
             args, kwargs = self.arguments()
-        end = self.tokens[self.position - 1]
-        width = end.start + len(end.text) - token.start
-        try:
-            return found(*args, **kwargs)
-        except (TypeError, ValueError) as err:
-            raise _error(self.text, token, f"Invalid arguments for step '{token.text}': {err}", width) from None
+        return _Call(token, self.tokens[self.position - 1], args, kwargs)
 
     def arguments(self) -> tuple[list, dict]:
         self.expect("(", "'('")
@@ -219,29 +267,37 @@ class _Parser:
             self.take()
             return args, kwargs
         while True:
-            token = self.peek()
-            following = self.tokens[self.position + 1] if self.position + 1 < len(self.tokens) else None
+            token, following = self.peek(), self.peek(1)
             if token is not None and token.kind == "name" and following is not None and following.text == "=":
-                self.take()
-                self.take()
-                kwargs[token.text] = self.value()
+                if token.text in kwargs:
+                    raise self.fail(token, f"keyword argument '{_clip(token.text)}' is given twice.")
+                self.position += 2
+                kwargs[token.text] = self.value(depth=0)
             elif kwargs:
-                raise _error(self.text, token, "Invalid strategy: a positional argument follows a keyword argument.")
+                raise self.fail(token, "a positional argument follows a keyword argument.")
             else:
-                args.append(self.value())
+                args.append(self.value(depth=0))
             closing = self.take()
             if closing is not None and closing.text == ")":
                 return args, kwargs
             if closing is None or closing.text != ",":
-                found = "the end" if closing is None else f"'{closing.text}'"
-                raise _error(self.text, closing, f"Invalid strategy: expected ',' or ')', found {found}.")
+                raise self.fail(closing, f"expected ',' or ')', found {_found(closing)}.")
 
-    def value(self):
+    def value(self, depth: int) -> Any:
         token = self.take()
         if token is None:
-            raise _error(self.text, None, "Invalid strategy: expected a value, found the end.")
+            raise self.fail(None, "expected a value, found the end.")
+        if token.kind in ("number", "ratio") and len(token.text) > MAX_NUMBER:
+            raise self.fail(
+                token, f"a number of {len(token.text)} characters; numbers have at most {MAX_NUMBER}."
+            )
         if token.kind == "number":
-            return float(token.text) if any(c in token.text for c in ".eE") else int(token.text)
+            if not any(c in token.text for c in ".eE"):
+                return int(token.text)
+            number = float(token.text)
+            if not math.isfinite(number):  # 1e309 reads as inf, which no step can use
+                raise self.fail(token, f"expected a finite number, found '{_clip(token.text)}'.")
+            return number
         if token.kind == "ratio":
             n, m = token.text.split(":")
             return (int(n), int(m))
@@ -250,24 +306,48 @@ class _Parser:
         if token.kind == "name":
             return _WORDS.get(token.text.lower(), token.text)
         if token.text == "[":
-            return self.items()
-        raise _error(self.text, token, f"Invalid strategy: expected a value, found '{token.text}'.")
+            if depth >= MAX_DEPTH:
+                raise self.fail(token, f"lists nest at most {MAX_DEPTH} deep.")
+            return self.items(depth + 1)
+        raise self.fail(token, f"expected a value, found {_found(token)}.")
 
-
-    def items(self) -> list:
+    def items(self, depth: int) -> list:
         """The rest of a `[...]` list literal, after its opening bracket."""
         items = []
         if self.peek() is not None and self.peek().text == "]":
             self.take()
             return items
         while True:
-            items.append(self.value())
+            items.append(self.value(depth))
             closing = self.take()
             if closing is not None and closing.text == "]":
                 return items
             if closing is None or closing.text != ",":
-                found = "the end" if closing is None else f"'{closing.text}'"
-                raise _error(self.text, closing, f"Invalid strategy: expected ',' or ']' in a list, found {found}.")
+                raise self.fail(closing, f"expected ',' or ']' in a list, found {_found(closing)}.")
+
+
+def _build(text: str, call: _Call) -> Step:
+    """The step object of one parsed call; the step's own argument checks become a StrategyError
+    that marks the call."""
+    name = call.name
+    width = call.end.start + len(call.end.text) - name.start
+    found = step_class(name.text)
+    try:
+        return found(*call.args, **call.kwargs)
+    except (TypeError, ValueError, ArithmeticError) as err:  # StrategyError is a ValueError
+        reason = _clip(str(err), 100)
+        raise _error(text, name, f"Invalid arguments for step '{name.text}': {reason}", width) from None
+
+
+def _parse(text: str) -> list[Step]:
+    if not isinstance(text, str):
+        raise StrategyError(f"Expected a strategy string. Received: an object of type {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise StrategyError(
+            f"Invalid strategy: it is {len(text):,} characters long, over the limit of {MAX_LENGTH:,} "
+            f"(it starts '{_clip(text.lstrip())}')."
+        )
+    return [_build(text, call) for call in _Parser(text).strategy()]
 
 
 class Strategy:
@@ -289,8 +369,17 @@ class Strategy:
 
     @classmethod
     def parse(cls, text: str) -> "Strategy":
-        """Parses the strategy grammar; errors point at the offending token and list the known steps."""
-        return cls(_Parser(text).strategy())
+        """Parses the strategy grammar; errors point at the offending token and list the known steps.
+
+        The parser is linear in the input and bounded: at most `MAX_LENGTH` characters,
+        lists nested at most `MAX_DEPTH` deep, number literals of at most `MAX_NUMBER`
+        characters, finite numbers only. A syntax error imports no step module.
+
+        Raises:
+            StrategyError: for every malformed string or bad step argument, on one line
+                with a short, escaped excerpt of the input.
+        """
+        return cls(_parse(text))
 
     def __add__(self, other: Union["Strategy", Step]) -> "Strategy":
         extra = other.steps if isinstance(other, Strategy) else [other]

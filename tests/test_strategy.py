@@ -1,6 +1,7 @@
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -231,3 +232,113 @@ def test_valid_chains_pass_validation():
     for text in ("prune(0.5) + qat", "prune(2:4) + ptq", "search(trials=2) + prune(0.5) + qat", "prune(0.5)"):
         Strategy.parse(text).validate("int8")
     Strategy.parse("prune(0.5)").validate("float16")
+
+
+# The parser cannot hang or leak another exception (issue 19, part 4).
+
+MAX_MESSAGE = 400  # characters: the longest hold a step's own message (clipped at 100) and the known steps
+
+
+def _refusal(text: str) -> str:
+    """The StrategyError message for `text`, checked to be one short line."""
+    with pytest.raises(StrategyError) as err:
+        Strategy.parse(text)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and len(message) <= MAX_MESSAGE, message
+    return message
+
+
+def test_whitespace_costs_linear_time_and_a_megabyte_is_refused_by_the_length_cap():
+    started = time.perf_counter()
+    assert Strategy.parse(" " * 9_000 + "prune(0.5)" + "\n" * 900) == Strategy([Prune(0.5)])
+    assert Strategy.parse("prune(0.5)" + " " * 9_990) == Strategy([Prune(0.5)])  # quadratic before: 10 s
+    message = _refusal(" " * 1_000_000 + "prune(0.5)")
+    assert time.perf_counter() - started < 0.5
+    assert message == (
+        "Invalid strategy: it is 1,000,010 characters long, over the limit of 10,000 (it starts 'prune(0.5)')."
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("prune(0.5, epochs=1e309)",
+         "Invalid strategy: expected a finite number, found '1e309' (at character 19: prune(0.5, epochs=>>>1e309<<<))"),
+        ("cluster(epochs=1e309)", "expected a finite number, found '1e309'"),
+        ("qat(epochs=-1e309)", "expected a finite number, found '-1e309'"),
+        ("ptq(samples=1e309)", "expected a finite number, found '1e309'"),
+        ("distill(epochs=1e999)", "expected a finite number, found '1e999'"),
+        ("prune(0.5, epochs=" + "9" * 5000 + ")",
+         "Invalid strategy: a number of 5000 characters; numbers have at most 40 (at character 19: "
+         "prune(0.5, epochs=>>>" + "9" * 40 + "...<<<))"),
+        ("prune(" + "1" * 5000 + ":4)", "a number of 5002 characters; numbers have at most 40"),
+        ("prune(0.5, layers=" + "[" * 500 + "]" * 500 + ")",
+         "Invalid strategy: lists nest at most 16 deep (at character 35: "
+         "...ers=[[[[[[[[[[[[[[[[>>>[<<<[[[[[[[[[[[[[[[[[[[[...)"),
+        ("prune(0.5, layers=1, layers=2)", "keyword argument 'layers' is given twice (at character 22"),
+        ("distill(temperature=inf)", "Expected `temperature` to be a finite number. Received: temperature='inf'"),
+        ("cluster(entropy_weight=nan)", "Expected `entropy_weight` to be a finite number. Received: entropy_weight='nan'"),
+    ],
+)
+def test_inputs_that_leaked_other_exceptions_raise_one_line_strategy_errors(text, message):
+    assert message in _refusal(text)
+
+
+def test_lists_nest_up_to_the_cap():
+    nested = "[" * 16 + "'a'" + "]" * 16
+    assert str(Strategy.parse(f"prune(0.5, layers={nested})")) == f"prune(0.5, layers={nested})"
+
+
+def test_errors_show_a_short_escaped_excerpt_on_one_line():
+    message = _refusal("prune(0.5,\n  colour=1)")
+    assert "(at character 1: >>>prune(0.5,\\n  colour=1)<<<)" in message
+    message = _refusal("prune(0.5) +\n" * 700 + "oops\r\n")
+    assert "unknown step 'oops' (at character 9101: ...5) +\\nprune(0.5) +\\n>>>oops<<<\\r\\n)" in message
+    message = _refusal("prune(0.5) + " + "x" * 9_000)
+    assert "unknown step '" + "x" * 20 + "...' (at character 14: prune(0.5) + >>>" + "x" * 40 + "...<<<)" in message
+    assert "\\x00" in _refusal("prune(0.5)\x00")
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["prune(0.5, {})", "cluster({})", "qat({})", "distill({})", "search({})", "prune_channels(0.5, {})",
+     "drop_blocks({})"],
+)
+@pytest.mark.parametrize(
+    "epochs, message",
+    [
+        ("1.5", "Expected `epochs` to be a positive int. Received: epochs=1.5"),
+        ("true", "Expected `epochs` to be a positive int. Received: epochs=True"),
+        ("'2'", "Expected `epochs` to be a positive int. Received: epochs='2'"),
+        ("0", "Expected `epochs` >= 1. Received: epochs=0"),
+        ("2147483648", "Expected `epochs` <= 2147483647. Received: epochs=2147483648"),
+        ("1e309", "Invalid strategy: expected a finite number, found '1e309'"),
+    ],
+)
+def test_every_step_checks_epochs_the_same_way(step, epochs, message):
+    assert message in _refusal(step.format(f"epochs={epochs}"))
+
+
+def test_epochs_in_python_follow_the_same_rule():
+    with pytest.raises(StrategyError, match=r"Expected `epochs` to be a positive int. Received: epochs=True"):
+        Prune(0.5, epochs=True)
+    with pytest.raises(StrategyError, match=r"Expected `epochs` to be a positive int. Received: epochs=1.5"):
+        kstruct.QAT(epochs=1.5)
+    step = Prune(0.5, epochs=np.int64(2))
+    assert step.epochs == 2 and type(step.epochs) is int
+
+
+def test_a_malformed_strategy_is_refused_without_importing_keras():
+    code = (
+        "import sys, kstruct\n"
+        "texts = [' ' * 20000, 'prune(0.5', 'prune(0.5, epochs=1e309)', 'prune(' + '9' * 99 + ')',\n"
+        "         'prune(layers=' + '[' * 99 + ')', 'prun(0.5)', 'prune(0.5) + \\n qat(x=1, x=2)', 42]\n"
+        "for text in texts:\n"
+        "    try:\n"
+        "        kstruct.Strategy.parse(text)\n"
+        "    except kstruct.StrategyError:\n"
+        "        pass\n"
+        "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -6,7 +6,7 @@ import keras
 
 from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init
 from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, finite_number_argument, optional_positive_int_argument
 from kstruct._training import StepContext
 
 
@@ -50,14 +50,12 @@ class Cluster(Step):
     ):
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
             raise ValueError(f"Expected `n_clusters` to be an integer >= 2. Received: n_clusters={n_clusters!r}")
-        if epochs is not None and (isinstance(epochs, bool) or int(epochs) < 1):
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
         self.n_clusters = n_clusters
         self.init = check_init(init)
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
-        self.entropy_weight = check_entropy_weight(entropy_weight)
-        self.epochs = None if epochs is None else int(epochs)
+        self.entropy_weight = check_entropy_weight(finite_number_argument("entropy_weight", entropy_weight))
+        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.layers = layers
         self.distill = bool(distill)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from kstruct.distillation.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_settings, copy_model
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, finite_number_argument, positive_int_argument
 from kstruct._training import StepContext
 
 
@@ -51,10 +51,10 @@ class Distill(Step):
     trains = True
 
     def __init__(self, *, epochs: int = 3, temperature: float = DEFAULT_TEMPERATURE, alpha: float = DEFAULT_ALPHA):
-        if isinstance(epochs, bool) or int(epochs) < 1:
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
-        self.epochs = int(epochs)
-        self.temperature, self.alpha = check_settings(temperature, alpha)
+        self.epochs = positive_int_argument("epochs", epochs)
+        self.temperature, self.alpha = check_settings(
+            finite_number_argument("temperature", temperature), finite_number_argument("alpha", alpha)
+        )
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         student = context.compile(copy_model(model))  # the incoming model (maybe the user's) stays as it was

@@ -6,7 +6,7 @@ import keras
 
 from kstruct.pruning.blocks import CRITERIA, check_block_count, drop_blocks, removable_blocks, score_blocks
 from kstruct.pruning.channels_step import context_loss, size_notes
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, optional_positive_int_argument
 from kstruct._training import StepContext
 
 SCORING_SAMPLES = 512
@@ -31,11 +31,9 @@ class DropBlocks(Step):
             raise ValueError(f"Expected `n` (blocks to drop) to be an integer >= 1. Received: n={n!r}")
         if criterion not in CRITERIA:
             raise ValueError(f"Expected `criterion` to be one of {CRITERIA}. Received: criterion={criterion!r}")
-        if epochs is not None and int(epochs) < 1:
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
         self.n = n
         self.criterion = criterion
-        self.epochs = None if epochs is None else int(epochs)
+        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.distill = bool(distill)
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:

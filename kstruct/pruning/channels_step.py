@@ -9,7 +9,7 @@ from kstruct.errors import PruningError
 from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_channels, strip_channels
 from kstruct.pruning.channels_criteria import CRITERIA
 from kstruct.pruning.step import Prune
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, optional_positive_int_argument
 from kstruct._training import StepContext
 
 TAYLOR_SAMPLES = 128
@@ -95,12 +95,10 @@ class PruneChannels(Step):
             raise ValueError(f"Expected `criterion` to be one of {CRITERIA}. Received: criterion={criterion!r}")
         if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
             raise ValueError(f"Expected `round_to` to be an integer >= 1. Received: round_to={round_to!r}")
-        if epochs is not None and int(epochs) < 1:
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
         self.ratio = _check_ratio(ratio)
         self.criterion = criterion
         self.round_to = round_to
-        self.epochs = None if epochs is None else int(epochs)
+        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.layers = layers
         self.distill = bool(distill)
 

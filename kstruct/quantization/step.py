@@ -8,7 +8,7 @@ import numpy as np
 from kstruct.errors import StrategyError
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, optional_positive_int_argument, positive_int_argument
 from kstruct._training import StepContext
 
 INT8_TARGET = "int8"
@@ -51,12 +51,6 @@ def _integer_target(step, context: StepContext) -> str:
     return step.target or context.target
 
 
-def _check_epochs(epochs):
-    if epochs is not None and (isinstance(epochs, bool) or int(epochs) < 1):
-        raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
-    return None if epochs is None else int(epochs)
-
-
 class QAT(Step):
     """Quantization-aware training: `quantize` the model, fine-tune it, check its int8 file.
 
@@ -86,7 +80,7 @@ class QAT(Step):
         self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None,
         distill: bool = False,
     ):
-        self.epochs = _check_epochs(epochs)
+        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.distill = bool(distill)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.target = target
@@ -131,9 +125,7 @@ class PTQ(Step):
     targets = (*INTEGER_TARGETS, "int16x8")
 
     def __init__(self, *, samples: int = 200, target: str | None = None):
-        if isinstance(samples, bool) or int(samples) < 1:
-            raise ValueError(f"Expected `samples` >= 1. Received: samples={samples}")
-        self.samples = int(samples)
+        self.samples = positive_int_argument("samples", samples)
         self.target = target
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:

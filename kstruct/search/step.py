@@ -13,7 +13,7 @@ from kstruct.search.pareto import plot_pareto
 from kstruct.search.run import run
 from kstruct.search.space import DEFAULT_WIDTHS, space
 from kstruct.search.tuner import TUNER_NAMES
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, optional_positive_int_argument
 from kstruct._training import StepContext
 
 
@@ -54,14 +54,12 @@ class Search(Step):
             raise ValueError(f"Expected `trials` to be a positive int. Received: trials={trials!r}")
         if tuner not in TUNER_NAMES:
             raise ValueError(f"Expected `tuner` to be one of {TUNER_NAMES}. Received: tuner={tuner!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs!r}")
         self.budget = Budget.from_mapping(
             {k: v for k, v in (("latency_ms", latency_ms), ("tflite_bytes", tflite_bytes), ("params", params)) if v is not None}
         )
         self.trials = trials
         self.tuner = tuner
-        self.epochs = epochs
+        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.directory = directory
         self.plot = plot
 
