@@ -14,7 +14,7 @@ import numpy as np
 
 from kstruct.errors import DataError
 from kstruct._task import OutputTask, labels_by_output, loss_name, model_outputs
-from kstruct._training import TrainingData, model_inputs, name_arrays, pair_inputs
+from kstruct._training import TrainingData, check_label_dtype, model_inputs, name_arrays, pair_inputs
 
 _SPARSE_LOSSES = ("sparsecategoricalcrossentropy",)
 _SAMPLE_ROWS = 1024  # rows of a dataset checked, to bound memory (arrays are checked in full)
@@ -36,6 +36,23 @@ def check_finite(data: TrainingData) -> None:
             raise DataError(
                 f"`{data.what}` {name} contain {nan} NaN and {inf} inf values (of {array.size}). Remove or "
                 "impute them before optimizing: they make training diverge and int8 calibration fail."
+            )
+
+
+def check_input_dtypes(data: TrainingData, model: keras.Model) -> None:
+    """Raises DataError if a numeric model input is fed strings or Python objects.
+
+    Otherwise they fail only at int8 calibration, deep in the converter, after the
+    original model has been measured.
+    """
+    x, _ = _arrays(data)
+    for tensor, array, label in pair_inputs(model, x, data.what):
+        dtype = np.asarray(array).dtype
+        expects = str(getattr(tensor, "dtype", "float32"))
+        if dtype.kind not in "biuf" and expects != "string":
+            raise DataError(
+                f"`{data.what}` {label} have dtype {dtype}, but model `{model.name}` expects {expects} inputs. "
+                f"Convert them to numbers, e.g. x.astype('{expects}')."
             )
 
 
@@ -106,6 +123,9 @@ def check_tokens(data: TrainingData, model: keras.Model) -> None:
 
 def check_data(data: TrainingData, tasks: dict[str, OutputTask], model: keras.Model) -> None:
     """All the value checks above, for one of `train_data` or `validation_data`."""
+    if not data.is_arrays:  # arrays were checked as they came in (TrainingData)
+        check_label_dtype(_arrays(data)[1], data.what)
+    check_input_dtypes(data, model)
     check_finite(data)
     check_labels(data, tasks, model)
     check_tokens(data, model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -13,6 +14,41 @@ import numpy as np
 from kstruct.errors import DataError, KstructError
 
 DEFAULT_EPOCHS = 2
+MAX_COUNT = 2**31 - 1  # the largest count TensorFlow holds (an int32); beyond it, an OverflowError deep inside
+
+
+def count_argument(name: str, value: Any, error: type[KstructError] = DataError) -> int:
+    """`value` as an int in [1, MAX_COUNT], or `error` naming the argument: the rule for
+    `epochs`, `batch_size` and `steps_per_epoch`.
+
+    A bool (`epochs=True`) and a float (`epochs=1.5`, which `int()` would quietly make 1)
+    are refused, and so is a count too big for TensorFlow (an OverflowError mid-training).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise error(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
+    if not 1 <= value <= MAX_COUNT:
+        raise error(f"Expected `{name}` to be a positive int of at most {MAX_COUNT}. Received: {name}={value!r}")
+    return int(value)
+
+
+_KINDS = {
+    "U": "strings", "S": "byte strings", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "time spans"
+}
+
+
+def check_label_dtype(y: Any, what: str) -> None:
+    """Raises DataError if any label array is not numeric (strings, Python objects).
+
+    Keras's losses take numbers; string labels otherwise fail deep in numpy
+    (UFuncTypeError) or TensorFlow with no word about the labels.
+    """
+    for name, array in name_arrays(y, "labels"):
+        dtype = np.asarray(array).dtype
+        if dtype.kind not in "biuf":
+            raise DataError(
+                f"`{what}` {name} have dtype {dtype} ({_KINDS.get(dtype.kind, 'not numbers')}); Keras trains on "
+                "numbers. Pass integer class ids, e.g. classes, y = np.unique(y, return_inverse=True)."
+            )
 
 
 def _is_dataset(data) -> bool:
@@ -90,10 +126,9 @@ class TrainingData:
     _counted: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise DataError(f"Expected `batch_size` to be a positive int. Received: batch_size={self.batch_size!r}")
-        if self.steps is not None and (isinstance(self.steps, bool) or int(self.steps) < 1):
-            raise DataError(f"Expected `steps_per_epoch` >= 1. Received: steps_per_epoch={self.steps!r}")
+        self.batch_size = count_argument("batch_size", self.batch_size)
+        if self.steps is not None:
+            self.steps = count_argument("steps_per_epoch", self.steps)
         data = self.source
         if isinstance(data, (tuple, list)) and len(data) == 2:
             x, y = as_arrays(data[0]), as_arrays(data[1])
@@ -102,6 +137,7 @@ class TrainingData:
                 raise DataError(f"`{self.what}` has {rows} inputs but {labels} labels; they must match.")
             if rows == 0:
                 raise DataError(f"`{self.what}` is empty.")
+            check_label_dtype(y, self.what)
             self.source = (x, y)
         elif not (_is_dataset(data) or isinstance(data, keras.utils.PyDataset)):
             raise DataError(
@@ -239,6 +275,11 @@ def pair_inputs(model: keras.Model, x: Any, what: str) -> list[tuple[Any, np.nda
             )
         return [(t, x[key], f"inputs[{key!r}]") for key, t in keyed]
     leaves = keras.tree.flatten(x)
+    if len(keyed) == 1 and len(leaves) > 1 and isinstance(x, (list, tuple)):
+        raise DataError(
+            f"Model `{model.name}` has 1 input, but `{what}` x is a list of {len(leaves)} arrays, which Keras "
+            f"reads as {len(leaves)} separate inputs. Pass x as one array, e.g. np.stack(x)."
+        )
     if len(leaves) != len(keyed):
         raise DataError(
             f"Model `{model.name}` has {len(keyed)} input(s) {[key for key, _ in keyed]}, but `{what}` gives "
@@ -249,6 +290,16 @@ def pair_inputs(model: keras.Model, x: Any, what: str) -> list[tuple[Any, np.nda
     return [(t, array, f"inputs[{key!r}]") for (key, t), array in zip(keyed, leaves)]
 
 
+def check_input_count(model: keras.Model, data: Any, what: str) -> None:
+    """Raises DataError if `(x, y)` array data gives a different number of inputs than `model` has.
+
+    Run before `TrainingData`, whose row count would otherwise report a list of 64
+    samples as "28 inputs but 64 labels" (the rows of each of 64 "inputs").
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (list, tuple, dict)):
+        pair_inputs(model, as_arrays(data[0]), what)
+
+
 def split_validation(data: TrainingData, fraction: float = 0.1, seed: int = 0) -> tuple[TrainingData, TrainingData]:
     """Holds out a random `fraction` of array data (fixed `seed`) for validation when the user gave none.
 
@@ -256,6 +307,11 @@ def split_validation(data: TrainingData, fraction: float = 0.1, seed: int = 0) -
     """
     x, y = data.source
     rows = count_rows(x, data.what)
+    if rows < 2:
+        raise DataError(
+            f"`{data.what}` has {rows} sample: too few to hold out validation data ({fraction:.0%}) and train on "
+            "the rest. Pass validation_data=... (CLI: x_val and y_val in the .npz), or more samples."
+        )
     n_val = max(1, int(rows * fraction))
     order = np.random.default_rng(seed).permutation(rows)
     held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])

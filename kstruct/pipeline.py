@@ -20,7 +20,16 @@ from kstruct.outputs import write_directory
 from kstruct.report import Report
 from kstruct.strategy import Strategy, as_strategy
 from kstruct._task import detect_tasks
-from kstruct._training import DEFAULT_EPOCHS, StepContext, TrainingData, compile_objects, count_rows, split_validation
+from kstruct._training import (
+    DEFAULT_EPOCHS,
+    StepContext,
+    TrainingData,
+    check_input_count,
+    compile_objects,
+    count_argument,
+    count_rows,
+    split_validation,
+)
 
 
 @dataclass
@@ -67,6 +76,21 @@ class OptimizationResult:
 def _check_target(target: str) -> None:
     if target not in tflite_export.TARGETS:
         raise KstructError(f"Expected `target` to be one of {tuple(tflite_export.TARGETS)}. Received: target={target!r}")
+
+
+def _check_keras3_compile(model: keras.Model) -> None:
+    """Refuses a model compiled from a tf_keras (Keras 2) compile config, before any work.
+
+    Keras 3 loads such a `.keras` file, but the config's `steps_per_execution: null`
+    becomes the model's setting, and its first `predict` fails deep inside Keras with
+    "'>' not supported between instances of 'NoneType' and 'int'".
+    """
+    if model.compiled and getattr(model, "steps_per_execution", 1) is None:
+        raise KstructError(
+            f"Model `{model.name}` was compiled from a tf_keras / Keras 2 compile config (steps_per_execution=None), "
+            "with which Keras 3 cannot predict or train. Compile it again in Keras 3 first: "
+            "model.compile(optimizer=..., loss=..., metrics=[...])."
+        )
 
 
 def _history_note(histories: list[dict]) -> dict:
@@ -141,8 +165,12 @@ def optimize(
     plan = as_strategy(strategy)
     _check_target(target)
     plan.validate(target)  # an impossible chain fails here, before any training or conversion
-    if epochs is not None and int(epochs) < 1:
-        raise KstructError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
+    if epochs is not None:
+        count_argument("epochs", epochs, KstructError)
+    count_argument("batch_size", batch_size)
+    if steps_per_epoch is not None:
+        count_argument("steps_per_epoch", steps_per_epoch)
+    _check_keras3_compile(model)
     if not model.compiled and loss is None:
         raise KstructError(
             f"Model `{model.name}` is not compiled and no `loss` was given. Compile it first "
@@ -162,11 +190,13 @@ def optimize(
         check_can_write(output_dir, overwrite=overwrite, flag="overwrite=True (CLI: --overwrite)")
 
     tasks = detect_tasks(model, task, loss)
+    check_input_count(model, train_data, "train_data")
     train = TrainingData(train_data, batch_size=batch_size, steps=steps_per_epoch)
     train.check_fits(model)
     check_data(train, tasks, model)  # before any hold-out, so errors name `train_data`
     validation_note = "validation_data"
     if validation_data is not None:
+        check_input_count(model, validation_data, "validation_data")
         validation = TrainingData(validation_data, batch_size=batch_size, what="validation_data")
         validation.check_fits(model)
         check_data(validation, tasks, model)
@@ -200,6 +230,10 @@ def optimize(
         custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
     )
     context.check_compile()
+    for step in plan:  # a step that cannot work with this many training steps says so before any training
+        check = getattr(step, "check_before_training", None)
+        if check is not None:
+            check(context)
     x_val, y_val = validation.arrays()
     representative = context.representative_inputs()
     report = Report(

@@ -176,12 +176,81 @@ def test_dict_inputs_with_wrong_keys_name_the_model_inputs():
     )
 
 
-def test_prune_on_too_little_data_fails_naming_the_fix():
+def test_prune_on_too_little_data_fails_before_any_training_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(StepContext, "fit", lambda *args, **kwargs: pytest.fail("trained before refusing"))
     with pytest.raises(PruningError) as err:
         kstruct.optimize(_classifier(), "prune(0.5)", train_data=_data(20), epochs=1, target="float32", verbose=0)
     assert str(err.value) == (
-        "prune(0.5) reached 0.0% sparsity, not 50%: its schedule had only 1 optimizer step(s) (1 epoch(s) of "
-        "1 batch(es)). Give it more steps: more training data, more epochs (epochs=...), or a smaller batch_size."
+        "prune(0.5) would reach 0.0% sparsity, not 50%: its schedule has only 1 optimizer step(s) (1 epoch(s) of "
+        "1 batch(es)). Give it more steps (more training data, more epochs, or a smaller batch_size), or prune at "
+        "once: prune(0.5, schedule='constant')."
+    )
+
+
+def test_prune_at_once_on_the_same_little_data_reaches_its_sparsity():
+    result = kstruct.optimize(_classifier(), "prune(0.5, schedule='constant')", train_data=_data(20), epochs=1,
+                              target="float32", verbose=0)
+    assert result.report.final.sparsity == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("labels", [np.array(["cat", "dog"] * 24), np.array(["cat", "dog"] * 24, dtype=object)])
+def test_string_labels_are_refused_naming_their_dtype_and_the_fix(labels):
+    x, _ = _data()
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=(x, labels), target="float32")
+    kind = "strings" if labels.dtype.kind == "U" else "Python objects"
+    assert str(err.value) == (
+        f"`train_data` labels have dtype {labels.dtype} ({kind}); Keras trains on numbers. Pass integer class ids, "
+        "e.g. classes, y = np.unique(y, return_inverse=True)."
+    )
+
+
+def test_one_sample_says_it_is_too_few_to_hold_out_validation_data():
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=_data(1), target="float32")
+    assert str(err.value) == (
+        "`train_data` has 1 sample: too few to hold out validation data (10%) and train on the rest. Pass "
+        "validation_data=... (CLI: x_val and y_val in the .npz), or more samples."
+    )
+
+
+def test_a_list_of_samples_for_a_single_input_model_says_to_stack_them():
+    x, y = _data(64)
+    model = _classifier()
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(model, "prune(0.5)", train_data=(list(x), y), target="float32")
+    assert str(err.value) == (
+        f"Model `{model.name}` has 1 input, but `train_data` x is a list of 64 arrays, which Keras reads as 64 "
+        "separate inputs. Pass x as one array, e.g. np.stack(x)."
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        ({"epochs": 1.5}, KstructError, "Expected `epochs` to be a positive int. Received: epochs=1.5"),
+        ({"epochs": True}, KstructError, "Expected `epochs` to be a positive int. Received: epochs=True"),
+        ({"batch_size": True}, DataError, "Expected `batch_size` to be a positive int. Received: batch_size=True"),
+        ({"batch_size": 10**20}, DataError,
+         "Expected `batch_size` to be a positive int of at most 2147483647. "
+         "Received: batch_size=100000000000000000000"),
+    ],
+)
+def test_counts_must_be_positive_ints_tensorflow_can_hold(arguments, error, message):
+    with pytest.raises(error) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=_data(), target="float32", **arguments)
+    assert str(err.value) == message
+
+
+def test_a_model_compiled_from_a_tf_keras_config_is_refused_before_any_work():
+    model = _classifier()
+    model.compile_from_config({**model.get_compile_config(), "steps_per_execution": None})  # as tf_keras files load
+    with pytest.raises(KstructError) as err:
+        kstruct.optimize(model, "prune(0.5)", train_data=_data(), target="float32")
+    assert str(err.value) == (
+        f"Model `{model.name}` was compiled from a tf_keras / Keras 2 compile config (steps_per_execution=None), "
+        "with which Keras 3 cannot predict or train. Compile it again in Keras 3 first: "
+        "model.compile(optimizer=..., loss=..., metrics=[...])."
     )
 
 

@@ -5,6 +5,8 @@ One module per subcommand (`optimize`, `demo`, `export`, `inspect`, `bench`,
 `main` is the one error-to-exit path: every `UsageError`, `KstructError` and
 `tflite_export.ExportError` ends as one line `kstruct: error: ...` on stderr and
 exit status 2 (1 for a search that found nothing within budget), never a traceback.
+Ctrl-C ends with one line and status 130 (128 + SIGINT, as shells report it), so a
+script can tell an interrupted run from bad input.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kstruct.cli._usage import NothingFound, Parser, UsageError
 __all__ = ["main", "build_parser", "UsageError", "NothingFound"]
 
 SUBCOMMANDS = (optimize, demo, export, inspect, bench, search)
+INTERRUPTED = 130  # 128 + SIGINT
 
 
 def build_parser() -> Parser:
@@ -93,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)  # --help and argument errors never load TensorFlow
     except UsageError as err:
         return fail(str(err), err.exit_status)
-    with _quiet_native_stderr():
-        expected = _expected_errors()  # loads TensorFlow once
-        try:
-            return args.run(args)
-        except expected as err:
-            return fail(str(err) or type(err).__name__, getattr(err, "exit_status", 2))
-        except KeyboardInterrupt:
-            return fail(getattr(args, "interrupted", "interrupted"))
+    except KeyboardInterrupt:
+        return fail("interrupted", INTERRUPTED)
+    try:  # outside the quiet block, so the line is printed once stderr is restored
+        with _quiet_native_stderr():
+            expected = _expected_errors()  # loads TensorFlow once (Ctrl-C may land in it)
+            try:
+                return args.run(args)
+            except expected as err:
+                return fail(str(err) or type(err).__name__, getattr(err, "exit_status", 2))
+    except KeyboardInterrupt:
+        return fail(getattr(args, "interrupted", "interrupted"), INTERRUPTED)
 
 
 if __name__ == "__main__":

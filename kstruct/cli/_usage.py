@@ -28,12 +28,19 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+MAX_COUNT = 2**31 - 1  # kstruct._training.MAX_COUNT, repeated here so parsing never imports TensorFlow
+
+
 def positive_int(text: str) -> int:
-    """argparse type for counts such as --batch-size and --epochs: 0 is refused here, not deep in training."""
+    """argparse type for counts such as --batch-size and --epochs: 0 is refused here, not deep in training,
+    and so is a count too big for TensorFlow (an OverflowError from inside it)."""
+    shown = text if len(text) <= 40 else text[:40] + "..."
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {shown!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {shown}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer of at most {MAX_COUNT}. Received: {shown}")
     return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kstruct.cli._files import atomic_write, load_calibration
+from kstruct.cli._files import atomic_write, load_calibration, load_keras_model
 from kstruct.cli._usage import UsageError
 
 
@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(out_dir):
         raise UsageError(f"output directory {out_dir!r} does not exist")
     data = load_calibration(args.data) if args.data else None
-    blob = convert(args.model, args.target, data, allow_flex=args.allow_flex)
+    # Loaded here, not by convert: a file Keras refuses (safe mode, damage) becomes one line, not a traceback.
+    # compile=False: conversion needs no compile settings, so a tf_keras file (whose settings Keras 3
+    # cannot use) still converts.
+    model = load_keras_model(args.model, compile=False)
+    blob = convert(model, args.target, data, allow_flex=args.allow_flex)
     if args.target == "gpu":  # run it on LiteRT's GPU accelerator; a failure is an error, no device a note
         from tflite_export import run_on_gpu
 

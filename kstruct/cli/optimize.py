@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     kstruct.outputs.check_can_write(args.out, overwrite=args.overwrite, flag="--overwrite")
     train, validation = load_training_npz(args.data)
     model = load_keras_model(args.model)
-    teacher = load_keras_model(args.teacher) if args.teacher else None
+    # A teacher only predicts: its compile settings are never used (and a tf_keras file's would not load).
+    teacher = load_keras_model(args.teacher, compile=False) if args.teacher else None
     result = kstruct.optimize(
         model,
         strategy,

@@ -45,6 +45,22 @@ class PruningSchedule:
     def final_sparsity(self) -> float:
         raise NotImplementedError
 
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity the schedule asks for at `step`, in plain Python (no tensors)."""
+        raise NotImplementedError
+
+    def sparsity_after(self, steps: int) -> float | None:
+        """The sparsity of the mask after `steps` optimizer steps (0 to steps - 1), known before training.
+
+        None when the mask is never computed in that many steps. Lets a caller refuse a
+        schedule that cannot reach its target before spending any training on it.
+        """
+        last = steps - 1 if self.end_step < 0 else min(steps - 1, self.end_step)
+        if last < self.begin_step:
+            return None
+        last -= (last - self.begin_step) % self.frequency  # the last step on the update grid
+        return self.sparsity_at(last)
+
     def _should_update(self, step):
         # The mask is recomputed every `frequency` steps inside [begin, end]; end -1 means forever.
         step = ops.cast(step, "int64")
@@ -93,6 +109,9 @@ class ConstantSparsity(PruningSchedule):
     def final_sparsity(self) -> float:
         return self.target_sparsity
 
+    def sparsity_at(self, step: int) -> float:
+        return self.target_sparsity
+
     def __call__(self, step):
         return self._should_update(step), ops.convert_to_tensor(self.target_sparsity, "float32")
 
@@ -136,6 +155,11 @@ class PolynomialDecay(PruningSchedule):
     @property
     def final_sparsity(self) -> float:
         return self._final_sparsity
+
+    def sparsity_at(self, step: int) -> float:
+        span = max(self.end_step - self.begin_step, 1)
+        progress = min(max((step - self.begin_step) / span, 0.0), 1.0)
+        return self._final_sparsity + (self.initial_sparsity - self._final_sparsity) * (1.0 - progress) ** self.power
 
     def __call__(self, step):
         span = max(self.end_step - self.begin_step, 1)

@@ -7,7 +7,7 @@ import keras
 from kstruct.errors import PruningError
 from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip, wrappers
 from kstruct.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from kstruct.step import Step, StepResult
+from kstruct.step import Step, StepResult, optional_positive_int_argument
 from kstruct._training import StepContext
 
 SCHEDULES = ("polynomial", "constant")
@@ -58,12 +58,10 @@ class Prune(Step):
             if not 0 < n < m:
                 raise ValueError(f"Expected an N:M pattern with 0 < N < M, e.g. 2:4. Received: {n}:{m}")
             m_by_n = (n, m)
-        if epochs is not None and int(epochs) < 1:
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
         self.sparsity = None if sparsity is None else float(sparsity)
         self.schedule = schedule
         self.m_by_n = m_by_n
-        self.epochs = None if epochs is None else int(epochs)
+        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.layers = layers
         self.distill = bool(distill)
 
@@ -79,7 +77,31 @@ class Prune(Step):
         end = max(frequency, ramp // frequency * frequency)  # the final sparsity lands on an update step
         return PolynomialDecay(0.0, self.sparsity, begin_step=0, end_step=end, frequency=frequency)
 
+    def check_before_training(self, context: StepContext) -> None:
+        """Raises PruningError when the schedule cannot reach its sparsity in the steps it will get.
+
+        The step count is known from the data, batch size and epochs before any
+        training, so a run that would end dense fails now, not after its fine-tuning
+        (on a few dozen samples an epoch is one batch, and a gradual schedule's first
+        mask update, at step 0, is at 0% sparsity).
+        """
+        if self.m_by_n is not None:  # N:M applies in full from step 0
+            return
+        epochs = self.epochs or context.epochs
+        steps = context.steps(epochs)
+        reached = self.pruning_schedule(steps).sparsity_after(steps) or 0.0
+        if self.sparsity > 0 and reached < 0.9 * self.sparsity:
+            at_once = Prune(
+                self.sparsity, schedule="constant", epochs=self.epochs, layers=self.layers, distill=self.distill
+            )
+            raise PruningError(
+                f"{self} would reach {reached:.1%} sparsity, not {self.sparsity:.0%}: its schedule has only {steps} "
+                f"optimizer step(s) ({epochs} epoch(s) of {steps // max(epochs, 1)} batch(es)). Give it more steps "
+                f"(more training data, more epochs, or a smaller batch_size), or prune at once: {at_once}."
+            )
+
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        self.check_before_training(context)
         epochs = self.epochs or context.epochs
         schedule = self.pruning_schedule(context.steps(epochs))
         wrapped = prune(model, schedule=schedule, m_by_n=self.m_by_n, layers=self.layers)

@@ -89,3 +89,18 @@ def test_schedule_rejects_bad_arguments(build, message):
     with pytest.raises(ValueError) as err:
         build()
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_sparsity_after_matches_the_mask_the_tensor_schedule_leaves(name):
+    """`sparsity_after(n)` (plain Python, before training) is the sparsity of the last update in steps 0..n-1."""
+    schedule = OURS[name]
+    for steps in (1, 2, 11, 60, 151, 260):
+        last = None
+        for step in range(steps):
+            update, value = schedule(step)
+            if bool(update):
+                last = float(value)
+        after = schedule.sparsity_after(steps)
+        assert (after is None) == (last is None), (name, steps)
+        assert after == pytest.approx(last, abs=1e-6), (name, steps)
