@@ -37,7 +37,7 @@ def run_demo(
 
     from kstruct.outputs import check_can_write
 
-    check_can_write(output_dir, overwrite=overwrite, flag="overwrite=True (CLI: --overwrite)")
+    check_can_write(output_dir, overwrite=overwrite)
     keras.utils.set_random_seed(seed)  # the same numbers on every run of the demo
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_mnist_5k_splits()
     print(

@@ -187,7 +187,7 @@ def optimize(
     if output_dir is not None:
         from kstruct.outputs import check_can_write
 
-        check_can_write(output_dir, overwrite=overwrite, flag="overwrite=True (CLI: --overwrite)")
+        check_can_write(output_dir, overwrite=overwrite)
 
     tasks = detect_tasks(model, task, loss)
     check_input_count(model, train_data, "train_data")

@@ -159,7 +159,7 @@ def test_unknown_target_lists_the_valid_ones(trained, small_mnist):
 def test_existing_output_directory_is_refused_before_training(trained, small_mnist, tmp_path):
     (x, y), _ = small_mnist
     (tmp_path / "keep.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match=r"pass overwrite=True \(CLI: --overwrite\)"):
+    with pytest.raises(OutputExistsError, match=r"already exists; pass overwrite=True to replace it"):
         kstruct.optimize(trained, "prune(0.5)", train_data=(x, y), output_dir=tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "mine"
 

@@ -5,6 +5,7 @@ output both reported success; output folders ignored the umask; killed runs left
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -169,3 +170,31 @@ def test_write_file_without_overwrite_never_replaces_a_file_that_appeared(tmp_pa
     assert target.read_bytes() == b"first"
     write_file(target, b"second", overwrite=True)
     assert target.read_bytes() == b"second"
+
+
+@pytest.mark.slow
+def test_two_kstruct_optimize_runs_started_together_on_one_out_one_wins_and_the_other_names_the_flag(tmp_path):
+    import keras
+    import numpy as np
+
+    from tests.console import ROOT, kstruct
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.random((64, 8), dtype=np.float32), y=rng.integers(0, 3, 64))
+    out = tmp_path / "same"
+    script = shutil.which("kstruct", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    command = [script, "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5)", "--data",
+               str(tmp_path / "data.npz"), "--target", "float32", "--epochs", "1", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outcomes = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    assert sorted(code for code, _, _ in outcomes) == [0, 2], outcomes
+    loser = next(stderr for code, _, stderr in outcomes if code == 2).strip()
+    assert loser == f"kstruct: error: Output {out} already exists; pass --overwrite to replace it, or choose another path."
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["layers.png", "model.keras", "model.tflite", "report.json", "report.md", "stages.png", "training.png"]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.keras", "same"]

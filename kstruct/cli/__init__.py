@@ -18,6 +18,7 @@ import sys
 
 from kstruct.cli import bench, demo, export, inspect, optimize, search
 from kstruct.cli._usage import NothingFound, Parser, UsageError
+from kstruct.outputs import OutputExistsError
 
 __all__ = ["main", "build_parser", "UsageError", "NothingFound"]
 
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             expected = _expected_errors()  # loads TensorFlow once (Ctrl-C may land in it)
             try:
                 return args.run(args)
+            except OutputExistsError as err:  # the library names overwrite=True; here the flag is --overwrite
+                return fail(str(err.with_flag("--overwrite")))
             except expected as err:
                 return fail(str(err) or type(err).__name__, getattr(err, "exit_status", 2))
     except KeyboardInterrupt:

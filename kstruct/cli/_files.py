@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -214,17 +213,3 @@ def read_tflite(path: str) -> bytes:
         return read_model(path)
     except ExportError:
         raise UsageError(f"{path!r} is not a TFLite file (no 'TFL3' identifier)") from None
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes `data` to `path` via a temp file in the same directory and os.replace: never a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from kstruct.cli._files import atomic_write, load_calibration, load_keras_model
+from kstruct.cli._files import load_calibration, load_keras_model
+from kstruct.outputs import check_can_write, write_file
 from kstruct.cli._usage import UsageError
 
 
@@ -28,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
     get_target(args.target)  # an unknown target fails before the model loads
     if not os.path.isfile(args.model):
         raise UsageError(f"model file {args.model!r} does not exist")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out!r} exists; pass --overwrite to replace it")
+    check_can_write(args.out, overwrite=args.overwrite, flag="--overwrite", directory=False)  # links refused too
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"output directory {out_dir!r} does not exist")
@@ -43,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
         from tflite_export import run_on_gpu
 
         print(f"gpu run check: {run_on_gpu(blob).raise_for_failure().message}")
-    atomic_write(args.out, blob)
+    write_file(args.out, blob, overwrite=args.overwrite, flag="--overwrite")
     print(f"wrote {args.out} ({len(blob)} bytes, target={args.target})")
     return 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kstruct.cli import main
-from kstruct.cli._files import atomic_write
+from kstruct.outputs import write_file
 from tests.console import error_line, kstruct
 
 
@@ -129,13 +129,13 @@ def test_bench_zero_runs_is_refused_by_the_parser(tmp_path, capsys):
     )
 
 
-def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
+def test_write_file_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        atomic_write(str(tmp_path / "m.tflite"), b"data")
+        write_file(tmp_path / "m.tflite", b"data", overwrite=True)
     assert list(tmp_path.iterdir()) == []
 
 
