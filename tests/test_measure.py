@@ -79,8 +79,10 @@ def test_multi_input_model_runs_end_to_end_to_an_int8_file_with_both_inputs(form
         ("image", "int8", (1, 8, 8, 1)), ("vec", "int8", (1, 3))
     ]
     final = result.report.final
-    assert final.stage == "qat" and final.metric == "accuracy" and 0.0 <= final.tflite_accuracy <= 1.0
+    assert final.stage == "qat" and final.metric == "accuracy"
     assert final.agreement >= 0.8
+    # Keras and the file can differ in accuracy only on the inputs where they disagree.
+    assert abs(final.keras_accuracy - final.tflite_accuracy) <= 1 - final.agreement + 1e-9
 
 
 def test_dict_outputs_are_measured_per_output_with_their_own_metric_through_qat_to_int8():

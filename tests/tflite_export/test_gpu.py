@@ -96,7 +96,6 @@ def test_cumsum_crash_is_a_verdict_and_this_process_lives_on(device):
     assert verdict.status == "crashed", verdict.message
     assert verdict.signal == "SIGILL" and verdict.stage == "gpu_compile"
     assert verdict.message.startswith("the GPU runner was killed by SIGILL at stage 'gpu_compile'")
-    assert os.getpid() > 0 and np.add(1, 1) == 2  # still here
 
 
 def test_dynamic_batch_flatten_is_refused_naming_the_shape_op(device):

@@ -74,9 +74,8 @@ def test_isolated_conversion_gives_the_same_file_as_in_process(tiny_dense):
     x = np.random.default_rng(0).random((16, 8)).astype("float32")
     in_process = tflite_export.convert(tiny_dense, "int8", representative_data=x, isolate=False)
     isolated = tflite_export.convert(tiny_dense, "int8", representative_data=x, isolate=True)
-    assert tflite_export.analyze(isolated).ops == tflite_export.analyze(in_process).ops
     assert [t.dtype for t in tflite_export.analyze(isolated).inputs] == ["int8"]
-    np.testing.assert_array_equal(tflite_export.predict(isolated, x), tflite_export.predict(in_process, x))
+    assert isolated == in_process  # the same converter on the same model and samples: the same bytes
 
 
 def test_isolated_litert_run_gives_the_same_outputs(tiny_dense):
