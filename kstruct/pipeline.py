@@ -11,16 +11,19 @@ from typing import Any
 import keras
 import tflite_export
 
-from kstruct._layer_stats import compare_layers
-from kstruct._data_checks import check_data
+from kstruct.distillation import distiller
+from kstruct.pruning import sparsity
+
+from kstruct.report.layer_stats import compare_layers
+from kstruct.engine.data_checks import check_data
 from kstruct.errors import DataError, KstructError
-from kstruct._measure import measure_stage
+from kstruct.report.measure import measure_stage
 from kstruct._graph import check_graph_model
 from kstruct.outputs import write_directory
 from kstruct.report import Report
 from kstruct.strategy import Strategy, as_strategy
-from kstruct._task import detect_tasks
-from kstruct._training import (
+from kstruct.engine.task import detect_tasks
+from kstruct.engine.training import (
     DEFAULT_EPOCHS,
     StepContext,
     TrainingData,
@@ -49,7 +52,7 @@ class OptimizationResult:
 
     def plot(self) -> dict:
         """The report's figures, `{"stages", "layers", "training"}` -> matplotlib `Figure` (Agg)."""
-        from kstruct.plots import figures
+        from kstruct.report.plots import figures
 
         return figures(self.report)
 
@@ -65,7 +68,7 @@ class OptimizationResult:
             self.model.save(folder / "model.keras")
             (folder / "model.tflite").write_bytes(self.tflite)
             (folder / "report.json").write_text(self.report.to_json() + "\n")
-            from kstruct.plots import markdown, save_figures
+            from kstruct.report.plots import markdown, save_figures
 
             pictures = save_figures(self.report, folder)
             (folder / "report.md").write_text(self.report.to_markdown() + "\n\n" + markdown(pictures) + "\n")
@@ -181,7 +184,7 @@ def optimize(
 
         check_teacher(teacher, model)
     if tensorboard_dir is not None:
-        from kstruct._tensorboard import check_tensorboard
+        from kstruct.engine.tensorboard import check_tensorboard
 
         check_tensorboard()
     if output_dir is not None:
@@ -226,6 +229,8 @@ def optimize(
         metrics=metrics,
         verbose=verbose,
         teacher=model if teacher is None else teacher,
+        distiller=distiller,
+        epoch_scalars={"sparsity": lambda trained: sparsity(trained).overall},
         tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
         custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
     )

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import kstruct
 from kstruct.errors import DataError, KstructError, PruningError
-from kstruct._training import StepContext, TrainingData, split_validation
+from kstruct.engine.training import StepContext, TrainingData, split_validation
 
 RNG = np.random.default_rng(0)
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kstruct._demo import run_demo
+from kstruct.cli.demo_runner import run_demo
 
 
 @pytest.mark.slow

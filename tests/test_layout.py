@@ -1,8 +1,9 @@
-"""The package's layout: no import cycles among the modules of kstruct/ and tflite_export/.
+"""The package's layout: layers that import only downward, and no import cycles.
 
-Only imports that run when a module is imported count (module level, including
-try/except and if-blocks, but not `if TYPE_CHECKING:`); imports inside functions
-are lazy on purpose and may point anywhere.
+`import_graph` holds the imports that run when a module is imported (module level,
+try/except and if-blocks, not `if TYPE_CHECKING:`); `import_graph_all_depths` every import
+statement, inside functions included, since a lazy import still ties the two modules together.
+Both must be free of cycles, and the second must respect `RANKS`.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def test_the_graph_sees_relative_and_from_imports():
 def test_importing_a_submodule_counts_its_parent_packages():
     node = ast.parse("from kstruct.pruning.prune import prune").body[0]
     modules = _modules()
-    assert _imported("kstruct._measure", Path("kstruct/measure.py"), node, modules) == {
+    assert _imported("kstruct.report.measure", Path("kstruct/measure.py"), node, modules) == {
         "kstruct.pruning", "kstruct.pruning.prune"  # kstruct itself is measure's own package
     }
     relative = ast.parse("from . import masks").body[0]
@@ -147,6 +148,64 @@ def test_no_import_cycles_among_the_package_modules():
     assert cycles(import_graph()) == []
 
 
+def test_no_import_cycles_counting_imports_inside_functions_and_type_checking_blocks():
+    assert cycles(import_graph_all_depths()) == []
+
+
 def test_tflite_export_never_imports_kstruct():
     graph = import_graph()
     assert [m for m in graph if m.startswith("tflite_export") and any(t.startswith("kstruct") for t in graph[m])] == []
+
+
+# Layers, bottom to top (../docs/architecture.md). A module imports only from its own rank or below,
+# counting imports inside functions too (they run the same code, later); techniques never import each other.
+RANKS = (
+    ("tflite_export",),
+    ("kstruct.errors", "kstruct.outputs", "kstruct.data", "kstruct.models", "kstruct._keras_objects"),
+    ("kstruct._graph",),
+    ("kstruct.engine",),
+    ("kstruct.pruning", "kstruct.quantization", "kstruct.clustering", "kstruct.distillation", "kstruct.search"),
+    ("kstruct.strategy",),
+    ("kstruct.report", "kstruct.plots"),
+    ("kstruct.pipeline",),
+    ("kstruct.cli",),
+)
+TECHNIQUES = RANKS[4]
+
+
+def _home(module: str) -> tuple[int, str] | None:
+    """(rank, layer) of a module: the longest layer name it falls under."""
+    best = None
+    for rank, layers in enumerate(RANKS):
+        for layer in layers:
+            if (module == layer or module.startswith(layer + ".")) and (best is None or len(layer) > len(best[1])):
+                best = (rank, layer)
+    return best
+
+
+def import_graph_all_depths() -> dict[str, set[str]]:
+    """Like `import_graph`, but every import statement counts, inside functions included."""
+    modules = _modules()
+    graph = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+        graph[module] = set().union(*(_imported(module, path, node, modules) for node in imports)) - {""}
+    return graph
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in _modules() if m != "kstruct" and _home(m) is None] == []
+
+
+def test_no_module_imports_a_higher_layer_or_another_technique_at_any_depth():
+    upward = []
+    for module, targets in import_graph_all_depths().items():
+        if module == "kstruct":  # the package's lazy public names point at every layer by design
+            continue
+        rank, layer = _home(module)
+        for target in sorted(targets - {"kstruct"}):
+            target_rank, target_layer = _home(target)
+            if target_rank > rank or (layer in TECHNIQUES and target_layer in TECHNIQUES and target_layer != layer):
+                upward.append(f"{module} -> {target}")
+    assert upward == []

@@ -196,7 +196,7 @@ def test_sparsity_is_over_the_prunable_weights_and_the_layers_left_dense_are_nam
     ],
 )
 def test_the_task_is_read_from_the_loss_then_the_activation(units, activation, loss, task, metric, threshold):
-    from kstruct._task import detect_tasks
+    from kstruct.engine.task import detect_tasks
 
     model = _dense_model(units, activation)
     model.compile("adam", loss)

@@ -11,7 +11,7 @@ import pytest
 from matplotlib.image import imread
 
 import kstruct
-from kstruct.plots import figures, training_series
+from kstruct.report.plots import figures, training_series
 from tests.conftest import compiled, tiny_cnn
 
 PNGS = ["layers.png", "stages.png", "training.png"]
@@ -139,7 +139,8 @@ def test_tensorboard_dir_logs_every_training_step_or_says_what_is_missing(small_
 
 def test_pareto_figure_plots_the_trials_and_front(tmp_path):
     from kstruct.search.budget import Budget
-    from kstruct.search.pareto import pareto_figure, pareto_front, plot_pareto
+    from kstruct.search.pareto import pareto_figure, plot_pareto
+    from kstruct.search.result import pareto_front
     from kstruct.search.result import SearchResult, TrialRecord
 
     trials = [

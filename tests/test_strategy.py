@@ -139,7 +139,7 @@ def test_register_step_adds_a_users_step_to_the_grammar():
         with pytest.raises(StrategyError, match="A step named 'freeze_for_test' is already registered; pass override=True"):
             kstruct.register_step("freeze_for_test", _Freeze)
     finally:
-        from kstruct import strategy as strategy_module
+        from kstruct.strategy import grammar as strategy_module
 
         strategy_module._REGISTRY.pop("freeze_for_test")
 

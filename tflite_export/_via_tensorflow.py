@@ -18,10 +18,9 @@ once per measurement.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -82,33 +81,12 @@ def modules_to_preload(model: Any) -> list[str]:
     return sorted(module for module in found if module in sys.modules)
 
 
-def _convert_saved(path: str, target: str, samples: np.ndarray | None, options: dict[str, Any]):
-    """Child side: load the `.keras` file under TensorFlow and convert it; warnings go back to the parent."""
-    import keras
-
-    from tflite_export.convert import convert
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        missing = re.search(r"Could not locate (?:class|function) '[^']+'", str(error))
-        reason = missing.group(0) if missing else f"{type(error).__name__}: {str(error).strip()[:300]}"
-        raise ExportError(
-            f"The model saved for conversion did not load under the TensorFlow backend ({reason}). Register custom "
-            "classes with @keras.saving.register_keras_serializable in an importable module, or name the modules "
-            "that define them in preload=..."
-        ) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EdgeTpuCpuFallbackWarning)
-        blob = convert(model, target, samples, isolate=False, **options)  # this child is the isolation
-    return blob, [str(w.message) for w in caught if issubclass(w.category, EdgeTpuCpuFallbackWarning)]
-
-
 def convert_in_tensorflow_child(
     model: Any,
     target: str,
     samples: list[list[np.ndarray]] | None,
     *,
+    convert_saved: Callable[..., tuple[bytes, list[str]]],
     preload: Sequence[str] = (),
     hint: str = "",
     **options: Any,
@@ -120,6 +98,8 @@ def convert_in_tensorflow_child(
         target: the TFLite target.
         samples: the calibration samples `convert` already drew (one-sample batches, one array
             per input), or None.
+        convert_saved: the child's work, `(path, target, samples, options) -> (file, warnings)`: a
+            module-level function of `convert.py`, passed in so this module never imports it.
         preload: more modules for the child to import before loading the model.
         hint: appended to the message if the child crashes.
         **options: `convert`'s keyword options (batch_size, io_dtype, ...).
@@ -135,7 +115,7 @@ def convert_in_tensorflow_child(
         path = os.path.join(tmp, "model.keras")
         model.save(path)
         blob, messages = run_isolated(
-            _convert_saved, path, target, data, options,
+            convert_saved, path, target, data, options,
             what=f"The TFLite converter, converting the {keras.backend.backend()} model for target={target!r} "
             "under the TensorFlow backend,",
             hint=hint,

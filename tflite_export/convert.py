@@ -10,6 +10,7 @@ accelerator refuses the file.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -335,7 +336,7 @@ def convert(
 
     if keras.backend.backend() != "tensorflow":
         return convert_in_tensorflow_child(
-            keras_model, target, samples, preload=preload, hint=_crash_hint(spec, []),
+            keras_model, target, samples, convert_saved=_convert_saved, preload=preload, hint=_crash_hint(spec, []),
             batch_size=batch_size, io_dtype=io_dtype, allow_flex=allow_flex, sparse_weights=sparse_weights, strict=strict,
         )
     unrolled: list[str] = []
@@ -391,3 +392,22 @@ def convert(
             raise CompatibilityError(message, target=target, ops=tuple(result.unsupported_ops))
     return blob
 
+
+def _convert_saved(path: str, target: str, samples: np.ndarray | None, options: dict[str, Any]):
+    """Child side: load the `.keras` file under TensorFlow and convert it; warnings go back to the parent."""
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        missing = re.search(r"Could not locate (?:class|function) '[^']+'", str(error))
+        reason = missing.group(0) if missing else f"{type(error).__name__}: {str(error).strip()[:300]}"
+        raise ExportError(
+            f"The model saved for conversion did not load under the TensorFlow backend ({reason}). Register custom "
+            "classes with @keras.saving.register_keras_serializable in an importable module, or name the modules "
+            "that define them in preload=..."
+        ) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EdgeTpuCpuFallbackWarning)
+        blob = convert(model, target, samples, isolate=False, **options)  # this child is the isolation
+    return blob, [str(w.message) for w in caught if issubclass(w.category, EdgeTpuCpuFallbackWarning)]

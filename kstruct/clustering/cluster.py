@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import warnings
-from typing import Callable, Iterable, Union
 
 import keras
 import numpy as np
@@ -13,8 +11,8 @@ from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_w
 from kstruct.clustering.clusterable import clusterable_weights, is_opt_in, resolve
 from kstruct.clustering.wrapper import ClusterWrapper
 from kstruct._graph import check_graph_model, fresh_copy, leaf_layers, rebuild
+from kstruct.engine.layer_selection import LayerSelector, select_layers
 
-LayerSelector = Union[None, str, Iterable[str], Callable[[keras.layers.Layer], bool]]
 
 # The attribute a stripped layer carries to declare the values its kernels may take.
 # Other techniques (QAT) read it by this name, without importing clustering.
@@ -23,27 +21,9 @@ KERNEL_VALUES_ATTRIBUTE = "kstruct_kernel_values"
 
 
 def _chosen(model: keras.Model, layers: LayerSelector) -> list[keras.layers.Layer]:
-    """The layers `layers` selects; every name or pattern must match a clusterable layer."""
+    """The layers `layers` selects; by default every clusterable layer that is not opt-in only."""
     candidates = [layer for layer in leaf_layers(model) if clusterable_weights(layer)]
-    names = ", ".join(layer.name for layer in candidates) or "none"
-    if layers is None:
-        return [layer for layer in candidates if not is_opt_in(layer)]
-    if callable(layers):
-        chosen = [layer for layer in candidates if layers(layer)]
-        if not chosen:
-            raise ValueError(f"`layers` selected no clusterable layer. Clusterable layers: {names}")
-        return chosen
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    chosen = []
-    for pattern in patterns:
-        compiled = re.compile(pattern)
-        matched = [layer for layer in candidates if layer.name == pattern or compiled.fullmatch(layer.name)]
-        if not matched:
-            raise ValueError(
-                f"`layers` entry {pattern!r} matches no clusterable layer. Clusterable layers: {names}"
-            )
-        chosen.extend(layer for layer in matched if layer not in chosen)
-    return chosen
+    return select_layers(candidates, layers, kind="clusterable", default=lambda layer: not is_opt_in(layer))
 
 
 def _too_small(layer: keras.layers.Layer, n_clusters: int, per_channel: bool) -> str | None:

@@ -6,8 +6,8 @@ import keras
 
 from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init
 from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
-from kstruct.step import Step, StepResult, finite_number_argument, optional_positive_int_argument
-from kstruct._training import StepContext
+from kstruct.engine.step import Step, StepResult, finite_number_argument, optional_positive_int_argument
+from kstruct.engine.training import StepContext
 
 
 class Cluster(Step):

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from kstruct.errors import DistillationError
-from kstruct._training import _shape_text
+from kstruct.engine.training import _shape_text
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.5

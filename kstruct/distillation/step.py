@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 
 from kstruct.distillation.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_settings, copy_model
-from kstruct.step import Step, StepResult, finite_number_argument, positive_int_argument
-from kstruct._training import StepContext
+from kstruct.engine.step import Step, StepResult, finite_number_argument, positive_int_argument
+from kstruct.engine.training import StepContext
 
 
 class _KeepZeros(keras.constraints.Constraint):

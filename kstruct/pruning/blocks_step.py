@@ -6,8 +6,8 @@ import keras
 
 from kstruct.pruning.blocks import CRITERIA, check_block_count, drop_blocks, removable_blocks, score_blocks
 from kstruct.pruning.channels_step import context_loss, size_notes
-from kstruct.step import Step, StepResult, optional_positive_int_argument
-from kstruct._training import StepContext
+from kstruct.engine.step import Step, StepResult, optional_positive_int_argument
+from kstruct.engine.training import StepContext
 
 SCORING_SAMPLES = 512
 

@@ -26,7 +26,7 @@ from kstruct._graph.rebuild import copy_compile, fresh_copy
 from kstruct.errors import PruningError
 from kstruct.pruning.channels_criteria import group_scores
 from kstruct.pruning.channels_wrapper import ChannelMaskWrapper, reader_weight
-from kstruct.pruning.prune import LayerSelector, _selector
+from kstruct.engine.layer_selection import LayerSelector, layer_predicate
 from kstruct.pruning.schedules import ConstantSparsity, PruningSchedule
 
 _SOFTMAX = ("softmax", "log_softmax")
@@ -173,7 +173,7 @@ def prune_channels(
         )
     check_graph_model(model, "kstruct.pruning.prune_channels")
     found = _analyze(model)
-    wanted = _selector(layers)
+    wanted = layer_predicate(layers)
     chosen = [g for g in found.prunable if any(wanted(model.get_layer(p)) for p in g.producers)]
     if not chosen:
         frozen = "; ".join(f"{'+'.join(g.producers)}: {g.reasons[0]}" for g in found.frozen) or "none"

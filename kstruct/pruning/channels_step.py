@@ -9,8 +9,8 @@ from kstruct.errors import PruningError
 from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_channels, strip_channels
 from kstruct.pruning.channels_criteria import CRITERIA
 from kstruct.pruning.step import Prune
-from kstruct.step import Step, StepResult, optional_positive_int_argument
-from kstruct._training import StepContext
+from kstruct.engine.step import Step, StepResult, optional_positive_int_argument
+from kstruct.engine.training import StepContext
 
 TAYLOR_SAMPLES = 128
 

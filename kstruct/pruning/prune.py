@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Union
 
 import keras
 import numpy as np
 
 from kstruct._graph import check_graph_model, fresh_copy, leaf_layers, rebuild
+from kstruct.engine.layer_selection import LayerSelector, select_layers
+from kstruct.engine.wrappers import strip_declared
 from kstruct.pruning.prunable import prunable_weight
 from kstruct.pruning.schedules import PruningSchedule
 from kstruct.pruning.wrapper import PruneWrapper
-
-LayerSelector = Union[None, str, Iterable[str], Callable[[keras.layers.Layer], bool]]
-
-
-def _selector(layers: LayerSelector) -> Callable[[keras.layers.Layer], bool]:
-    """Turns a name, a regex, a list of them or a predicate into one predicate."""
-    if layers is None:
-        return lambda layer: True
-    if callable(layers):
-        return layers
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    compiled = [re.compile(p) for p in patterns]
-    return lambda layer: any(layer.name == p or c.fullmatch(layer.name) for p, c in zip(patterns, compiled))
-
-
 
 def prune(
     model: keras.Model,
@@ -60,12 +45,10 @@ def prune(
     check_graph_model(model, "kstruct.pruning.prune")
     if schedule is None and m_by_n is None:
         raise ValueError("Expected a `schedule` or `m_by_n`. Received neither; e.g. schedule=ConstantSparsity(0.5).")
-    wanted = _selector(layers)
     prunable = [layer for layer in leaf_layers(model) if prunable_weight(layer) is not None]
-    chosen = {id(layer) for layer in prunable if wanted(layer)}
+    chosen = {id(layer) for layer in select_layers(prunable, layers, kind="prunable")}
     if not chosen:
-        names = ", ".join(layer.name for layer in prunable) or "none"
-        raise ValueError(f"`layers` selected no prunable layer. Received: layers={layers!r}; prunable layers: {names}")
+        raise ValueError("Model has no prunable layer (Dense, Conv, DepthwiseConv2D, SeparableConv2D).")
     skipped = []
     if m_by_n is not None:
         m = int(m_by_n[1])
@@ -115,19 +98,7 @@ def strip(model: keras.Model, *, check_updated: bool = True) -> keras.Model:
         if stale:
             warnings.warn(stale_message(stale), stacklevel=2)
 
-    def replace(layer):
-        return fresh_copy(layer.layer) if isinstance(layer, PruneWrapper) else fresh_copy(layer)
-
-    def copy_weights(original, new_layer):
-        if not isinstance(original, PruneWrapper):
-            new_layer.set_weights(original.get_weights())
-            return
-        pruned = original.pruned_weight
-        masked = keras.ops.convert_to_numpy(original.masked_weight())
-        values = [masked if v is pruned else v.numpy() for v in original.layer.weights]
-        new_layer.set_weights(values)
-
-    return rebuild(model, replace, copy_weights)
+    return strip_declared(model)  # each PruneWrapper declares its masked weights
 
 
 def wrappers(model: keras.Model) -> list[PruneWrapper]:

@@ -7,8 +7,8 @@ import keras
 from kstruct.errors import PruningError
 from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip, wrappers
 from kstruct.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from kstruct.step import Step, StepResult, optional_positive_int_argument
-from kstruct._training import StepContext
+from kstruct.engine.step import Step, StepResult, optional_positive_int_argument
+from kstruct.engine.training import StepContext
 
 SCHEDULES = ("polynomial", "constant")
 MASK_UPDATES = 16  # how many times the mask is recomputed on the way to the target

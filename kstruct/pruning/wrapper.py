@@ -112,6 +112,12 @@ class PruneWrapper(keras.layers.Wrapper):
         self.mask_updates.assign_add(ops.cast(should_update, "int64"))
         self.pruning_step.assign_add(1)
 
+    def stripped_weights(self) -> list:
+        """The inner layer's weights with the mask baked in: what `strip` leaves (engine/wrappers.py)."""
+        pruned = self.pruned_weight
+        masked = keras.ops.convert_to_numpy(self.masked_weight())
+        return [masked if weight is pruned else keras.ops.convert_to_numpy(weight) for weight in self.layer.weights]
+
     def masked_weight(self):
         """The pruned weight as the layer sees it: `weight * mask`."""
         return self.pruned_weight * self.mask

@@ -26,6 +26,8 @@ from typing import Callable
 import keras
 from keras import ops
 
+from tflite_export.int8_ops import INT8_ACTIVATIONS
+
 from kstruct.quantization.quantizers import TANH_RANGE, UNIT_RANGE, quantize_fixed
 
 
@@ -67,7 +69,7 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
     "hard_sigmoid": ActivationSpec(nonnegative=True),  # ADD with ReLU6 fused, then MUL
 }
 
-INT8_NATIVE: tuple[str, ...] = tuple(name for name in ACTIVATIONS if name != "linear")
+INT8_NATIVE: tuple[str, ...] = INT8_ACTIVATIONS  # the runtime's fact; ACTIVATIONS has a row for each
 
 
 # Not in ACTIVATIONS: QAT quantizes the layer's output before the activation and

@@ -7,6 +7,7 @@ import warnings
 import keras
 
 from kstruct._graph import check_graph_model, copy_compile, fresh_copy
+from kstruct.engine.wrappers import declaring_wrappers, strip_declared
 from kstruct.quantization.kernel_values import KERNEL_VALUES_ATTRIBUTE, kernel_values
 from kstruct.quantization.layers import (
     FloatPassthrough,
@@ -73,9 +74,8 @@ def quantize(
 
 
 def _without_pruning_wrappers(model: keras.Model) -> keras.Model:
-    from kstruct.pruning.prune import strip, wrappers
-
-    return strip(model, check_updated=False) if wrappers(model) else model
+    """Pruning's wrappers stripped (their masks baked in), read from what each wrapper declares."""
+    return strip_declared(model) if declaring_wrappers(model) else model
 
 
 def _as_functional(model: keras.Model) -> keras.Model:

@@ -8,8 +8,8 @@ import numpy as np
 from kstruct.errors import StrategyError
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
-from kstruct.step import Step, StepResult, optional_positive_int_argument, positive_int_argument
-from kstruct._training import StepContext
+from kstruct.engine.step import Step, StepResult, optional_positive_int_argument, positive_int_argument
+from kstruct.engine.training import StepContext
 
 INT8_TARGET = "int8"
 # The full-integer targets (tflite_export rows with quantize="int8"); tests check the two agree.

@@ -8,8 +8,8 @@ Tuner's own oracles, measuring each trial's TFLite file on LiteRT against a budg
 
 from kstruct.search.activations import NATIVE_ACTIVATIONS, native_activations
 from kstruct.search.budget import BUDGET_KEYS, Budget, BudgetError, Measurement, SearchError
-from kstruct.search.pareto import pareto_front, plot_pareto
-from kstruct.search.result import SearchResult, TrialRecord
+from kstruct.search.pareto import plot_pareto
+from kstruct.search.result import SearchResult, TrialRecord, pareto_front
 from kstruct.search.run import run
 from kstruct.search.space import SearchSpace, space
 from kstruct.search.step import Search

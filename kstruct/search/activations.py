@@ -5,7 +5,7 @@ arithmetic: for the integer targets, as an int8 op with no DEQUANTIZE/QUANTIZE
 pair around it (which would run it in float on the CPU). The int8 rows were
 checked by converting a one-layer model per activation (tests/search/
 test_activations.py repeats that check). The integer rows come from QAT's table
-(`kstruct.quantization.activations.INT8_NATIVE`), so `search(...) + qat` never
+(`tflite_export.int8_ops.INT8_ACTIVATIONS`, which `qat` simulates), so `search(...) + qat` never
 picks an activation that QAT leaves in float: `elu` converts to
 DEQUANTIZE -> ELU -> QUANTIZE, so it is float on int8, micro and edgetpu;
 `hard_silu` becomes HARD_SWISH and `leaky_relu` LEAKY_RELU, neither of which is on
@@ -15,7 +15,7 @@ it, but delegates have refused files it called compatible (tensorflow#84043).
 
 from __future__ import annotations
 
-from kstruct.quantization.activations import INT8_NATIVE
+from tflite_export.int8_ops import INT8_ACTIVATIONS as INT8_NATIVE
 
 _FLOAT = ("relu", "relu6", "leaky_relu", "hard_silu", "silu", "elu", "tanh", "sigmoid", "gelu", "hard_sigmoid")
 

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from kstruct.errors import KstructError
-from kstruct._params import count_params
+from kstruct.engine.params import count_params
 
 BUDGET_KEYS = ("tflite_bytes", "latency_ms", "params")
 _UNITS = {"tflite_bytes": " bytes", "latency_ms": " ms", "params": " parameters"}

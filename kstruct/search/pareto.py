@@ -1,37 +1,21 @@
-"""Pareto fronts of a search (accuracy against size, accuracy against latency) and their plot."""
+"""The plot of a search's Pareto fronts (accuracy against size, accuracy against latency);
+the fronts themselves are computed in `result.py` (`pareto_front`)."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from kstruct.search.result import SearchResult, TrialRecord
-
-
-def pareto_front(trials: Sequence["TrialRecord"], cost: str, *, direction: str = "max") -> list["TrialRecord"]:
-    """The trials no other trial beats on both the objective and `cost` (lower is better).
-
-    Only trained, measured trials take part; the front is sorted by cost.
-    """
-    points = [t for t in trials if t.objective is not None and getattr(t, cost) is not None]
-    sign = 1.0 if direction == "max" else -1.0
-
-    def dominates(a, b) -> bool:
-        a_obj, b_obj = sign * a.objective, sign * b.objective
-        a_cost, b_cost = getattr(a, cost), getattr(b, cost)
-        return a_obj >= b_obj and a_cost <= b_cost and (a_obj > b_obj or a_cost < b_cost)
-
-    front = [t for t in points if not any(dominates(o, t) for o in points if o is not t)]
-    return sorted(front, key=lambda t: (getattr(t, cost), -sign * t.objective))
+    from kstruct.search.result import SearchResult
 
 
 def pareto_figure(result: "SearchResult") -> "Figure":
     """The objective against file size and against latency: every trial a dot (filled when
     within budget), the front as a line, the budget as a dashed line. An Agg `Figure`."""
-    from kstruct._plots_style import AFTER, new_figure
+    from kstruct.engine.plot_style import AFTER, new_figure
 
     figure, axes = new_figure(1, 2, width=11, height=4.2)
     limits = result.budget.limits()
@@ -61,6 +45,6 @@ def pareto_figure(result: "SearchResult") -> "Figure":
 
 def plot_pareto(result: "SearchResult", path: str | os.PathLike) -> str:
     """Writes `pareto_figure(result)` as a PNG; returns the path."""
-    from kstruct._plots_style import save
+    from kstruct.engine.plot_style import save
 
     return save(pareto_figure(result), path)

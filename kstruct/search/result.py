@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 
 from kstruct.search._memory import peak_rss_mb
 from kstruct.search._project import load_trials
 from kstruct.search.budget import Budget
-from kstruct.search.pareto import pareto_front
 
 
 @dataclass
@@ -161,6 +160,23 @@ def record(trial) -> TrialRecord:
         stopped_early=bool(value("stopped_early")),
         rss_mb=value("rss_mb"),
     )
+
+
+def pareto_front(trials: Sequence[TrialRecord], cost: str, *, direction: str = "max") -> list[TrialRecord]:
+    """The trials no other trial beats on both the objective and `cost` (lower is better).
+
+    Only trained, measured trials take part; the front is sorted by cost.
+    """
+    points = [t for t in trials if t.objective is not None and getattr(t, cost) is not None]
+    sign = 1.0 if direction == "max" else -1.0
+
+    def dominates(a, b) -> bool:
+        a_obj, b_obj = sign * a.objective, sign * b.objective
+        a_cost, b_cost = getattr(a, cost), getattr(b, cost)
+        return a_obj >= b_obj and a_cost <= b_cost and (a_obj > b_obj or a_cost < b_cost)
+
+    front = [t for t in points if not any(dominates(o, t) for o in points if o is not t)]
+    return sorted(front, key=lambda t: (getattr(t, cost), -sign * t.objective))
 
 
 def collect_result(search_tuner, project_dir, objective_name, limits, target, directory, wall, stats, role) -> SearchResult:

@@ -18,7 +18,7 @@ from kstruct.search.budget import Budget, BudgetError, Measurement, SearchError,
 from kstruct.search.hypermodel import MeasuredHyperModel, SearchStats, TrialSettings, as_hypermodel
 from kstruct.search.result import SearchResult, collect_result
 from kstruct.search.tuner import TUNERS
-from kstruct._training import TrainingData, split_validation
+from kstruct.engine.training import TrainingData, split_validation
 
 # Calibration sets the int8 scales, which change neither a file's size nor its
 # speed; a few samples make each trial's conversion cheaper than the default 200.

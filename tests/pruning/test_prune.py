@@ -118,7 +118,9 @@ def test_layers_selects_by_name_regex_and_predicate():
 def test_layers_that_select_nothing_name_the_prunable_layers():
     with pytest.raises(ValueError) as err:
         prune(tiny_cnn(), ConstantSparsity(0.5), layers="pool")
-    assert "`layers` selected no prunable layer. Received: layers='pool'; prunable layers: conv, hidden, out" in str(err.value)
+    assert str(err.value) == "`layers` entry 'pool' matches no prunable layer. Prunable layers: conv, hidden, out"
+    with pytest.raises(ValueError, match=r"^`layers` entry 'dens.\*' matches no prunable layer"):
+        prune(tiny_cnn(), ConstantSparsity(0.5), layers=["conv", "dens.*"])  # one typo in a list is an error too
 
 
 def test_two_by_four_sparsity_along_input_channels(small_mnist):

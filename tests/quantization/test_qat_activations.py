@@ -85,3 +85,11 @@ def test_search_offers_integer_targets_only_activations_qat_quantizes():
         assert set(NATIVE_ACTIVATIONS[target]) <= set(INT8_NATIVE), target
     assert {"gelu", "hard_sigmoid"} <= set(NATIVE_ACTIVATIONS["int8"])
     assert "elu" not in INT8_NATIVE
+
+
+def test_qat_simulates_exactly_the_activations_litert_runs_in_int8():
+    from tflite_export.int8_ops import INT8_ACTIVATIONS
+
+    from kstruct.quantization.activations import ACTIVATIONS
+
+    assert set(ACTIVATIONS) == {"linear", *INT8_ACTIVATIONS}

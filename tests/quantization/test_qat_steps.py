@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kstruct.quantization import PTQ, QAT, QuantizeWrapper
-from kstruct.step import Step
-from kstruct._training import StepContext, TrainingData
+from kstruct.engine.step import Step
+from kstruct.engine.training import StepContext, TrainingData
 from qat_helpers import float_fallback_ops, non_integer_tensors
 
 import tflite_export

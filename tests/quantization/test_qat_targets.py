@@ -7,7 +7,7 @@ import pytest
 import kstruct
 from kstruct.errors import StrategyError
 from kstruct.quantization import PTQ, QAT
-from kstruct._training import StepContext, TrainingData
+from kstruct.engine.training import StepContext, TrainingData
 from qat_helpers import interpreter
 
 

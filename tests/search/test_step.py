@@ -3,8 +3,8 @@ import os
 import pytest
 
 from kstruct.search import Search
-from kstruct.step import Step
-from kstruct._training import StepContext, TrainingData
+from kstruct.engine.step import Step
+from kstruct.engine.training import StepContext, TrainingData
 from tests.search.conftest import tiny_cnn
 
 

@@ -23,7 +23,7 @@ from kstruct.errors import StrategyError
 if TYPE_CHECKING:  # keras only for annotations: importing it here would run kstruct's
     import keras    # registration (kstruct/_keras_objects.py) while this module is half-made
 
-    from kstruct._training import StepContext
+    from kstruct.engine.training import StepContext
 
 
 @dataclass
@@ -95,8 +95,6 @@ class Step:
     __hash__ = None  # steps are mutable configs
 
     def __str__(self) -> str:
-        from kstruct.strategy import format_value
-
         defaults = _parameters(type(self))
         config = self.get_config()
         shown = [
@@ -162,3 +160,29 @@ def _parameters(cls: type) -> dict[str, Any]:
         for name, parameter in list(signature.parameters.items())[1:]
         if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
     }
+
+
+def format_value(value: Any) -> str:
+    """One argument value in the grammar, so that parsing it gives `value` back."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower()  # the grammar's words: true, false, none
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise StrategyError(f"Expected a finite number in a strategy. Received: {value}")
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text  # 2.0 prints as 2, as a user writes it
+    if isinstance(value, str):
+        if "'" not in value:
+            return f"'{value}'"
+        if '"' not in value:
+            return f'"{value}"'
+        raise StrategyError(f"A strategy string cannot hold both kinds of quote. Received: {value!r}")
+    if isinstance(value, tuple) and len(value) == 2 and all(type(v) is int and v >= 0 for v in value):
+        return f"{value[0]}:{value[1]}"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(format_value(v) for v in value)}]"
+    raise StrategyError(
+        f"A strategy argument must be a number, N:M, string, boolean, None or list. Received: {value!r}"
+    )

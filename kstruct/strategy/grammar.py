@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Union
 
 from kstruct.errors import StrategyError
-from kstruct.step import Step
+from kstruct.engine.step import Step, format_value
 
 # Step name -> the class, or "module:Class" for a built-in imported only when a strategy
 # uses it (search pulls in keras_tuner).
@@ -100,32 +100,6 @@ def step_class(name: str) -> type[Step] | None:
     if not (isinstance(found, type) and issubclass(found, Step)):
         raise StrategyError(f"{where} registered as step {name!r} is not a subclass of kstruct.Step")
     return found
-
-
-def format_value(value: Any) -> str:
-    """One argument value in the grammar, so that parsing it gives `value` back."""
-    if value is None or isinstance(value, bool):
-        return str(value).lower()  # the grammar's words: true, false, none
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise StrategyError(f"Expected a finite number in a strategy. Received: {value}")
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text  # 2.0 prints as 2, as a user writes it
-    if isinstance(value, str):
-        if "'" not in value:
-            return f"'{value}'"
-        if '"' not in value:
-            return f'"{value}"'
-        raise StrategyError(f"A strategy string cannot hold both kinds of quote. Received: {value!r}")
-    if isinstance(value, tuple) and len(value) == 2 and all(type(v) is int and v >= 0 for v in value):
-        return f"{value[0]}:{value[1]}"
-    if isinstance(value, (list, tuple)):
-        return f"[{', '.join(format_value(v) for v in value)}]"
-    raise StrategyError(
-        f"A strategy argument must be a number, N:M, string, boolean, None or list. Received: {value!r}"
-    )
 
 
 MAX_LENGTH = 10_000  # characters in a strategy string; a real one is a few dozen

@@ -11,7 +11,7 @@ from typing import Any
 class StageReport:
     """Measurements of the model after one stage (the original model is stage 0).
 
-    Quality is measured as the model's task is judged (kstruct._task), on the
+    Quality is measured as the model's task is judged (kstruct.engine.task), on the
     validation data, for the Keras model and its TFLite file for the target on
     LiteRT. The headline figures are the first output's; `outputs` holds every
     output's, by name.

@@ -6,7 +6,7 @@ import contextlib
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
@@ -335,6 +335,11 @@ class StepContext:
         loss, optimizer, metrics: used when the user's model was not compiled.
         verbose: Keras progress bar setting for `fit`.
         teacher: the model steps distill from (the one given to `optimize`, or its `teacher=`).
+        distiller: how a student is wrapped to learn from the teacher, `(teacher, student,
+            **settings) -> a model to fit`; `optimize` passes `kstruct.distillation.distiller`
+            (the engine never imports a technique).
+        epoch_scalars: name -> function of the model, logged at each epoch's end beside the
+            loss (History, TensorBoard); `optimize` passes the pruning sparsity.
         tensorboard_dir: if set, every `fit` logs there (one run folder per stage).
         stage: the name of the step now running (the TensorBoard run folder).
         histories: `History.history` of every `fit` so far, in order, for the report.
@@ -352,6 +357,8 @@ class StepContext:
     metrics: Any = None
     verbose: int | str = "auto"
     teacher: keras.Model | None = None
+    distiller: Callable[..., keras.Model] | None = None
+    epoch_scalars: dict[str, Callable[[keras.Model], float]] = field(default_factory=dict)
     tensorboard_dir: str | None = None
     stage: str = "step"
     histories: list[dict[str, list[float]]] = field(default_factory=list)
@@ -416,23 +423,18 @@ class StepContext:
         self.compile(model)
         trainer = model
         if distill:
-            from kstruct import distillation
-
-            if self.teacher is None:
-                raise KstructError("Distillation needs a teacher; `optimize` sets it (its `teacher=` argument).")
-            trainer = distillation.distiller(
-                self.teacher,
-                model,
-                temperature=distillation.DEFAULT_TEMPERATURE if temperature is None else temperature,
-                alpha=distillation.DEFAULT_ALPHA if alpha is None else alpha,
-                sample=self.train.arrays(limit=16)[0],
-            )
-        from kstruct._tensorboard import epoch_callbacks
+            if self.teacher is None or self.distiller is None:
+                raise KstructError(
+                    "Distillation needs a teacher and a distiller; `optimize` sets both (its `teacher=` argument)."
+                )
+            settings = {key: value for key, value in (("temperature", temperature), ("alpha", alpha)) if value is not None}
+            trainer = self.distiller(self.teacher, model, sample=self.train.arrays(limit=16)[0], **settings)
+        from kstruct.engine.tensorboard import epoch_callbacks
 
         history = trainer.fit(
             **self.train.fit_arguments(),
             epochs=epochs or self.epochs,
-            callbacks=[*(callbacks or []), *epoch_callbacks(model, self.tensorboard_dir, self.stage)],
+            callbacks=[*(callbacks or []), *epoch_callbacks(model, self.tensorboard_dir, self.stage, self.epoch_scalars)],
             verbose=self.verbose,
         )
         self.histories.append({key: [float(v) for v in values] for key, values in history.history.items()})

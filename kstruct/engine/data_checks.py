@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 from kstruct.errors import DataError
-from kstruct._task import OutputTask, labels_by_output, loss_name, model_outputs
-from kstruct._training import TrainingData, check_label_dtype, model_inputs, name_arrays, pair_inputs
+from kstruct.engine.task import OutputTask, labels_by_output, loss_name, model_outputs
+from kstruct.engine.training import TrainingData, check_label_dtype, model_inputs, name_arrays, pair_inputs
 
 _SPARSE_LOSSES = ("sparsecategoricalcrossentropy",)
 _SAMPLE_ROWS = 1024  # rows of a dataset checked, to bound memory (arrays are checked in full)

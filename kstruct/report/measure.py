@@ -8,14 +8,14 @@ from typing import Any
 import keras
 import tflite_export
 
-from kstruct._params import count_nonzero_params, count_params
+from kstruct.engine.params import count_nonzero_params, count_params
 from kstruct.pruning import sparsity
-from kstruct.report import StageReport
-from kstruct._task import OutputTask, labels_by_output, score
+from kstruct.report.table import StageReport
+from kstruct.engine.task import OutputTask, labels_by_output, score
 
 
 def count_parameters(model: keras.Model) -> tuple[int, int]:
-    """(all parameters, non-zero parameters), with `Model.count_params` semantics (see kstruct._params)."""
+    """(all parameters, non-zero parameters), with `Model.count_params` semantics (see kstruct.engine.params)."""
     return count_params(model), count_nonzero_params(model)
 
 
@@ -52,7 +52,7 @@ def measure_stage(
 ) -> StageReport:
     """Compares `blob` with `model` on the validation data, output by output, and benchmarks it.
 
-    Each output is scored as its task is judged (see kstruct._task); the stage's
+    Each output is scored as its task is judged (see kstruct.engine.task); the stage's
     headline figures are the first output's.
     """
     pairs = list(tflite_export.paired_outputs(blob, model, x_val).values())

@@ -1,0 +1,148 @@
+"""The figures of a report: what each stage cost and bought, per layer, and per epoch.
+
+Every figure is drawn from the report's own data (`Report.to_dict()`), so the
+pictures and `report.json` always agree. Figures are Agg `Figure` objects; nothing
+here touches pyplot or the user's backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kstruct.engine.plot_style import AFTER, BEFORE, new_figure, note, save
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from kstruct.report.table import Report
+
+__all__ = ["FIGURES", "figures", "save_figures", "stages_figure", "layers_figure", "training_figure"]
+
+FIGURES = ("stages", "layers", "training")
+
+
+def _data(report) -> dict:
+    return report if isinstance(report, dict) else report.to_dict()
+
+
+def stages_figure(report: "Report | dict") -> "Figure":
+    """Accuracy of each stage against its gzipped TFLite size and against its latency."""
+    data = _data(report)
+    stages = data["stages"]
+    names = [s["stage"] for s in stages]
+    figure, axes = new_figure(1, 2, width=11, height=4.2)
+    for ax, key, label, scale in (
+        (axes[0, 0], "tflite_gzip_bytes", "TFLite file, gzipped (KiB)", 1 / 1024),
+        (axes[0, 1], "latency_ms", "latency per image (ms, LiteRT CPU, 1 thread)", 1.0),
+    ):
+        x = [s[key] * scale for s in stages]
+        for accuracy, style, legend in (
+            ("tflite_accuracy", {"marker": "o", "color": AFTER}, f"{data['target']} TFLite accuracy"),
+            ("keras_accuracy", {"marker": "s", "color": BEFORE, "linestyle": ":", "markerfacecolor": "none"},
+             "Keras accuracy"),
+        ):
+            points = [(xi, s[accuracy]) for xi, s in zip(x, stages) if s[accuracy] is not None]
+            if points:
+                ax.plot(*zip(*points), label=legend, **style)
+        for xi, s, name in zip(x, stages, names):
+            if s["tflite_accuracy"] is not None:
+                ax.annotate(name, (xi, s["tflite_accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 accuracy (validation)")
+        ax.margins(y=0.12)
+        # From zero, so a saving reads in proportion (not timer noise blown up); room for the names.
+        ax.set_xlim(0, 1.35 * max(x) if x and max(x) > 0 else 1.0)
+    axes[0, 0].set_title("accuracy vs size (lines join the stages in order)", fontsize=10)
+    axes[0, 1].set_title("accuracy vs latency", fontsize=10)
+    axes[0, 0].legend(fontsize=8, loc="best")
+    figure.suptitle(f"kstruct stages: {data['strategy']} (target {data['target']})", fontsize=11)
+    return figure
+
+
+_LAYER_PANELS = (
+    ("sparsity", "kernel sparsity (%)", 100.0, "linear"),
+    ("live_channels", "output channels with a non-zero weight", 1.0, "linear"),
+    ("distinct_values", "distinct kernel values", 1.0, "log"),
+)
+
+
+def layers_figure(report: "Report | dict") -> "Figure":
+    """Per layer, before (the original model) and after (the final one): sparsity, live channels, distinct values."""
+    rows = _data(report).get("layers") or []
+    figure, axes = new_figure(len(_LAYER_PANELS), 1, width=max(7.0, 1.1 * len(rows) + 3), height=8)
+    names = [row["layer"] for row in rows]
+    positions = range(len(rows))
+    for ax, (key, label, scale, yscale) in zip(axes[:, 0], _LAYER_PANELS):
+        if not rows:
+            note(ax, "no prunable layers")
+            continue
+        for offset, when, color in ((-0.2, "before", BEFORE), (0.2, "after", AFTER)):
+            values = [0 if row[when] is None else row[when][key] * scale for row in rows]
+            bars = ax.bar([p + offset for p in positions], values, width=0.4, color=color,
+                          label="original model" if when == "before" else "final model")
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
+        ax.set_ylabel(label, fontsize=9)
+        ax.set_yscale(yscale)
+        ax.set_xticks(list(positions), names if ax is axes[-1, 0] else [""] * len(names), rotation=30, ha="right")
+        ax.margins(y=0.15)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].set_ylim(0, 110)
+    figure.suptitle("kstruct layers: before and after", fontsize=11)
+    return figure
+
+
+def training_series(stage: dict) -> dict[str, list[float]]:
+    """The per-epoch label loss and accuracy of one stage (the label loss, not the
+    Distiller's total, so distilled and plain steps compare)."""
+    history = stage.get("notes", {}).get("history") or {}
+    loss = history.get("student_loss") or history.get("loss") or []
+    return {"loss": list(loss), "accuracy": list(history.get("accuracy") or [])}
+
+
+def training_figure(report: "Report | dict") -> "Figure":
+    """Label loss and accuracy per epoch of every training step (from Keras's History),
+    the steps one after the other on one epoch axis, so the whole run reads left to right."""
+    stages = [s for s in _data(report)["stages"] if training_series(s)["loss"]]
+    figure, axes = new_figure(1, 2, width=11, height=4.2)
+    total = sum(len(training_series(s)["loss"]) for s in stages)
+    for ax, key, label in ((axes[0, 0], "loss", "training loss (labels)"), (axes[0, 1], "accuracy", "training accuracy")):
+        if not stages:
+            note(ax, "no training step in this strategy")
+            continue
+        start = 1
+        for stage in stages:
+            values = training_series(stage)[key]
+            if values:
+                ax.plot(range(start, start + len(values)), values, marker="o", label=stage["stage"])
+            start += len(training_series(stage)["loss"])
+        ax.set_xlabel("epoch (training steps in strategy order)")
+        ax.set_ylabel(label)
+        if total <= 30:
+            ax.set_xticks(range(1, total + 1))
+        ax.margins(x=0.08)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_title("loss per epoch", fontsize=10)
+    axes[0, 1].set_title("accuracy per epoch", fontsize=10)
+    figure.suptitle("kstruct training steps", fontsize=11)
+    return figure
+
+
+def figures(report: "Report | dict") -> dict[str, "Figure"]:
+    """`{"stages": ..., "layers": ..., "training": ...}` for one report."""
+    return {"stages": stages_figure(report), "layers": layers_figure(report), "training": training_figure(report)}
+
+
+def save_figures(report: "Report | dict", directory: str | os.PathLike) -> list[str]:
+    """Writes `stages.png`, `layers.png` and `training.png` into `directory`; returns their names."""
+    written = []
+    for name, figure in figures(report).items():
+        save(figure, Path(directory) / f"{name}.png")
+        written.append(f"{name}.png")
+    return written
+
+
+def markdown(names: list[str]) -> str:
+    """The Markdown that embeds the figures in `report.md`."""
+    return "\n".join(["## Figures", ""] + [f"![{Path(n).stem}]({n})" for n in names])
