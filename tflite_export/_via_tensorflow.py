@@ -71,7 +71,7 @@ def modules_to_preload(model: Any) -> list[str]:
         module = getattr(owner, "__module__", None)  # a class, or a registered function
         if not module or module.split(".")[0] in _KERAS_PACKAGES or module == "builtins":
             continue
-        found.setdefault(module, getattr(owner, "__qualname__", repr(owner)))
+        found.setdefault(module, keras.saving.get_registered_name(owner))  # "package>Name", as users register it
     if "__main__" in found:
         raise ExportError(
             f"The model uses the custom class {found['__main__']!r}, defined in __main__; converting a model on the "
