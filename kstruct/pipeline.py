@@ -31,7 +31,7 @@ from kstruct.engine.training import (
     compile_objects,
     count_argument,
     count_rows,
-    split_validation,
+    validation_split,
 )
 
 
@@ -197,25 +197,12 @@ def optimize(
     train = TrainingData(train_data, batch_size=batch_size, steps=steps_per_epoch)
     train.check_fits(model)
     check_data(train, tasks, model)  # before any hold-out, so errors name `train_data`
-    validation_note = "validation_data"
     if validation_data is not None:
         check_input_count(model, validation_data, "validation_data")
-        validation = TrainingData(validation_data, batch_size=batch_size, what="validation_data")
+    train, validation, validation_note = validation_split(train, validation_data, batch_size=batch_size)
+    if validation_data is not None:
         validation.check_fits(model)
         check_data(validation, tasks, model)
-    elif train.is_arrays:
-        train, validation = split_validation(train)
-        validation_note = "random 10% of train_data, seed 0 (no validation_data given)"
-    elif train.is_infinite:
-        raise DataError(
-            "`train_data` is an infinite dataset, so it cannot double as validation data. Pass a finite "
-            "validation_data=... (and steps_per_epoch=...)."
-        )
-    else:
-        validation = train
-        validation_note = "train_data (no validation_data given)"
-    if validation.is_infinite:
-        raise DataError("`validation_data` is an infinite dataset; pass a finite one, e.g. dataset.take(n).")
     train.steps_per_epoch()  # an infinite dataset without steps_per_epoch fails here, before any work
 
     context = StepContext(

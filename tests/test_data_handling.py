@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import kstruct
 from kstruct.errors import DataError, KstructError, PruningError
-from kstruct.engine.training import StepContext, TrainingData, split_validation
+from kstruct.engine.training import StepContext, TrainingData, split_validation, validation_split
 
 RNG = np.random.default_rng(0)
 
@@ -265,3 +265,16 @@ def test_a_dataset_of_unknown_size_is_counted_once_for_the_schedule():
     data = TrainingData(tf.data.Dataset.from_generator(batches, output_signature=spec))
     assert int(data.source.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
     assert data.steps_per_epoch() == 5 and data.steps_per_epoch() == 5
+
+
+def test_one_validation_rule_for_every_door():
+    x, y = np.arange(40, dtype="float32").reshape(20, 2), np.arange(20) % 2
+    train, validation, note = validation_split(TrainingData((x, y)))
+    assert (len(train.arrays()[1]), len(validation.arrays()[1])) == (18, 2) and note.startswith("random 10%")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    train, validation, note = validation_split(TrainingData(dataset))
+    assert validation is train and note == "train_data (no validation_data given)"
+    with pytest.raises(DataError, match="infinite dataset, so it cannot double as validation data"):
+        validation_split(TrainingData(dataset.repeat(), steps=2))
+    given = TrainingData((x[:4], y[:4]))
+    assert validation_split(TrainingData((x, y)), given)[1] is given

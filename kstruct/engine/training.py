@@ -321,6 +321,36 @@ def split_validation(data: TrainingData, fraction: float = 0.1, seed: int = 0) -
     )
 
 
+def validation_split(
+    train: TrainingData, validation_data: Any = None, *, batch_size: int = 32
+) -> tuple[TrainingData, TrainingData, str]:
+    """`(train, validation, where validation came from)`: the one rule for every door (optimize, search).
+
+    Given validation data is used as given. Without it, array training data gives up a random
+    10% (`split_validation`); a finite dataset doubles as its own validation data (it cannot be
+    split without reading it whole), and the note says so; an infinite one is refused.
+    """
+    if validation_data is not None:
+        validation = (
+            validation_data if isinstance(validation_data, TrainingData)
+            else TrainingData(validation_data, batch_size=batch_size, what="validation_data")
+        )
+        note = "validation_data"
+    elif train.is_arrays:
+        train, validation = split_validation(train)
+        note = "random 10% of train_data, seed 0 (no validation_data given)"
+    elif train.is_infinite:
+        raise DataError(
+            "`train_data` is an infinite dataset, so it cannot double as validation data. Pass a finite "
+            "validation_data=... (and steps_per_epoch=...)."
+        )
+    else:
+        validation, note = train, "train_data (no validation_data given)"
+    if validation.is_infinite:
+        raise DataError("`validation_data` is an infinite dataset; pass a finite one, e.g. dataset.take(n).")
+    return train, validation, note
+
+
 @dataclass
 class StepContext:
     """What a step needs to train and measure: data, epochs, target and how to compile.

@@ -18,7 +18,7 @@ from kstruct.search.budget import Budget, BudgetError, Measurement, SearchError,
 from kstruct.search.hypermodel import MeasuredHyperModel, SearchStats, TrialSettings, as_hypermodel
 from kstruct.search.result import SearchResult, collect_result
 from kstruct.search.tuner import TUNERS
-from kstruct.engine.training import TrainingData, split_validation
+from kstruct.engine.training import TrainingData, validation_split
 
 # Calibration sets the int8 scales, which change neither a file's size nor its
 # speed; a few samples make each trial's conversion cheaper than the default 200.
@@ -60,8 +60,9 @@ def run(
         space: a `keras_tuner.HyperModel` (e.g. `kstruct.search.space(model)`), a
             `build(hp)` function, or a Keras model (its space is derived).
         train_data / validation_data: `(x, y)` arrays, a `tf.data.Dataset` or a
-            `keras.utils.PyDataset`; without validation data, 10% of array training
-            data is held out.
+            `keras.utils.PyDataset`; without validation data, the rule of `optimize`
+            (`engine.training.validation_split`): 10% of array training data is held
+            out, a finite dataset doubles as its own validation data.
         objective: the metric to maximize/minimize, as Keras Tuner takes it.
         budget: limits among `tflite_bytes`, `latency_ms`, `params`.
         target: the TFLite target (see `tflite_export.TARGETS`).
@@ -95,15 +96,7 @@ def run(
     limits = Budget.from_mapping(budget)
     hypermodel, space_id = as_hypermodel(space, target)
     train = train_data if isinstance(train_data, TrainingData) else TrainingData(train_data, batch_size, "train_data")
-    if validation_data is None:
-        if not train.is_arrays:
-            raise SearchError("Pass validation_data with a dataset: 10% can be held out of array data only.")
-        train, validation = split_validation(train)
-    else:
-        validation = (
-            validation_data if isinstance(validation_data, TrainingData)
-            else TrainingData(validation_data, batch_size, "validation_data")
-        )
+    train, validation, _ = validation_split(train, validation_data, batch_size=batch_size)  # optimize's rule
 
     role = _project.role()
     directory = str(directory) if directory is not None else tempfile.mkdtemp(prefix="kstruct-search-")
