@@ -1,7 +1,7 @@
 """The package's layout: layers that import only downward, and no import cycles.
 
 `import_graph` holds the imports that run when a module is imported (module level,
-try/except and if-blocks, not `if TYPE_CHECKING:`); `import_graph_all_depths` every import
+try/except and if-blocks, not `if TYPE_CHECKING:`); `import_graph(all_depths=True)` every import
 statement, inside functions included, since a lazy import still ties the two modules together.
 Both must be free of cycles, and the second must respect `RANKS`.
 """
@@ -70,15 +70,19 @@ def _imported(module: str, path: Path, node: ast.stmt, modules: dict[str, Path])
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def _every_import(tree: ast.Module):
+    """Every import statement of a module, inside functions and `if TYPE_CHECKING:` included."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+def import_graph(all_depths: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports: at import time, or with `all_depths` anywhere."""
     modules = _modules()
     graph = {}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        edges: set[str] = set()
-        for node in _import_time_statements(tree.body):
-            edges |= _imported(module, path, node, modules)
-        graph[module] = edges
+        statements = _every_import(tree) if all_depths else _import_time_statements(tree.body)
+        graph[module] = set().union(*(_imported(module, path, node, modules) for node in statements)) - {""}
     return graph
 
 
@@ -149,7 +153,7 @@ def test_no_import_cycles_among_the_package_modules():
 
 
 def test_no_import_cycles_counting_imports_inside_functions_and_type_checking_blocks():
-    assert cycles(import_graph_all_depths()) == []
+    assert cycles(import_graph(all_depths=True)) == []
 
 
 def test_tflite_export_never_imports_kstruct():
@@ -183,24 +187,13 @@ def _home(module: str) -> tuple[int, str] | None:
     return best
 
 
-def import_graph_all_depths() -> dict[str, set[str]]:
-    """Like `import_graph`, but every import statement counts, inside functions included."""
-    modules = _modules()
-    graph = {}
-    for module, path in modules.items():
-        tree = ast.parse(path.read_text(), filename=str(path))
-        imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
-        graph[module] = set().union(*(_imported(module, path, node, modules) for node in imports)) - {""}
-    return graph
-
-
 def test_every_module_has_a_layer():
     assert [m for m in _modules() if m != "kstruct" and _home(m) is None] == []
 
 
 def test_no_module_imports_a_higher_layer_or_another_technique_at_any_depth():
     upward = []
-    for module, targets in import_graph_all_depths().items():
+    for module, targets in import_graph(all_depths=True).items():
         if module == "kstruct":  # the package's lazy public names point at every layer by design
             continue
         rank, layer = _home(module)
