@@ -113,11 +113,12 @@ def initial_centroids(
     the other inits keep their centroids, and only their rates are computed. Beyond
     `FIT_SAMPLE` weights, both are fitted on a random sample of that many.
     """
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = np.asarray(values).reshape(-1)
     if values.size == 0:
         return np.zeros(k, dtype=np.float32), np.zeros(k, dtype=np.float32)
-    if values.size > FIT_SAMPLE:
+    if values.size > FIT_SAMPLE:  # sampled before the float64 copy, which then holds only the sample
         values = rng.choice(values, FIT_SAMPLE, replace=False)
+    values = values.astype(np.float64)
     seeds = _INIT_FUNCTIONS[check_init(init)](values, k, rng)
     iterations = LLOYD_ITERATIONS if init == "kmeans++" else 0
     centroids, rates = entropy_constrained(values, seeds, entropy_weight, iterations)

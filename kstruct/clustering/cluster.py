@@ -145,9 +145,14 @@ def strip(model: keras.Model) -> keras.Model:
         if not isinstance(original, ClusterWrapper):
             new_layer.set_weights(original.get_weights())
             return
-        clustered = {path: keras.ops.convert_to_numpy(value) for path, value in original.clustered_weights().items()}
-        by_id = {id(resolve(original.layer, path)): value for path, value in clustered.items()}
-        new_layer.set_weights([by_id[id(v)] if id(v) in by_id else v.numpy() for v in original.layer.weights])
+        # One clustered kernel in flight at a time: its tensor is dropped once it is NumPy.
+        by_id = {id(resolve(original.layer, path)): path for path in original.clustered_paths()}
+        weights = [
+            keras.ops.convert_to_numpy(original.clustered_weight(by_id[id(v)])) if id(v) in by_id else v.numpy()
+            for v in original.layer.weights
+        ]
+        new_layer.set_weights(weights)
+        del weights
         setattr(new_layer, KERNEL_VALUES_ATTRIBUTE, original.kernel_values())
 
     return rebuild(model, replace, copy_weights)

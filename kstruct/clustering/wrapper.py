@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kstruct.clustering.assign import lookup, nearest
+from kstruct.clustering.assign import lookup, nearest, nearest_by_rows
 from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init, initial_centroids
 from kstruct.clustering.clusterable import clusterable_weights, resolve
 
@@ -111,20 +111,28 @@ class ClusterWrapper(keras.layers.Wrapper):
         self.built = True
 
     def initialize_clusters(self) -> None:
-        """Sets masks, centroids and assignments from the wrapped layer's current weights."""
+        """Sets masks, centroids and assignments from the wrapped layer's current weights.
+
+        One NumPy copy of a kernel at a time, released before the assignment (for an
+        Embedding of millions of weights, each copy is tens of MB).
+        """
         rng = np.random.default_rng(self.seed)
         for _, entry in self._state:
             values = keras.ops.convert_to_numpy(entry.weight)
-            mask = values != 0 if self.preserve_sparsity else np.ones(values.shape, bool)
-            pinned = bool((~mask).any())
+            mask = values != 0 if self.preserve_sparsity else None
+            pinned = mask is not None and not mask.all()
             free = self.n_clusters - 1 if pinned else self.n_clusters
             axis = entry.axis
             if axis is None:
-                groups, masks = [values], [mask]
+                groups, masks = [values], [mask if pinned else None]
             else:
                 groups = list(np.moveaxis(values, axis, 0))
-                masks = list(np.moveaxis(mask, axis, 0))
-            found = [initial_centroids(g[m], free, self.init, rng, self.entropy_weight) for g, m in zip(groups, masks)]
+                masks = list(np.moveaxis(mask, axis, 0)) if pinned else [None] * len(groups)
+            found = [
+                initial_centroids(g if m is None else g[m], free, self.init, rng, self.entropy_weight)
+                for g, m in zip(groups, masks)
+            ]
+            del values, groups, masks
             centroids = np.stack([c for c, _ in found])
             rates = np.stack([r for _, r in found])
             open_slots = np.ones_like(centroids)
@@ -138,7 +146,10 @@ class ClusterWrapper(keras.layers.Wrapper):
             entry.open_slots.assign(open_slots.reshape(shape))
             if entry.mask is not None:
                 entry.mask.assign(mask.astype("float32"))
-            entry.assignments.assign(self._nearest(entry))
+            del mask
+            entry.assignments.assign(
+                nearest_by_rows(entry.weight, self._centroids(entry), entry.rates, entry.open_slots, entry.mask, entry.axis)
+            )
 
     def _centroids(self, entry):
         return entry.centroids * entry.open_slots
@@ -151,6 +162,14 @@ class ClusterWrapper(keras.layers.Wrapper):
     def clustered_weights(self) -> dict:
         """`{weight path: the weight as the layer sees it}`: each weight replaced by its centroid."""
         return {path: self._clustered(entry) for path, entry in self._state}
+
+    def clustered_paths(self) -> list[str]:
+        """The paths of the clustered weights ("kernel", "cell.kernel"), in order."""
+        return [path for path, _ in self._state]
+
+    def clustered_weight(self, path: str = "kernel"):
+        """The weight at `path` as the layer sees it: each value replaced by its centroid."""
+        return self._clustered(self._entry(path))
 
     def _clustered(self, entry, straight_through=None):
         value = lookup(self._centroids(entry), entry.assignments, entry.axis)
