@@ -165,8 +165,9 @@ def child(model_name: str, strategy: str, epochs: int) -> None:
     own, children = _peak_mb()
     import keras
 
-    print(MARKER + json.dumps({"self_mb": own, "children_mb": children, "anon_mb": anonymous.stop(),
-                               "seconds": time.perf_counter() - started, "backend": keras.backend.backend()}), flush=True)
+    result = {"self_mb": own, "children_mb": children, "anon_mb": anonymous.stop(),
+              "seconds": time.perf_counter() - started, "backend": keras.backend.backend()}
+    print(MARKER + json.dumps(result), flush=True)
 
 
 # --- in the parent ------------------------------------------------------------------------------

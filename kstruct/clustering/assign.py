@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from keras import ops
 
 _FAR = 3.0e38  # distance to a pinned-off centroid: never the nearest
@@ -76,7 +77,9 @@ def nearest(weight, centroids, rates, open_slots, sparsity_mask, channel_axis: i
     return index
 
 
-def nearest_by_rows(weight, centroids, rates, open_slots, sparsity_mask, channel_axis: int | None, elements: int = 1 << 20):
+def nearest_by_rows(
+    weight, centroids, rates, open_slots, sparsity_mask, channel_axis: int | None, elements: int = 1 << 20
+):
     """`nearest`, as NumPy, computed eagerly a few rows (first axis) at a time: for use outside a traced step.
 
     Every row's assignment is independent of the others, so the result is `nearest`'s.
@@ -84,8 +87,6 @@ def nearest_by_rows(weight, centroids, rates, open_slots, sparsity_mask, channel
     Embedding of millions of weights in eager mode leaves the allocator holding
     over 100 MB of freed temporaries).
     """
-    import numpy as np
-
     weight = ops.convert_to_tensor(weight)
     shape = tuple(int(d) for d in weight.shape)
     per_row = math.prod(shape[1:]) * int(centroids.shape[-1])

@@ -147,9 +147,10 @@ class ClusterWrapper(keras.layers.Wrapper):
             if entry.mask is not None:
                 entry.mask.assign(mask.astype("float32"))
             del mask
-            entry.assignments.assign(
-                nearest_by_rows(entry.weight, self._centroids(entry), entry.rates, entry.open_slots, entry.mask, entry.axis)
+            index = nearest_by_rows(
+                entry.weight, self._centroids(entry), entry.rates, entry.open_slots, entry.mask, entry.axis
             )
+            entry.assignments.assign(index)
 
     def _centroids(self, entry):
         return entry.centroids * entry.open_slots
