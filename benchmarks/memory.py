@@ -48,21 +48,7 @@ TARGET_RATIO = 1.3
 VOCABULARY, EMBEDDING_DIM, SEQUENCE, TEXT_SAMPLES, TEXT_CLASSES = 50_000, 64, 64, 4_000, 4
 MARKER = "kstruct-memory:"
 
-
-def cpu_description() -> str:
-    """The CPU model and the flags that decide int8 and float speed (as benchmarks/backends.py prints it)."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"]
-    present = [flag for flag in wanted if flag in flags]
-    return f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(present) or 'none of ' + ' '.join(wanted)}"
+from benchmarks.backends import cpu_description  # noqa: E402  (one way to print the CPU)
 
 
 def _total_memory() -> str:
