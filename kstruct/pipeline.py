@@ -11,11 +11,13 @@ from typing import Any
 import keras
 import tflite_export
 
+from kstruct.auto.budget import Budget
 from kstruct.distillation import distiller
 from kstruct.pruning import sparsity
 
 from kstruct.report.layer_stats import compare_layers
 from kstruct.engine.data_checks import check_data
+from kstruct.engine.log import say
 from kstruct.errors import DataError, KstructError
 from kstruct.report.measure import measure_stage
 from kstruct._graph import check_graph_model
@@ -49,6 +51,19 @@ class OptimizationResult:
     model: keras.Model
     tflite: bytes
     report: Report
+
+    @property
+    def strategy(self) -> str:
+        """The chain that made this result as a plain strategy string: for `auto`, the chain it
+        chose, with its training settings as step options, which `optimize` reproduces."""
+        chosen = [str(stage.notes["auto"]["strategy"]) if "auto" in stage.notes else stage.stage
+                  for stage in self.report.stages[1:]]
+        return " + ".join(part for part in chosen if part)
+
+    @property
+    def trials(self) -> list[dict]:
+        """`auto`'s trials, one dict per trial (chain, metric, latency, size, feasible, cost); [] otherwise."""
+        return [row for stage in self.report.stages for row in stage.notes.get("auto", {}).get("trials", [])]
 
     def plot(self) -> dict:
         """The report's figures, `{"stages", "layers", "training"}` -> matplotlib `Figure` (Agg)."""
@@ -105,11 +120,6 @@ def _history_note(histories: list[dict]) -> dict:
     return {"history": joined} if joined else {}
 
 
-def _say(message: str, verbose) -> None:
-    if verbose:
-        print(message, flush=True)
-
-
 def optimize(
     model: keras.Model,
     strategy: str | Strategy | Any,
@@ -141,7 +151,9 @@ def optimize(
 
     Args:
         model: a Sequential or functional Keras model. It is never modified.
-        strategy: `"prune(0.75)"`, `"prune(2:4) + qat"`, a `kstruct.Strategy` or step objects.
+        strategy: `"prune(0.75)"`, `"prune(2:4) + qat"`, a `kstruct.Strategy` or step objects; or
+            the budget alone, `"auto(speedup=2, max_accuracy_drop=0.01)"` or `kstruct.Budget(speedup=2)`,
+            and `auto` finds the chain (`result.strategy` says which).
         train_data: `(x, y)` arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset` of `(x, y)` batches.
             `x` and `y` may be lists or dicts of arrays for multi-input or multi-output models.
         validation_data: the same forms. Default: a random 10% of array `train_data`
@@ -165,6 +177,10 @@ def optimize(
         An `OptimizationResult`.
     """
     check_graph_model(model, "kstruct.optimize")
+    if isinstance(strategy, Budget):
+        from kstruct.auto.step import Auto
+
+        strategy = Auto.from_budget(strategy)
     plan = as_strategy(strategy)
     _check_target(target)
     plan.validate(target)  # an impossible chain fails here, before any training or conversion
@@ -220,6 +236,7 @@ def optimize(
         epoch_scalars={"sparsity": lambda trained: sparsity(trained).overall},
         tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
         custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
+        tasks=tasks,
     )
     context.check_compile()
     for step in plan:  # a step that cannot work with this many training steps says so before any training
@@ -252,7 +269,7 @@ def optimize(
     with keras.saving.custom_object_scope(context.custom_objects):
         current, blob = model, convert(model)
         report.stages.append(measure_stage("original", model, blob, x_val, y_val, tasks=tasks))
-        _say(report.stages[-1].summary_line(target), verbose)
+        say(report.stages[-1].summary_line(target), verbose)
         for index, step in enumerate(plan, 1):
             started = time.perf_counter()
             context.stage, fits = f"{index}_{step}", len(context.histories)
@@ -264,11 +281,11 @@ def optimize(
             stage = measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
             stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
             report.stages.append(stage)
-            _say(report.stages[-1].summary_line(target), verbose)
+            say(report.stages[-1].summary_line(target), verbose)
 
     if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
         report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
-        _say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
+        say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
     report.layers = compare_layers(model, current)
     result = OptimizationResult(model=current, tflite=blob, report=report)
     if output_dir is not None:

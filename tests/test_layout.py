@@ -171,6 +171,7 @@ RANKS = (
     ("kstruct.pruning", "kstruct.quantization", "kstruct.clustering", "kstruct.distillation", "kstruct.search"),
     ("kstruct.strategy",),
     ("kstruct.report", "kstruct.plots"),
+    ("kstruct.auto",),
     ("kstruct.pipeline",),
     ("kstruct.cli",),
 )

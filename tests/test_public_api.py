@@ -10,6 +10,8 @@ import pytest
 
 PUBLIC = {
     "kstruct": [
+        "Auto",
+        "Budget",
         "Cluster",
         "DataError",
         "Distill",
@@ -31,6 +33,7 @@ PUBLIC = {
         "StepResult",
         "Strategy",
         "StrategyError",
+        "TrainingStep",
         "UnsupportedModelError",
         "clustering",
         "data",

@@ -6,11 +6,11 @@ import keras
 
 from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init
 from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
-from kstruct.engine.step import Step, StepResult, finite_number_argument, optional_positive_int_argument
+from kstruct.engine.step import StepResult, TrainingStep, finite_number_argument
 from kstruct.engine.training import StepContext
 
 
-class Cluster(Step):
+class Cluster(TrainingStep):
     """Weight clustering: each kernel keeps `n_clusters` shared values, fine-tuned with `fit`.
 
     Clustering shrinks the gzipped file, not the raw one: a float or int8 kernel
@@ -30,10 +30,11 @@ class Cluster(Step):
         layers: which layers to cluster (a name, a regex, a list of them);
             DepthwiseConv2D only when named.
         distill: fine-tune from the teacher's class scores as well as the labels.
+        **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
     """
 
     name = "cluster"
-    trains = True
+    search_rank = 50
     positional = ("n_clusters",)
 
     def __init__(
@@ -47,6 +48,7 @@ class Cluster(Step):
         epochs: int | None = None,
         layers: str | list[str] | None = None,
         distill: bool = False,
+        **training,
     ):
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
             raise ValueError(f"Expected `n_clusters` to be an integer >= 2. Received: n_clusters={n_clusters!r}")
@@ -55,9 +57,16 @@ class Cluster(Step):
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.entropy_weight = check_entropy_weight(finite_number_argument("entropy_weight", entropy_weight))
-        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.layers = layers
-        self.distill = bool(distill)
+        self.init_training(epochs, distill, training)
+
+    @classmethod
+    def search_space(cls, hp, space) -> "Cluster | None":
+        """`auto` tries a number of shared values (0: off) only when the budget counts the gzipped file."""
+        if not space.size_by_gzip:
+            return None
+        n_clusters = hp.Choice("cluster", [0, 8, 16, 32], default=0)
+        return cls(n_clusters) if n_clusters else None
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         wrapped = cluster(
@@ -69,7 +78,7 @@ class Cluster(Step):
             entropy_weight=self.entropy_weight,
             layers=self.layers,
         )
-        context.fit(wrapped, epochs=self.epochs or context.epochs, distill=self.distill)
+        self.training_context(context).fit(wrapped, distill=self.distill)
         stripped = strip(wrapped)
         counted = {wrapper.layer.name for wrapper in wrappers(wrapped)}
         counts = distinct_values(stripped, per_channel=self.per_channel)

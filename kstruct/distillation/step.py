@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
+from kstruct.errors import StrategyError
 from kstruct.distillation.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_settings, copy_model
-from kstruct.engine.step import Step, StepResult, finite_number_argument, positive_int_argument
+from kstruct.engine.step import StepResult, TrainingStep, finite_number_argument
 from kstruct.engine.training import StepContext
 
 
@@ -33,7 +34,7 @@ def _keep_zeros(model: keras.Model) -> list:
     return held
 
 
-class Distill(Step):
+class Distill(TrainingStep):
     """Knowledge distillation: the current model learns from the teacher's softened class scores.
 
     The teacher is the model given to `optimize`, or its `teacher=` argument. After
@@ -45,22 +46,27 @@ class Distill(Step):
         epochs: fine-tuning epochs (default 3).
         temperature: > 0; softens both distributions (default 4).
         alpha: weight of the label loss in [0, 1]; 1 - alpha weighs the teacher (default 0.5).
+        **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
     """
 
     name = "distill"
-    trains = True
 
-    def __init__(self, *, epochs: int = 3, temperature: float = DEFAULT_TEMPERATURE, alpha: float = DEFAULT_ALPHA):
-        self.epochs = positive_int_argument("epochs", epochs)
+    def __init__(
+        self, *, epochs: int = 3, temperature: float = DEFAULT_TEMPERATURE, alpha: float = DEFAULT_ALPHA, **training
+    ):
+        if epochs is None:
+            raise StrategyError("Expected `epochs` to be a positive int. Received: epochs=None")
+        self.init_training(epochs, True, training)
         self.temperature, self.alpha = check_settings(
             finite_number_argument("temperature", temperature), finite_number_argument("alpha", alpha)
         )
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
+        context = self.training_context(context)
         student = context.compile(copy_model(model))  # the incoming model (maybe the user's) stays as it was
         held = _keep_zeros(student)  # distilling a pruned model must not undo the pruning
         try:
-            context.fit(student, epochs=self.epochs, distill=True, temperature=self.temperature, alpha=self.alpha)
+            context.fit(student, distill=True, temperature=self.temperature, alpha=self.alpha)
         finally:
             for variable in held:
                 variable.constraint = variable.constraint.inner

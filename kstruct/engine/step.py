@@ -18,11 +18,13 @@ import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from kstruct.engine.settings import SETTING_NAMES, TrainingSettings
 from kstruct.errors import StrategyError
 
 if TYPE_CHECKING:  # keras only for annotations: importing it here would run kstruct's
     import keras    # registration (kstruct/_keras_objects.py) while this module is half-made
 
+    from kstruct.engine.search_info import SpaceInfo
     from kstruct.engine.training import StepContext
 
 
@@ -57,6 +59,8 @@ class Step:
         targets: the TFLite targets the step can serve, or None for any.
         positional: constructor arguments printed without `name=` (in this order).
         always_shown: arguments printed even when they equal their default.
+        search_rank: the step's place in chains `auto` builds (structure 10-29, weights
+            30-49, sharing 50-69, quantization 90-99), or None when it is not searched.
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +69,7 @@ class Step:
     targets: ClassVar[tuple[str, ...] | None] = None
     positional: ClassVar[tuple[str, ...]] = ()
     always_shown: ClassVar[tuple[str, ...]] = ()
+    search_rank: ClassVar[int | None] = None  # where `auto` puts the step in a chain; None: not searched
 
     def apply(self, model: keras.Model, context: "StepContext") -> StepResult:
         raise NotImplementedError
@@ -94,8 +99,24 @@ class Step:
 
     __hash__ = None  # steps are mutable configs
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Argument name -> default, for printing only the arguments that differ from it."""
+        return _parameters(cls)
+
+    @classmethod
+    def search_space(cls, hp: Any, space: "SpaceInfo") -> "Step | None":
+        """This step as `auto` should try it in one trial, or None to leave it out of the chain.
+
+        `hp` is a `keras_tuner.HyperParameters`: declare this step's own hyperparameters on
+        it (`hp.Choice`, `hp.Float`, ...) and build the step from their values. `space` says
+        what the model, target and budget are. The default takes no part in the search;
+        a user's `register_step` step joins by overriding this and setting `search_rank`.
+        """
+        return None
+
     def __str__(self) -> str:
-        defaults = _parameters(type(self))
+        defaults = self.defaults()
         config = self.get_config()
         shown = [
             (key, value)
@@ -109,6 +130,47 @@ class Step:
 
     def __repr__(self) -> str:
         return f"<kstruct step {self}>"
+
+
+class TrainingStep(Step):
+    """Base of the steps that fine-tune: their `epochs`, `distill` and training settings, checked once.
+
+    A subclass takes `epochs=None, distill=False, **training` in its `__init__` and calls
+    `self.init_training(epochs, distill, training)`; in `apply` it trains through
+    `self.training_context(context)`, whose `fit` and `compile` use the step's epochs,
+    optimizer, learning rate, schedule and batch size.
+
+    Training settings (every training step): `optimizer` ("adam", "adamw", "sgd"),
+    `learning_rate` (the peak rate), `lr_schedule` ("constant", "cosine"), `batch_size`
+    (array data). Unset, the step trains as the user's model was compiled.
+    """
+
+    trains = True
+
+    def init_training(self, epochs: Any, distill: Any, training: dict[str, Any]) -> None:
+        unknown = sorted(set(training) - set(SETTING_NAMES))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        self.epochs = optional_positive_int_argument("epochs", epochs)
+        if not isinstance(distill, bool):
+            raise StrategyError(f"Expected `distill` to be true or false. Received: distill={distill!r}")
+        self.distill = distill
+        self.settings = TrainingSettings(**training)
+
+    def training_context(self, context: "StepContext") -> "StepContext":
+        """`context` with this step's epochs and training settings."""
+        return context.for_step(self.epochs, self.settings)
+
+    def check_before_training(self, context: "StepContext") -> None:
+        """Raises StrategyError before any work when the settings do not fit the data (`batch_size` on a dataset)."""
+        self.training_context(context)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {**_parameters(cls), **{name: None for name in SETTING_NAMES}}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.settings.as_dict()}
 
 
 MAX_COUNT = 2**31 - 1  # the largest count TensorFlow holds (an int32); beyond it, an OverflowError deep inside

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-from kstruct.errors import DataError, KstructError
+from kstruct.engine.settings import TrainingSettings
+from kstruct.errors import DataError, KstructError, StrategyError
 
 DEFAULT_EPOCHS = 2
 MAX_COUNT = 2**31 - 1  # the largest count TensorFlow holds (an int32); beyond it, an OverflowError deep inside
@@ -375,6 +377,10 @@ class StepContext:
         histories: `History.history` of every `fit` so far, in order, for the report.
         custom_objects: the user's loss and metric objects by the name their
             compile config gives them (see `compile_objects`).
+        settings: the running step's own optimizer, learning rate, schedule and batch
+            size (see `for_step`); unset ones follow the user's model.
+        tasks: the model's task per output (`kstruct.engine.task.detect_tasks`), for
+            steps that judge quality themselves (`auto`).
     """
 
     train: TrainingData
@@ -393,6 +399,25 @@ class StepContext:
     stage: str = "step"
     histories: list[dict[str, list[float]]] = field(default_factory=list)
     custom_objects: dict[str, Any] = field(default_factory=dict)
+    settings: TrainingSettings = field(default_factory=TrainingSettings)
+    tasks: dict[str, Any] = field(default_factory=dict)
+
+    def for_step(self, epochs: int | None = None, settings: TrainingSettings | None = None) -> "StepContext":
+        """This context as one training step sees it: its own epochs and training settings.
+
+        The copy shares `histories`, so the report still gets every fit. A `batch_size`
+        rebatches array data; a dataset brings its own batches, so it is refused there.
+        """
+        settings = settings or TrainingSettings()
+        train = self.train
+        if settings.batch_size is not None and settings.batch_size != train.batch_size:
+            if not train.is_arrays:
+                raise StrategyError(
+                    f"`batch_size={settings.batch_size}` needs (x, y) array training data; a dataset brings its own "
+                    "batches. Batch the dataset itself, or drop batch_size from the step."
+                )
+            train = TrainingData(train.source, batch_size=settings.batch_size, what=train.what, steps=train.steps)
+        return dataclasses.replace(self, epochs=epochs or self.epochs, settings=settings, train=train)
 
     def steps(self, epochs: int | None = None) -> int:
         """Optimizer steps in `epochs` (default: the context's epochs)."""
@@ -408,10 +433,13 @@ class StepContext:
             KstructError: the config names a loss or metric kstruct cannot find.
         """
         if self.compile_source is not None and self.compile_source.compiled:
+            config = dict(self.compile_source.get_compile_config())
+            config["optimizer"] = self.settings.optimizer_config(config.get("optimizer"), self.steps)
             with self._loading_compile_config():
-                model.compile_from_config(self.compile_source.get_compile_config())
+                model.compile_from_config(config)
         else:
-            optimizer = keras.optimizers.get(self.optimizer)
+            source = keras.optimizers.serialize(keras.optimizers.get(self.optimizer))
+            optimizer = keras.optimizers.deserialize(self.settings.optimizer_config(source, self.steps))
             model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics or ["accuracy"])
         return model
 

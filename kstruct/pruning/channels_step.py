@@ -9,7 +9,7 @@ from kstruct.errors import PruningError
 from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_channels, strip_channels
 from kstruct.pruning.channels_criteria import CRITERIA
 from kstruct.pruning.step import Prune
-from kstruct.engine.step import Step, StepResult, optional_positive_int_argument
+from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 TAYLOR_SAMPLES = 128
@@ -60,7 +60,7 @@ def context_loss(context: StepContext):
     return context.compile_source.loss if context.compile_source is not None else context.loss
 
 
-class PruneChannels(Step):
+class PruneChannels(TrainingStep):
     """Structured pruning: remove `ratio` of each prunable channel group, for real (fewer filters/units).
 
     The masks tighten over the first 60% of the fine-tuning steps (polynomial, as `prune`),
@@ -73,10 +73,11 @@ class PruneChannels(Step):
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         layers: which groups (by producer layer name or regex).
         distill: fine-tune from the teacher's class scores as well as the labels.
+        **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
     """
 
     name = "prune_channels"
-    trains = True
+    search_rank = 20
     positional = ("ratio",)
 
     def __init__(
@@ -88,6 +89,7 @@ class PruneChannels(Step):
         epochs: int | None = None,
         layers: str | list[str] | None = None,
         distill: bool = False,
+        **training,
     ):
         if ratio is None:
             raise ValueError("prune_channels needs a ratio, e.g. prune_channels(0.5).")
@@ -98,19 +100,40 @@ class PruneChannels(Step):
         self.ratio = _check_ratio(ratio)
         self.criterion = criterion
         self.round_to = round_to
-        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.layers = layers
-        self.distill = bool(distill)
+        self.init_training(epochs, distill, training)
+
+    @classmethod
+    def search_space(cls, hp, space) -> "PruneChannels | None":
+        """`auto` tries a ratio (0: off) where the model has a channel group to prune."""
+        from kstruct.pruning.channels import channel_groups
+
+        if not channel_groups(space.model).prunable:
+            return None
+        ratio = hp.Choice("prune_channels", [0.0, 0.25, 0.4, 0.5, 0.6, 0.75], default=0.5)
+        return cls(ratio) if ratio > 0 else None
+
+    def structure(self, model: keras.Model, context: StepContext) -> keras.Model:
+        """The model this step hands on, with its channels removed at once and not fine-tuned:
+        what `auto` measures before training (latency and size depend on the widths only)."""
+        data = context.train.arrays(limit=TAYLOR_SAMPLES) if self.criterion == "taylor" else None
+        schedule = Prune(self.ratio, schedule="constant").pruning_schedule(1)
+        masked = prune_channels(
+            model, self.ratio, self.criterion, self.round_to, self.layers, schedule, data=data, loss=context_loss(context)
+        )
+        for wrapper in channel_wrappers(masked):
+            wrapper.mask_now(self.ratio)
+        return strip_channels(masked)
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
-        epochs = self.epochs or context.epochs
-        schedule = Prune(self.ratio).pruning_schedule(context.steps(epochs))
+        context = self.training_context(context)
+        schedule = Prune(self.ratio).pruning_schedule(context.steps())
         data = context.train.arrays(limit=TAYLOR_SAMPLES) if self.criterion == "taylor" else None
         masked = prune_channels(
             model, self.ratio, self.criterion, self.round_to, self.layers, schedule,
             data=data, loss=context_loss(context),
         )
-        context.fit(masked, epochs=epochs, distill=self.distill)
+        context.fit(masked, distill=self.distill)
         trained = min(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in channel_wrappers(masked))
         if trained <= schedule.end_step:
             raise PruningError(

@@ -102,6 +102,12 @@ class ChannelMaskWrapper(keras.layers.Wrapper):
         keep = ops.logical_or(ops.equal(self.group_size.value, 0), ops.cast(self.channel_rank.value, "float32") < kept)
         return ops.cast(keep, self.mask.dtype)
 
+    def mask_now(self, sparsity: float) -> None:
+        """Sets the mask to its final state for `sparsity` at once, without training (to measure the
+        pruned structure's cost before any fine-tuning)."""
+        self.mask.assign(self._new_mask(sparsity))
+        self.mask_updates.assign_add(1)
+
     def _advance_schedule(self):
         should_update, sparsity = self.schedule(self.pruning_step.value)
         mask = ops.cond(should_update, lambda: self._new_mask(sparsity), lambda: ops.convert_to_tensor(self.mask))

@@ -7,14 +7,14 @@ import keras
 from kstruct.errors import PruningError
 from kstruct.pruning.prune import never_updated, prune, sparsity, stale_message, strip, wrappers
 from kstruct.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from kstruct.engine.step import Step, StepResult, optional_positive_int_argument
+from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 SCHEDULES = ("polynomial", "constant")
 MASK_UPDATES = 16  # how many times the mask is recomputed on the way to the target
 
 
-class Prune(Step):
+class Prune(TrainingStep):
     """Magnitude pruning to `sparsity`, or N:M structured sparsity with `m_by_n`.
 
     The schedule's steps come from the data and epochs: sparsity rises (polynomial,
@@ -29,10 +29,11 @@ class Prune(Step):
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         layers: which layers to prune (a name, a regex, a list of them).
         distill: fine-tune from the teacher's class scores as well as the labels.
+        **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
     """
 
     name = "prune"
-    trains = True
+    search_rank = 30
     positional = ("sparsity",)
 
     def __init__(
@@ -44,6 +45,7 @@ class Prune(Step):
         epochs: int | None = None,
         layers: str | list[str] | None = None,
         distill: bool = False,
+        **training,
     ):
         if isinstance(sparsity, (tuple, list)):  # prune(2:4) in a strategy string
             sparsity, m_by_n = None, tuple(sparsity)
@@ -61,9 +63,17 @@ class Prune(Step):
         self.sparsity = None if sparsity is None else float(sparsity)
         self.schedule = schedule
         self.m_by_n = m_by_n
-        self.epochs = optional_positive_int_argument("epochs", epochs)
         self.layers = layers
-        self.distill = bool(distill)
+        self.init_training(epochs, distill, training)
+
+    @classmethod
+    def search_space(cls, hp, space) -> "Prune | None":
+        """`auto` tries a sparsity (0: off) only when the budget counts the gzipped file: zeros
+        make no LiteRT kernel faster and no raw file smaller."""
+        if not space.size_by_gzip:
+            return None
+        sparsity = hp.Choice("prune", [0.0, 0.5, 0.75, 0.9], default=0.75)
+        return cls(sparsity) if sparsity > 0 else None
 
     def pruning_schedule(self, total_steps: int) -> PruningSchedule:
         """The schedule for a fine-tuning run of `total_steps` optimizer steps."""
@@ -87,13 +97,11 @@ class Prune(Step):
         """
         if self.m_by_n is not None:  # N:M applies in full from step 0
             return
-        epochs = self.epochs or context.epochs
-        steps = context.steps(epochs)
+        context = self.training_context(context)
+        epochs, steps = context.epochs, context.steps()
         reached = self.pruning_schedule(steps).sparsity_after(steps) or 0.0
         if self.sparsity > 0 and reached < 0.9 * self.sparsity:
-            at_once = Prune(
-                self.sparsity, schedule="constant", epochs=self.epochs, layers=self.layers, distill=self.distill
-            )
+            at_once = Prune(**{**self.get_config(), "schedule": "constant"})
             raise PruningError(
                 f"{self} would reach {reached:.1%} sparsity, not {self.sparsity:.0%}: its schedule has only {steps} "
                 f"optimizer step(s) ({epochs} epoch(s) of {steps // max(epochs, 1)} batch(es)). Give it more steps "
@@ -102,14 +110,15 @@ class Prune(Step):
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         self.check_before_training(context)
-        epochs = self.epochs or context.epochs
-        schedule = self.pruning_schedule(context.steps(epochs))
+        context = self.training_context(context)
+        epochs = context.epochs
+        schedule = self.pruning_schedule(context.steps())
         wrapped = prune(model, schedule=schedule, m_by_n=self.m_by_n, layers=self.layers)
-        context.fit(wrapped, epochs=epochs, distill=self.distill)
+        context.fit(wrapped, distill=self.distill)
         stale = never_updated(wrapped)
         if stale:
             raise PruningError(stale_message(stale))
-        self._check_reached(wrapped, context.steps(epochs), epochs)
+        self._check_reached(wrapped, context.steps(), epochs)
         stripped = strip(wrapped, check_updated=False)
         measured = sparsity(stripped)
         return StepResult(
@@ -145,4 +154,5 @@ class Prune(Step):
             "epochs": self.epochs,
             "layers": self.layers,
             "distill": self.distill,
+            **self.settings.as_dict(),
         }

@@ -8,7 +8,7 @@ import numpy as np
 from kstruct.errors import StrategyError
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
-from kstruct.engine.step import Step, StepResult, optional_positive_int_argument, positive_int_argument
+from kstruct.engine.step import Step, StepResult, TrainingStep, positive_int_argument
 from kstruct.engine.training import StepContext
 
 INT8_TARGET = "int8"
@@ -51,7 +51,7 @@ def _integer_target(step, context: StepContext) -> str:
     return step.target or context.target
 
 
-class QAT(Step):
+class QAT(TrainingStep):
     """Quantization-aware training: `quantize` the model, fine-tune it, check its int8 file.
 
     The returned model is the QAT Keras model; the int8 TFLite file converted
@@ -65,6 +65,7 @@ class QAT(Step):
         target: the integer TFLite target to check against (default: the
             strategy's target).
         distill: fine-tune from the teacher's class scores as well as the labels.
+        **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
 
     Raises:
         StrategyError: when the strategy's target or `target` is not one of
@@ -72,25 +73,31 @@ class QAT(Step):
     """
 
     name = "qat"
-    trains = True
+    search_rank = 90
     quantizes = True
     targets = INTEGER_TARGETS  # the export targets it can serve: its fake quantization is int8's
 
     def __init__(
         self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None,
-        distill: bool = False,
+        distill: bool = False, **training,
     ):
-        self.epochs = optional_positive_int_argument("epochs", epochs)
-        self.distill = bool(distill)
+        self.init_training(epochs, distill, training)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.target = target
+
+    @classmethod
+    def search_space(cls, hp, space) -> "QAT | None":
+        """For an integer target `auto` chooses between `qat` and `ptq` (one choice, both steps read it)."""
+        if not space.integer_target:
+            return None
+        return cls() if hp.Choice("quantization", ["ptq", "qat"], default="ptq") == "qat" else None
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export
 
         target = _integer_target(self, context)
         qat_model = quantize(model, preserve_sparsity=self.preserve_sparsity)
-        context.fit(qat_model, epochs=self.epochs or context.epochs, distill=self.distill)
+        self.training_context(context).fit(qat_model, distill=self.distill)
         blob = tflite_export.convert(qat_model, target, representative_data=context.representative_inputs())
         x, y = context.validation.arrays()
         report = quantization_report(qat_model)
@@ -122,11 +129,19 @@ class PTQ(Step):
 
     name = "ptq"
     quantizes = True
+    search_rank = 90
     targets = (*INTEGER_TARGETS, "int16x8")
 
     def __init__(self, *, samples: int = 200, target: str | None = None):
         self.samples = positive_int_argument("samples", samples)
         self.target = target
+
+    @classmethod
+    def search_space(cls, hp, space) -> "PTQ | None":
+        """See `QAT.search_space`: the same choice."""
+        if not space.integer_target:
+            return None
+        return cls() if hp.Choice("quantization", ["ptq", "qat"], default="ptq") == "ptq" else None
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export

@@ -86,6 +86,7 @@ for _name, _where in (
     ("cluster", "kstruct.clustering.step:Cluster"),
     ("prune_channels", "kstruct.pruning.channels_step:PruneChannels"),
     ("drop_blocks", "kstruct.pruning.blocks_step:DropBlocks"),
+    ("auto", "kstruct.auto.step:Auto"),
 ):
     register_step(_name, _where)
 

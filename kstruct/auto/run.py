@@ -1,0 +1,366 @@
+"""Running `auto`: Keras Tuner proposes chains, each trial is measured cheap first, then trained.
+
+One trial: the oracle's hyperparameters become a chain (`kstruct.auto.space.chain`); the
+chain's structure (channels and blocks removed, untrained) is converted for the target and
+timed, and a structure that cannot meet the budget is recorded as infeasible without any
+training. Otherwise the chain runs as `optimize` would run it, and its TFLite file is scored
+on the validation data and timed on LiteRT. The oracle minimizes one score: the budget's
+goal cost relative to the original (latency, gzipped or raw size, parameters) for a trial
+within budget, and 10 plus how far it missed for one that is not, so every oracle ranks an
+infeasible trial last and the one that missed least first among those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import keras_tuner
+import tflite_export
+
+from kstruct.auto.budget import Budget, Cost
+from kstruct.auto.space import chain, chain_text
+from kstruct.engine.params import count_params
+from kstruct.engine.search_info import SpaceInfo
+from kstruct.engine.training import StepContext
+from kstruct.errors import KstructError
+from kstruct.report.measure import measure_stage
+from kstruct.search.budget import BudgetError
+from kstruct.engine.step import Step
+
+logger = logging.getLogger("kstruct")
+
+INTEGER_TARGETS = ("int8", "edgetpu", "micro")
+INFEASIBLE = 10.0  # the score of a trial over budget starts here; a feasible one is a cost ratio
+PRECHECK_TOLERANCE = 0.1  # an untrained structure is refused only if it misses a limit by more than this
+ROW_FILE = "kstruct_auto_trial.json"
+LATENCY_RUNS = 50
+
+
+@dataclass
+class TrialRow:
+    """One trial: the chain, what its file measured, and whether it met the budget (and why not)."""
+
+    trial_id: str
+    strategy: str
+    status: str  # "feasible", "over budget", "over budget untrained", "failed"
+    score: float
+    trained: bool
+    metric: float | None = None
+    accuracy_drop: float | None = None
+    latency_ms: float | None = None
+    speedup: float | None = None
+    tflite_bytes: int | None = None
+    gzip_bytes: int | None = None
+    compression: float | None = None
+    params: int | None = None
+    epochs: int = 0
+    seconds: float = 0.0
+    why: str = ""
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == "feasible"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self, index: int, total: int) -> str:
+        """The CLI's progress line for this trial."""
+        if self.status == "failed":
+            return f"auto: trial {index}/{total} {self.strategy or '(no step)'}: failed: {self.why}"
+        quality = "" if self.metric is None else f"metric {self.metric:.4f} (drop {self.accuracy_drop:+.4f}), "
+        verdict = "feasible" if self.feasible else f"{self.status}: {self.why}"
+        return (
+            f"auto: trial {index}/{total} {self.strategy or '(no step)'}: {quality}latency {self.latency_ms:.3f} ms "
+            f"({self.speedup:.2f}x), {self.tflite_bytes:,} B ({self.compression:.2f}x gzip), {verdict}"
+        )
+
+
+@dataclass
+class AutoResult:
+    """What a finished `auto` search found."""
+
+    budget: Budget
+    original: Cost
+    rows: list[TrialRow]
+    best: TrialRow
+    model: keras.Model
+    tflite: bytes
+    directory: str
+    seconds: float
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def strategy(self) -> str:
+        return self.best.strategy
+
+    def to_dict(self) -> dict[str, Any]:
+        feasible = [i for i, row in enumerate(self.rows, 1) if row.feasible]
+        return {
+            "budget": {"max_accuracy_drop": self.budget.max_accuracy_drop, **self.budget.limits()},
+            "tuner": self.budget.tuner,
+            "strategy": self.strategy,
+            "original": self.original.as_dict(),
+            "best_trial": self.best.as_dict(),
+            "trials": [row.as_dict() for row in self.rows],
+            "trials_to_feasible": feasible[0] if feasible else None,
+            "epochs_spent": sum(row.epochs for row in self.rows),
+            "directory": self.directory,
+            "seconds": self.seconds,
+        }
+
+
+def _cost(blob: bytes, model: keras.Model, metric: float | None = None, latency_ms: float | None = None) -> Cost:
+    if latency_ms is None:
+        latency_ms = tflite_export.benchmark(blob, threads=1, runs=LATENCY_RUNS).median_ms
+    return Cost(
+        latency_ms=float(latency_ms),
+        tflite_bytes=len(blob),
+        gzip_bytes=len(gzip.compress(blob, compresslevel=9)),
+        params=count_params(model),
+        metric=metric,
+    )
+
+
+class _ChainTuner(keras_tuner.Tuner):
+    """Keras Tuner's `Tuner` whose trial is one chain run by `AutoSearch` (oracles unchanged)."""
+
+    def __init__(self, oracle, search: "AutoSearch", **kwargs):
+        super().__init__(oracle=oracle, **kwargs)
+        self.auto = search
+
+    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
+        try:
+            row = self.auto.run_trial(trial.hyperparameters, trial.trial_id, Path(self.get_trial_dir(trial.trial_id)))
+        except Exception as error:  # a bug, not a bad chain: stop the search and raise it as it is
+            self.auto.error = error
+            raise keras_tuner.errors.FatalError(str(error)) from error
+        return {"score": row.score, "feasible": 1.0 if row.feasible else 0.0}
+
+    def pre_create_trial(self):
+        if self.auto.timed_out():  # no new trial after the timeout: the oracle stops at the trials it has
+            self.oracle.max_trials = len(self.oracle.trials)
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        pass  # no TensorBoard callbacks here; Keras Tuner would import tensorboard for nothing
+
+
+def _oracle(budget: Budget, seed: int, max_epochs: int):
+    objective = keras_tuner.Objective("score", direction="min")
+    if budget.tuner == "random":
+        return keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=budget.trials, seed=seed)
+    if budget.tuner == "hyperband":  # fine-tuning epochs are its fidelity; `trials` caps its own schedule
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            objective=objective, max_epochs=max(2, max_epochs), factor=3, hyperband_iterations=1, seed=seed
+        )
+        oracle.max_trials = budget.trials
+        return oracle
+    return keras_tuner.oracles.BayesianOptimizationOracle(
+        objective=objective, max_trials=budget.trials, num_initial_points=min(3, budget.trials), seed=seed
+    )
+
+
+class AutoSearch:
+    """One `auto` search over one model: the original measured once, then the trials.
+
+    Args:
+        model: the model every chain starts from (never modified).
+        context: the `optimize` context (data, target, compile, teacher, tasks).
+        budget: what the result must meet.
+        directory: Keras Tuner's project directory; an existing one is resumed.
+        say: where the per-trial lines go.
+    """
+
+    def __init__(
+        self, model: keras.Model, context: StepContext, budget: Budget, directory: str,
+        say: Callable[[str], None] = logger.info, seed: int = 0,
+    ):
+        self.model, self.budget, self.directory, self.say, self.seed = model, budget, directory, say, seed
+        self.context = dataclasses.replace(context, verbose=0, tensorboard_dir=None, histories=[])
+        self.max_epochs = budget.epochs or context.epochs
+        self.space = SpaceInfo(
+            model=model,
+            target=context.target,
+            integer_target=context.target in INTEGER_TARGETS,
+            size_by_gzip=budget.size_by_gzip,
+            array_data=context.train.is_arrays,
+            max_epochs=self.max_epochs,
+        )
+        self.x_val, self.y_val = context.validation.arrays()
+        self.higher_is_better = next(iter(context.tasks.values())).task != "regression" if context.tasks else True
+        self.error: Exception | None = None
+        self.kept: dict[str, tuple[keras.Model, bytes]] = {}  # the best trial so far, in memory
+        self.started = time.perf_counter()
+        self.original, self.original_blob = self._measure_original()
+
+    def _convert(self, model: keras.Model) -> bytes:
+        return tflite_export.convert(model, self.context.target, representative_data=self.context.representative_inputs())
+
+    def _measure(self, name: str, model: keras.Model, blob: bytes) -> tuple[Cost, Any]:
+        stage = measure_stage(name, model, blob, self.x_val, self.y_val, tasks=self.context.tasks, latency_runs=LATENCY_RUNS)
+        return _cost(blob, model, stage.tflite_metric, stage.latency_ms), stage
+
+    def _measure_original(self) -> tuple[Cost, bytes]:
+        blob = self._convert(self.model)
+        cost, stage = self._measure("original", self.model, blob)
+        # The reference is the user's float Keras model; its file for the target is the cost reference.
+        return dataclasses.replace(cost, metric=stage.keras_metric), blob
+
+    def timed_out(self) -> bool:
+        return self.budget.timeout is not None and time.perf_counter() - self.started > self.budget.timeout
+
+    def _row(self, trial_id: str, plan: list[Step], cost: Cost, *, trained: bool, epochs: int, seconds: float) -> TrialRow:
+        drop = self.budget.accuracy_drop(self.original, cost, self.higher_is_better) if trained else None
+        skip = ("compression",) if not trained and any(s.name in ("prune", "cluster") for s in plan) else ()
+        if not trained:  # an untrained structure is judged with some room for the latency noise
+            missed = {k: v for k, v in self.budget.misses(self.original, cost, drop=None, skip=skip).items()
+                      if v > PRECHECK_TOLERANCE}
+        else:
+            missed = self.budget.misses(self.original, cost, drop=drop)
+        goal = getattr(cost, self.budget.goal) / max(getattr(self.original, self.budget.goal), 1e-12)
+        status = ("feasible" if trained else "") if not missed else ("over budget" if trained else "over budget untrained")
+        return TrialRow(
+            trial_id=trial_id,
+            strategy=chain_text(plan),
+            status=status,
+            score=float(goal if not missed else INFEASIBLE + min(sum(missed.values()), 100.0)),
+            trained=trained,
+            metric=cost.metric,
+            accuracy_drop=drop,
+            latency_ms=cost.latency_ms,
+            speedup=self.original.latency_ms / max(cost.latency_ms, 1e-9),
+            tflite_bytes=cost.tflite_bytes,
+            gzip_bytes=cost.gzip_bytes,
+            compression=self.original.gzip_bytes / max(cost.gzip_bytes, 1),
+            params=cost.params,
+            epochs=epochs,
+            seconds=seconds,
+            why=self.budget.describe(self.original, cost, missed, drop) if missed else "",
+        )
+
+    def _structure_cost(self, plan: list[Step]) -> Cost | None:
+        """The cost of the chain's structure before any training, or None when no step changes it."""
+        current, changed = self.model, False
+        for step in plan:
+            shape = getattr(step, "structure", None)
+            if shape is not None:
+                current, changed = shape(current, self.context), True
+        if not changed:
+            return dataclasses.replace(self.original, metric=None)
+        return _cost(self._convert(current), current)
+
+    def run_trial(self, hp: keras_tuner.HyperParameters, trial_id: str, folder: Path) -> TrialRow:
+        started = time.perf_counter()
+        plan: list[Step] = []
+        try:
+            plan = chain(hp, self.space, epochs_from_tuner=hp.values.get("tuner/epochs"))
+            before = self._structure_cost(plan)
+            row = self._row(trial_id, plan, before, trained=False, epochs=0, seconds=time.perf_counter() - started)
+            if row.status != "over budget untrained":
+                model, blob, epochs = self._run_chain(plan)
+                cost, _ = self._measure(trial_id, model, blob)
+                row = self._row(trial_id, plan, cost, trained=True, epochs=epochs, seconds=time.perf_counter() - started)
+                self._keep(row, model, blob, folder)
+        except KstructError as error:  # a chain this model or data cannot take: recorded, and the search goes on
+            row = TrialRow(trial_id, chain_text(plan), "failed", INFEASIBLE * 10, False, seconds=time.perf_counter() - started,
+                           why=str(error).splitlines()[0])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ROW_FILE).write_text(json.dumps(row.as_dict()))
+        done = len(self.rows())
+        self.say(row.line(done, self.budget.trials))
+        return row
+
+    def _run_chain(self, plan: list[Step]) -> tuple[keras.Model, bytes, int]:
+        context = dataclasses.replace(self.context, histories=[])
+        for step in plan:
+            check = getattr(step, "check_before_training", None)
+            if check is not None:
+                check(context)
+        current, blob = self.model, None
+        for index, step in enumerate(plan, 1):
+            context.stage = f"auto_{index}_{step}"
+            outcome = step.apply(current, context)
+            current, blob = outcome.model, outcome.tflite
+        epochs = sum(len(next(iter(h.values()), [])) for h in context.histories)
+        return current, blob if blob is not None else self._convert(current), epochs
+
+    def _keep(self, row: TrialRow, model: keras.Model, blob: bytes, folder: Path) -> None:
+        """Keeps a feasible trial's model and file (on disk for a resumed search, in memory if best so far)."""
+        if not row.feasible:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "model.keras")
+        (folder / "model.tflite").write_bytes(blob)
+        best = self.best_row()
+        if best is None or self._better(row, best):
+            self.kept = {row.trial_id: (model, blob)}
+
+    def _better(self, row: TrialRow, other: TrialRow) -> bool:
+        """Lower goal cost wins; within 2% of each other, the better metric."""
+        if abs(row.score - other.score) <= 0.02 * max(other.score, 1e-12):
+            sign = 1 if self.higher_is_better else -1
+            return sign * ((row.metric or 0.0) - (other.metric or 0.0)) > 0
+        return row.score < other.score
+
+    def rows(self) -> list[TrialRow]:
+        """Every finished trial in this project directory (resumed ones included), in trial order."""
+        rows = []
+        for path in sorted(Path(self.directory).glob(f"*/trial_*/{ROW_FILE}")):
+            rows.append(TrialRow(**json.loads(path.read_text())))
+        return rows
+
+    def best_row(self) -> TrialRow | None:
+        best = None
+        for row in self.rows():
+            if row.feasible and (best is None or self._better(row, best)):
+                best = row
+        return best
+
+    def run(self) -> AutoResult:
+        """Runs the trials and returns the best one within budget.
+
+        Raises:
+            BudgetError: no trial met the budget; names the closest one and what it missed.
+        """
+        tuner = _ChainTuner(
+            _oracle(self.budget, self.seed, self.max_epochs), self,
+            directory=self.directory, project_name="auto", overwrite=False,
+        )
+        try:
+            tuner.search(verbose=0)
+        except keras_tuner.errors.FatalError:
+            if self.error is not None:
+                raise self.error from None
+            raise
+        rows = self.rows()
+        best = self.best_row()
+        if best is None:
+            raise BudgetError(self._nothing_met(rows), result=rows)
+        model, blob = self.kept.get(best.trial_id) or self._load(best)
+        return AutoResult(self.budget, self.original, rows, best, model, blob, self.directory,
+                          time.perf_counter() - self.started)
+
+    def _load(self, row: TrialRow) -> tuple[keras.Model, bytes]:
+        folder = next(Path(self.directory).glob(f"*/trial_{row.trial_id}"))
+        return keras.saving.load_model(folder / "model.keras"), (folder / "model.tflite").read_bytes()
+
+    def _nothing_met(self, rows: list[TrialRow]) -> str:
+        judged = [row for row in rows if row.status != "failed"]
+        limits = ", ".join(f"{k}={v:g}" for k, v in self.budget.limits().items())
+        head = (f"No trial of {len(rows)} met the budget ({limits}, max_accuracy_drop={self.budget.max_accuracy_drop:g}) "
+                f"on target {self.context.target!r}.")
+        if not judged:
+            reasons = "; ".join(dict.fromkeys(row.why for row in rows))
+            return f"{head} Every trial failed: {reasons}"
+        closest = min(judged, key=lambda row: row.score)
+        return (f"{head} Closest: trial {closest.trial_id}, {closest.strategy or '(no step)'}: {closest.why}. "
+                "Loosen the budget, or give auto more trials (trials=...) or epochs (epochs=...).")
+

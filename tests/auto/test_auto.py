@@ -1,0 +1,170 @@
+"""`auto`: the budget in, the chain out. Tiny models and data; a params budget, which is exact,
+so the tests do not depend on timing noise (benchmarks/auto.py measures speed budgets)."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import kstruct
+from kstruct.errors import StrategyError
+from kstruct.search.budget import BudgetError
+from kstruct.strategy import Strategy
+from tests.search.conftest import blobs, tiny_cnn
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    x, y = blobs(n=300)
+    model = tiny_cnn()
+    model.fit(x[:240], y[:240], epochs=3, batch_size=32, verbose=0)
+    return model, (x[:240], y[:240]), (x[240:], y[240:])
+
+
+@pytest.mark.parametrize(
+    "strategy, message",
+    [
+        ("auto", "auto needs at least one budget: speedup=, compression=, latency_ms=, tflite_bytes= or params="),
+        ("auto(max_accuracy_drop=0.01)", "auto needs at least one budget"),
+        ("auto(speedup=-2)", "Expected `speedup` to be a positive number. Received: speedup=-2"),
+        ("auto(params=0)", "Expected `params` to be a positive int. Received: params=0"),
+        ("auto(params=1.5)", "Expected `params` to be a positive int. Received: params=1.5"),
+        ("auto(speedup=2, max_accuracy_drop=1.5)", "Expected `max_accuracy_drop` in [0, 1] (0.01 is one point). Received: max_accuracy_drop=1.5"),
+        ("auto(speedup=2, max_accuracy_drop=-0.1)", "Expected `max_accuracy_drop` in [0, 1]"),
+        ("auto(speed=2)", "Auto.__init__() got an unexpected keyword argument 'speed'"),
+        ("auto(speedup=2, tuner='grid')", "Expected `tuner` to be one of ('bayesian', 'random', 'hyperband'). Received: tuner='grid'"),
+        ("auto(speedup=2, trials=0)", "Expected `trials` to be a positive int. Received: trials=0"),
+        ("auto(speedup=2, timeout=-1)", "Expected `timeout` to be a positive number. Received: timeout=-1"),
+    ],
+)
+def test_a_bad_budget_is_refused_in_one_line(strategy, message):
+    with pytest.raises(StrategyError) as caught:
+        Strategy.parse(strategy)
+    text = str(caught.value)
+    assert "\n" not in text and message in text, text
+
+
+def test_the_budget_object_and_the_strategy_string_are_the_same_budget():
+    step = Strategy.parse("auto(speedup=2, max_accuracy_drop=0.005, trials=7, tuner='random')").steps[0]
+    assert step.budget == kstruct.Budget(speedup=2, max_accuracy_drop=0.005, trials=7, tuner="random")
+    assert Strategy.parse(str(Strategy([step]))) == Strategy([step])
+    with pytest.raises(StrategyError, match="auto needs at least one budget"):
+        kstruct.Budget(max_accuracy_drop=0.01)
+    assert kstruct.Budget(speedup=2).goal == "latency_ms" and kstruct.Budget(compression=4).goal == "gzip_bytes"
+
+
+def test_nothing_may_train_after_auto():
+    with pytest.raises(StrategyError, match="auto"):
+        Strategy.parse("auto(params=100) + prune(0.5)").validate("float32")
+
+
+@pytest.fixture(scope="module")
+def searched(trained):
+    model, train, validation = trained
+    limit = int(model.count_params() * 0.6)
+    weights = [w.copy() for w in model.get_weights()]
+    result = kstruct.optimize(
+        model, kstruct.Budget(params=limit, max_accuracy_drop=0.34, trials=3, epochs=1, tuner="random"),
+        train_data=train, validation_data=validation, target="float32", verbose=0,
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # the user's model is untouched
+    return result, limit
+
+
+def test_auto_returns_a_trial_within_the_budget_and_records_every_trial(searched):
+    result, limit = searched
+    assert len(result.trials) == 3
+    assert {row["status"] for row in result.trials} <= {"feasible", "over budget", "over budget untrained", "failed"}
+    chosen = result.report.stages[-1].notes["auto"]["best_trial"]
+    assert chosen["status"] == "feasible" and chosen["params"] <= limit
+    assert result.model.count_params() == chosen["params"] <= limit
+    assert result.report.stages[-1].params == chosen["params"]
+    assert result.strategy == chosen["strategy"] and "auto" not in result.strategy
+    for row in result.trials:  # a structure over budget is never trained
+        if row["status"] == "over budget untrained":
+            assert row["epochs"] == 0 and row["metric"] is None and "params" in row["why"]
+        if row["status"] == "feasible":
+            assert row["epochs"] >= 1 and row["accuracy_drop"] <= 0.34
+    original = result.report.stages[0]
+    assert chosen["accuracy_drop"] == pytest.approx(original.keras_accuracy - chosen["metric"])
+
+
+def test_the_chosen_chain_reproduces_with_optimize(trained, searched):
+    model, train, validation = trained
+    result, limit = searched
+    again = kstruct.optimize(model, result.strategy, train_data=train, validation_data=validation, target="float32", verbose=0)
+    assert again.report.stages[-1].params == result.report.stages[-1].params <= limit
+    assert abs(again.report.stages[-1].tflite_accuracy - result.report.stages[-1].tflite_accuracy) <= 0.15
+
+
+def test_trials_differ_in_their_training_settings(searched):
+    result, _ = searched
+    settings = set()
+    for row in result.trials:
+        steps = Strategy.parse(row["strategy"]) if row["strategy"] else []
+        for step in steps:
+            if getattr(step, "settings", None) is not None:
+                settings.add((step.settings.learning_rate, step.settings.batch_size, step.epochs))
+    assert len(settings) >= 2, result.trials
+
+
+def test_a_budget_nothing_meets_raises_and_names_the_closest_trial(trained):
+    model, train, validation = trained
+    with pytest.raises(BudgetError) as caught:
+        kstruct.optimize(
+            model, "auto(params=10, trials=2, epochs=1, tuner='random')",
+            train_data=train, validation_data=validation, target="float32", verbose=0,
+        )
+    text = str(caught.value)
+    assert re.match(r"No trial of 2 met the budget \(params=10, max_accuracy_drop=0.01\) on target 'float32'\. Closest: trial \d+, ", text), text
+    assert "params" in text and "> 10" in text and len(caught.value.result) == 2
+
+
+def test_training_settings_reach_compile_and_fit(trained):
+    """`learning_rate`, `optimizer` and `batch_size` of a training step are the ones its fit uses."""
+    from kstruct.engine.step import StepResult, TrainingStep
+
+    seen = {}
+
+    class Probe(TrainingStep):
+        name = "probe_settings"
+
+        def __init__(self, *, epochs=None, distill=False, **training):
+            self.init_training(epochs, distill, training)
+
+        def apply(self, model, context):
+            context = self.training_context(context)
+            copy = keras.models.clone_model(model)
+            copy.set_weights(model.get_weights())
+            history = context.fit(copy)
+            seen.update(
+                optimizer=type(copy.optimizer).__name__, rate=float(keras.ops.convert_to_numpy(copy.optimizer.learning_rate)),
+                nesterov=getattr(copy.optimizer, "nesterov", None), steps=int(copy.optimizer.iterations.numpy()),
+                epochs=len(history.history["loss"]),
+            )
+            return StepResult(model=model)
+
+    kstruct.register_step("probe_settings", Probe, override=True)
+    model, train, validation = trained
+    kstruct.optimize(
+        model, "probe_settings(epochs=2, optimizer='sgd', learning_rate=0.005, batch_size=16)",
+        train_data=train, validation_data=validation, target="float32", verbose=0,
+    )
+    assert seen == {"optimizer": "SGD", "rate": pytest.approx(0.005), "nesterov": True, "steps": 2 * 15, "epochs": 2}
+    kstruct.optimize(
+        model, "probe_settings(epochs=1, batch_size=80, lr_schedule='cosine')",
+        train_data=train, validation_data=validation, target="float32", verbose=0,
+    )
+    assert seen["optimizer"] == "Adam" and seen["steps"] == 3 and seen["rate"] < 1e-6  # decayed to 0 at its last step
+
+
+def test_batch_size_needs_array_data(trained):
+    import tensorflow as tf
+
+    model, (x, y), validation = trained
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    with pytest.raises(StrategyError, match=r"`batch_size=16` needs \(x, y\) array training data"):
+        kstruct.optimize(model, "prune_channels(0.5, batch_size=16)", train_data=dataset, validation_data=validation,
+                         target="float32", verbose=0)
