@@ -16,7 +16,7 @@ from kstruct.distillation import distiller
 from kstruct.pruning import sparsity
 
 from kstruct.report.layer_stats import compare_layers
-from kstruct.engine.data_checks import check_data
+from kstruct.engine.prepare import prepare_data
 from kstruct.engine.log import say
 from kstruct.errors import DataError, KstructError
 from kstruct.report.measure import measure_stage
@@ -28,12 +28,9 @@ from kstruct.engine.task import detect_tasks
 from kstruct.engine.training import (
     DEFAULT_EPOCHS,
     StepContext,
-    TrainingData,
-    check_input_count,
     compile_objects,
     count_argument,
     count_rows,
-    validation_split,
 )
 
 
@@ -209,17 +206,10 @@ def optimize(
         check_can_write(output_dir, overwrite=overwrite)
 
     tasks = detect_tasks(model, task, loss)
-    check_input_count(model, train_data, "train_data")
-    train = TrainingData(train_data, batch_size=batch_size, steps=steps_per_epoch)
-    train.check_fits(model)
-    check_data(train, tasks, model)  # before any hold-out, so errors name `train_data`
-    if validation_data is not None:
-        check_input_count(model, validation_data, "validation_data")
-    train, validation, validation_note = validation_split(train, validation_data, batch_size=batch_size)
-    if validation_data is not None:
-        validation.check_fits(model)
-        check_data(validation, tasks, model)
-    train.steps_per_epoch()  # an infinite dataset without steps_per_epoch fails here, before any work
+    data = prepare_data(
+        model, train_data, validation_data, tasks=tasks, batch_size=batch_size, steps_per_epoch=steps_per_epoch
+    )
+    train, validation, validation_note = data.train, data.validation, data.validation_note
 
     context = StepContext(
         train=train,

@@ -126,7 +126,7 @@ class _Freeze(kstruct.Step):
 
 def test_register_step_adds_a_users_step_to_the_grammar():
     class Freeze(_Freeze):
-        pass
+        name = "freeze_for_test"
 
     kstruct.register_step("freeze_for_test", Freeze)
     try:
@@ -137,7 +137,7 @@ def test_register_step_adds_a_users_step_to_the_grammar():
         assert Strategy.parse(str(strategy)) == strategy
         assert "freeze_for_test" in kstruct.KNOWN_STEPS
         with pytest.raises(StrategyError, match="A step named 'freeze_for_test' is already registered; pass override=True"):
-            kstruct.register_step("freeze_for_test", _Freeze)
+            kstruct.register_step("freeze_for_test", type("Other", (_Freeze,), {"name": "freeze_for_test"}))
     finally:
         from kstruct.strategy import grammar as strategy_module
 
@@ -151,6 +151,7 @@ def test_register_step_adds_a_users_step_to_the_grammar():
         ("my-step", _Freeze, "Received: name='my-step'"),
         ("thing", dict, "Expected a subclass of kstruct.Step. Received: cls=<class 'dict'>"),
         ("pruning", Prune, "Step class Prune has name='prune', but is registered as 'pruning'"),
+        ("freeze", _Freeze, "Step class _Freeze has no `name`; set name = 'freeze' on the class before registering it"),
     ],
 )
 def test_register_step_refuses_bad_names_and_classes(name, cls, message):

@@ -106,12 +106,30 @@ def _rebuild_sequential(model: keras.Sequential, clone, remove: set, insert_afte
     return keras.Sequential([inputs, *layers], name=model.name)
 
 
-def copy_compile(source: keras.Model, target: keras.Model) -> None:
-    """Compiles `target` as `source` was compiled (with a fresh optimizer), if it was."""
+def copy_compile(
+    source: keras.Model, target: keras.Model, *, optimizer: dict | None = None, strict: bool = False
+) -> None:
+    """Compiles `target` as `source` was compiled, with a fresh optimizer, if it was: the one
+    "compile like the user's model" of the package.
+
+    The compile config is loaded back (`optimizer`, serialized, replaces its optimizer). The one
+    fallback, for a loss or metric that cannot be loaded back by name: the same loss object and a
+    fresh optimizer of the same kind, without the metrics; `strict=True` raises instead.
+    `compile(**config)` rather than `compile_from_config`: a subclass that overrides `compile`
+    (keras.distillation.Distiller) gets its own, and no optimizer slot is made before `fit`.
+    """
     if not source.compiled:
         return
+    config = source.get_compile_config()
+    if optimizer is not None:
+        config = {**config, "optimizer": optimizer}
     try:
-        target.compile_from_config(source.get_compile_config())
-    except Exception:  # a loss or metric that cannot be serialized: reuse the objects
-        optimizer = type(source.optimizer).from_config(source.optimizer.get_config())
-        target.compile(optimizer=optimizer, loss=source.loss)
+        arguments = keras.saving.deserialize_keras_object(config)
+    except (TypeError, ValueError):
+        if strict:
+            raise
+        fresh = keras.optimizers.deserialize(config["optimizer"]) if optimizer is not None else (
+            type(source.optimizer).from_config(source.optimizer.get_config())
+        )
+        arguments = {"optimizer": fresh, "loss": source.loss}
+    target.compile(**arguments)

@@ -32,7 +32,7 @@ from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.training import StepContext
 from kstruct.errors import KstructError
 from kstruct.report.measure import measure_stage
-from kstruct.search.budget import BudgetError
+from kstruct.search.budget import BudgetError, SearchError
 from kstruct.engine.step import Step
 
 logger = logging.getLogger("kstruct")
@@ -41,6 +41,7 @@ INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 INFEASIBLE = 10.0  # the score of a trial over budget starts here; a feasible one is a cost ratio
 PRECHECK_TOLERANCE = 0.1  # an untrained structure is refused only if it misses a limit by more than this
 ROW_FILE = "kstruct_auto_trial.json"
+SETTINGS_FILE = "kstruct_auto.json"  # what a project folder was searched for; a resume must match it
 LATENCY_RUNS = 50
 
 
@@ -324,12 +325,37 @@ class AutoSearch:
                 best = row
         return best
 
+    def _check_folder(self) -> None:
+        """Records what this folder searches; refuses to resume a search of something else."""
+        settings = {
+            "budget": {key: value for key, value in asdict(self.budget).items() if key != "timeout"},
+            "target": self.context.target,
+            "model": self.model.name,
+            "params": count_params(self.model),
+            "seed": self.seed,
+        }
+        path = Path(self.directory) / SETTINGS_FILE
+        if path.exists():
+            recorded = json.loads(path.read_text())
+            if recorded != settings:
+                changed = sorted(key for key in settings if recorded.get(key) != settings[key])
+                raise SearchError(
+                    f"{self.directory} holds an auto search with other settings ({', '.join(changed)}: "
+                    f"{', '.join(repr(recorded.get(key)) for key in changed)}); resume it with the same ones, "
+                    "or pass another directory=."
+                )
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings))
+
     def run(self) -> AutoResult:
         """Runs the trials and returns the best one within budget.
 
         Raises:
             BudgetError: no trial met the budget; names the closest one and what it missed.
+            SearchError: `directory` holds a search with another budget, target, model or seed.
         """
+        self._check_folder()
         tuner = _ChainTuner(
             _oracle(self.budget, self.seed, self.max_epochs), self,
             directory=self.directory, project_name="auto", overwrite=False,

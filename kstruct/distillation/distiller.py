@@ -13,8 +13,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kstruct._graph import copy_compile
 from kstruct.errors import DistillationError
-from kstruct.engine.training import _shape_text
+from kstruct.engine.training import shape_text
 
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.5
@@ -48,19 +49,19 @@ def check_teacher(teacher: keras.Model, student: keras.Model) -> None:
     t_out, s_out = tuple(teacher.outputs[0].shape), tuple(student.outputs[0].shape)
     if t_in[1:] != s_in[1:]:
         raise DistillationError(
-            f"Teacher `{teacher.name}` takes inputs of shape {_shape_text(t_in)}, but the student `{student.name}` "
-            f"takes {_shape_text(s_in)}. Pass a teacher= that takes the same inputs."
+            f"Teacher `{teacher.name}` takes inputs of shape {shape_text(t_in)}, but the student `{student.name}` "
+            f"takes {shape_text(s_in)}. Pass a teacher= that takes the same inputs."
         )
     if t_out[1:] != s_out[1:]:
         raise DistillationError(
-            f"Teacher `{teacher.name}` outputs shape {_shape_text(t_out)}, but the student `{student.name}` outputs "
-            f"{_shape_text(s_out)}; distillation compares them class by class, so they must match. "
+            f"Teacher `{teacher.name}` outputs shape {shape_text(t_out)}, but the student `{student.name}` outputs "
+            f"{shape_text(s_out)}; distillation compares them class by class, so they must match. "
             "Pass a teacher= with the student's output shape."
         )
     if s_out[-1] is None or s_out[-1] < 2:
         raise DistillationError(
             f"Distillation needs class scores over 2 or more classes. Received: student `{student.name}` "
-            f"with output shape {_shape_text(s_out)}."
+            f"with output shape {shape_text(s_out)}."
         )
 
 
@@ -116,16 +117,6 @@ def copy_model(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _compile_like(trainer: keras.Model, student: keras.Model) -> None:
-    """Compiles the Distiller with the student's loss, metrics and a fresh optimizer of the same kind."""
-    try:  # Distiller overrides compile, so Keras's compile_from_config would skip it
-        config = keras.saving.deserialize_keras_object(student.get_compile_config())
-        trainer.compile(**config)
-    except Exception:  # a loss or metric that cannot be serialized: reuse the objects
-        optimizer = type(student.optimizer).from_config(student.optimizer.get_config())
-        trainer.compile(optimizer=optimizer, loss=student.loss, metrics=["accuracy"])
-
-
 def distiller(
     teacher: keras.Model,
     student: keras.Model,
@@ -170,5 +161,5 @@ def distiller(
     trainer = keras.distillation.Distiller(
         teacher=frozen, student=student, distillation_losses=loss, student_loss_weight=alpha
     )
-    _compile_like(trainer, student)
+    copy_compile(student, trainer)  # the student's loss, metrics and a fresh optimizer of its kind
     return trainer

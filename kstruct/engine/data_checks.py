@@ -17,11 +17,11 @@ from kstruct.engine.task import OutputTask, labels_by_output, loss_name, model_o
 from kstruct.engine.training import TrainingData, check_label_dtype, model_inputs, name_arrays, pair_inputs
 
 _SPARSE_LOSSES = ("sparsecategoricalcrossentropy",)
-_SAMPLE_ROWS = 1024  # rows of a dataset checked, to bound memory (arrays are checked in full)
 
 
 def _arrays(data: TrainingData) -> tuple[Any, Any]:
-    return data.source if data.is_arrays else data.arrays(limit=_SAMPLE_ROWS)
+    """Arrays are checked in full; a dataset on its first rows, read once (`TrainingData.sample`)."""
+    return data.sample()
 
 
 def check_finite(data: TrainingData) -> None:

@@ -52,7 +52,7 @@ class Step:
     so `Strategy.validate` can refuse an impossible chain before any work starts.
 
     Attributes:
-        name: the step's word in the grammar (set by `kstruct.register_step` when empty).
+        name: the step's word in the grammar (`kstruct.register_step` registers it under this name).
         trains: the step fine-tunes or retrains the weights.
         quantizes: the step hands on a quantized model or file; no step that
             trains or quantizes may follow it.

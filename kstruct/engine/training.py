@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
+from kstruct._graph.rebuild import copy_compile
 from kstruct.engine.settings import TrainingSettings
 from kstruct.errors import DataError, KstructError, StrategyError
 
@@ -58,7 +59,7 @@ def _is_dataset(data) -> bool:
     return type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec")
 
 
-def _shape_text(shape) -> str:
+def shape_text(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
@@ -108,6 +109,7 @@ def _infinite(dataset) -> bool:
     return int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
 
 
+SAMPLE_ROWS = 1024  # rows of a dataset read once for every check and the calibration sample
 _COUNT_LIMIT = 100_000  # batches counted in a dataset of unknown size before assuming it repeats
 
 
@@ -126,6 +128,7 @@ class TrainingData:
     what: str = "train_data"
     steps: int | None = None
     _counted: int | None = field(default=None, init=False, repr=False)
+    _sample: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.batch_size = count_argument("batch_size", self.batch_size)
@@ -221,6 +224,15 @@ class TrainingData:
         x, y = (keras.tree.map_structure(lambda *parts: np.concatenate(parts), *v) for v in (xs, ys))
         return (take(x, slice(None, limit)), take(y, slice(None, limit))) if limit else (x, y)
 
+    def sample(self) -> tuple[Any, Any]:
+        """`(x, y)` to check and calibrate on: the arrays themselves, or a dataset's first
+        `SAMPLE_ROWS` rows, read once and kept (a tf.data pipeline is not read again per check)."""
+        if self.is_arrays:
+            return self.source
+        if self._sample is None:
+            self._sample = self.arrays(limit=SAMPLE_ROWS)
+        return self._sample
+
     def sample_inputs(self, count: int, *, seed: int = 0) -> Any:
         """Up to `count` input rows drawn at random (fixed `seed`) from array data, in their original order.
 
@@ -229,22 +241,22 @@ class TrainingData:
         (they shuffle themselves).
         """
         if not self.is_arrays:
-            return self.arrays(limit=count)[0]
+            return take(self.sample()[0], slice(None, count)) if count <= SAMPLE_ROWS else self.arrays(limit=count)[0]
         x = self.source[0]
         rows = count_rows(x, self.what)
         return take(x, np.sort(np.random.default_rng(seed).choice(rows, size=min(count, rows), replace=False)))
 
     def check_fits(self, model: keras.Model) -> None:
         """Raises DataError unless the inputs match the model's inputs in number, names and shapes."""
-        x, _ = self.arrays(limit=2)
+        x, _ = self.sample()
         for tensor, array, label in pair_inputs(model, x, self.what):
             expected = tuple(tensor.shape)
             got = tuple(array.shape)
             fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected[1:], got[1:]))
             if not fits:
                 raise DataError(
-                    f"`{self.what}` {label} have shape {_shape_text((None,) + got[1:])}, "
-                    f"but model `{model.name}` expects {_shape_text(expected)}. Reshape the data to match."
+                    f"`{self.what}` {label} have shape {shape_text((None,) + got[1:])}, "
+                    f"but model `{model.name}` expects {shape_text(expected)}. Reshape the data to match."
                 )
 
 
@@ -433,10 +445,11 @@ class StepContext:
             KstructError: the config names a loss or metric kstruct cannot find.
         """
         if self.compile_source is not None and self.compile_source.compiled:
-            config = dict(self.compile_source.get_compile_config())
-            config["optimizer"] = self.settings.optimizer_config(config.get("optimizer"), self.steps)
+            source = self.compile_source.get_compile_config().get("optimizer")
             with self._loading_compile_config():
-                model.compile_from_config(config)
+                copy_compile(
+                    self.compile_source, model, optimizer=self.settings.optimizer_config(source, self.steps), strict=True
+                )
         else:
             source = keras.optimizers.serialize(keras.optimizers.get(self.optimizer))
             optimizer = keras.optimizers.deserialize(self.settings.optimizer_config(source, self.steps))
@@ -486,7 +499,7 @@ class StepContext:
                     "Distillation needs a teacher and a distiller; `optimize` sets both (its `teacher=` argument)."
                 )
             settings = {key: value for key, value in (("temperature", temperature), ("alpha", alpha)) if value is not None}
-            trainer = self.distiller(self.teacher, model, sample=self.train.arrays(limit=16)[0], **settings)
+            trainer = self.distiller(self.teacher, model, sample=take(self.train.sample()[0], slice(None, 16)), **settings)
         from kstruct.engine.tensorboard import epoch_callbacks
 
         history = trainer.fit(

@@ -107,7 +107,7 @@ def function_name(activation) -> str | None:
     """The canonical name of an activation function (`Dense(activation=...)`), or None."""
     try:
         name = keras.activations.serialize(activation)
-    except Exception:  # a lambda or an unregistered function
+    except (OSError, TypeError, ValueError, AttributeError):  # a lambda (its source unreadable) or an unregistered function
         return None
     if not isinstance(name, str):
         return None

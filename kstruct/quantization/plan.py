@@ -109,7 +109,7 @@ class Graph:
 def _rank(layer: keras.layers.Layer) -> int | None:
     try:
         return len(layer.output.shape)
-    except Exception:  # shared layers have several outputs
+    except (AttributeError, ValueError):  # a layer never called, or called several times (shared)
         return None
 
 

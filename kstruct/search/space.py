@@ -315,12 +315,7 @@ class SearchSpace(keras_tuner.HyperModel):
         if self._compile_fn is not None:
             self._compile_fn(model)
         elif self._compile_config is not None:
-            try:
-                # Not compile_from_config, which also creates the optimizer's slots: as
-                # with any compile(), `fit` creates them, and a trial over budget never does.
-                model.compile(**keras.saving.deserialize_keras_object(self._compile_config))
-            except Exception:  # a loss or metric that does not deserialize: reuse the objects
-                copy_compile(self._source, model)
+            copy_compile(self._source, model)
         return model
 
     # ----- per-layer edits -------------------------------------------------------

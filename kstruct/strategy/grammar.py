@@ -41,7 +41,8 @@ def register_step(name: str, cls: type[Step] | str, *, override: bool = False) -
     """Makes `name(...)` in strategy strings build a `cls`.
 
     Args:
-        name: the word in the grammar, e.g. `"cluster"` (a Python identifier).
+        name: the word in the grammar, e.g. `"cluster"` (a Python identifier); the class's
+            own `name` must be the same.
         cls: a `Step` subclass, or `"module:Class"` to import it on first use.
         override: replace a step already registered under `name`.
 
@@ -64,7 +65,11 @@ def register_step(name: str, cls: type[Step] | str, *, override: bool = False) -
             raise StrategyError(f"Expected a Step class or 'module:Class'. Received: cls={cls!r}")
     elif not (isinstance(cls, type) and issubclass(cls, Step)):
         raise StrategyError(f"Expected a subclass of kstruct.Step. Received: cls={cls!r}")
-    elif cls.name and cls.name != name:
+    elif not cls.name:  # the user's class is theirs: kstruct does not set attributes on it
+        raise StrategyError(
+            f"Step class {cls.__name__} has no `name`; set name = {name!r} on the class before registering it"
+        )
+    elif cls.name != name:
         raise StrategyError(
             f"Step class {cls.__name__} has name={cls.name!r}, but is registered as {name!r}; "
             "register it under its own name"
@@ -72,8 +77,6 @@ def register_step(name: str, cls: type[Step] | str, *, override: bool = False) -
     key = name.lower()
     if key in _REGISTRY and _REGISTRY[key] != cls and not override:
         raise StrategyError(f"A step named {name!r} is already registered; pass override=True to replace it")
-    if not isinstance(cls, str) and not cls.name:
-        cls.name = name
     _REGISTRY[key] = cls
 
 

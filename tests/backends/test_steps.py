@@ -24,6 +24,7 @@ CHECKED = {
     "distill": "test_steps.py::test_distill_trains_a_student_from_its_teacher_off_tensorflow",
     "prune_channels": "test_steps.py::test_prune_channels_taylor_criterion_trains_off_tensorflow_and_strips_exactly",
     "drop_blocks": "test_steps.py::test_drop_blocks_removes_a_residual_block_off_tensorflow",
+    "auto": "test_steps.py::test_auto_trains_its_trials_off_tensorflow_and_meets_a_params_budget",
 }
 
 
@@ -137,3 +138,23 @@ def test_drop_blocks_removes_a_residual_block_off_tensorflow():
     assert smaller.count_params() < model.count_params()
     assert len(removable_blocks(smaller)) == len(blocks) - 1
     assert smaller.predict(x, verbose=0).shape == model.predict(x, verbose=0).shape
+
+
+@off_tensorflow
+def test_auto_trains_its_trials_off_tensorflow_and_meets_a_params_budget(tmp_path):
+    from tests.search.conftest import blobs
+    from tests.search.conftest import tiny_cnn as search_cnn
+
+    keras.utils.set_random_seed(0)
+    x, y = blobs(n=240)
+    model = search_cnn()
+    model.fit(x[:200], y[:200], epochs=2, verbose=0)
+    limit = int(model.count_params() * 0.6)
+    result = kstruct.optimize(
+        model, kstruct.Budget(params=limit, max_accuracy_drop=0.5, trials=2, epochs=1, tuner="random"),
+        train_data=(x[:200], y[:200]), validation_data=(x[200:], y[200:]), target="float32", verbose=0,
+    )
+    chosen = result.report.stages[-1]
+    assert chosen.backend == BACKEND and chosen.params <= limit
+    assert len(result.trials) == 2 and any(row["status"] == "feasible" and row["epochs"] >= 1 for row in result.trials)
+    assert np.asarray(tflite_export.predict(result.tflite, x[200:204])).shape == (4, 3)
