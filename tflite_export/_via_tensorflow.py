@@ -121,6 +121,7 @@ def convert_in_tensorflow_child(
             hint=hint,
             env={"KERAS_BACKEND": "tensorflow"},
             preload=modules,
+            reuse=True,  # one TensorFlow worker for every conversion of this process
         )
     for message in messages:
         warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=3)

@@ -369,6 +369,7 @@ def convert(
             _convert_frozen, graph_def, inputs, outputs, *options,
             what=f"The TFLite converter, converting for target={target!r},",
             hint=_crash_hint(spec, control_flow),
+            reuse=True,
         )
     else:
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)

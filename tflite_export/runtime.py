@@ -194,6 +194,7 @@ def predict(model: bytes | str | os.PathLike, x: Any, *, isolate: bool = False) 
             _run_blob, blob, x,
             what="LiteRT, running the file,",
             hint="The file or its inputs break a kernel: check the inputs' range (token ids inside the vocabulary)",
+            reuse=True,
         )
     else:
         outputs = run_all(load_interpreter(blob), x)
