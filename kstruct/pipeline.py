@@ -18,7 +18,7 @@ from kstruct.pruning import sparsity
 from kstruct.report.layer_stats import compare_layers
 from kstruct.engine.prepare import prepare_data
 from kstruct.engine.log import say
-from kstruct.errors import DataError, KstructError
+from kstruct.errors import KstructError
 from kstruct.report.measure import measure_stage
 from kstruct._graph import check_graph_model
 from kstruct.outputs import write_directory
@@ -173,6 +173,68 @@ def optimize(
     Returns:
         An `OptimizationResult`.
     """
+    plan = _check_arguments(
+        model, strategy, target=target, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+        loss=loss, teacher=teacher, tensorboard_dir=tensorboard_dir, output_dir=output_dir, overwrite=overwrite,
+    )
+    tasks = detect_tasks(model, task, loss)
+    data = prepare_data(
+        model, train_data, validation_data, tasks=tasks, batch_size=batch_size, steps_per_epoch=steps_per_epoch
+    )
+    context = StepContext(
+        train=data.train,
+        validation=data.validation,
+        epochs=int(epochs or DEFAULT_EPOCHS),
+        target=target,
+        compile_source=model if model.compiled and loss is None else None,
+        loss=loss,
+        optimizer=optimizer or "adam",
+        metrics=metrics,
+        verbose=verbose,
+        teacher=model if teacher is None else teacher,
+        distiller=distiller,
+        epoch_scalars={"sparsity": lambda trained: sparsity(trained).overall},
+        tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
+        custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
+        tasks=tasks,
+    )
+    context.check_compile()
+    for step in plan:  # a step that cannot work with this many training steps says so before any training
+        check = getattr(step, "check_before_training", None)
+        if check is not None:
+            check(context)
+    x_val, y_val = data.validation.arrays()
+    report = Report(
+        strategy=str(plan),
+        target=target,
+        settings={
+            "epochs": context.epochs,
+            "batch_size": batch_size,
+            "steps_per_epoch": data.train.steps_per_epoch(),
+            "validation": data.validation_note,
+            "validation_images": count_rows(x_val, "validation_data"),
+            "task": {name: spec.task for name, spec in tasks.items()},
+            "metric": {name: spec.metric for name, spec in tasks.items()},
+            "keras": keras.__version__,
+            "backend": keras.backend.backend(),
+        },
+    )
+    current, blob = _run_steps(model, plan, context, report, (x_val, y_val))
+    if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
+        report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
+        say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
+    report.layers = compare_layers(model, current)
+    result = OptimizationResult(model=current, tflite=blob, report=report)
+    if output_dir is not None:
+        result.save(output_dir, overwrite=overwrite)
+    return result
+
+
+def _check_arguments(
+    model: keras.Model, strategy: Any, *, target: str, epochs: Any, batch_size: Any, steps_per_epoch: Any,
+    loss: Any, teacher: keras.Model | None, tensorboard_dir: Any, output_dir: Any, overwrite: bool,
+) -> Strategy:
+    """Every argument of `optimize` checked before any work; returns the strategy as a checked chain."""
     check_graph_model(model, "kstruct.optimize")
     if isinstance(strategy, Budget):
         from kstruct.auto.step import Auto
@@ -204,52 +266,16 @@ def optimize(
         from kstruct.outputs import check_can_write
 
         check_can_write(output_dir, overwrite=overwrite)
+    return plan
 
-    tasks = detect_tasks(model, task, loss)
-    data = prepare_data(
-        model, train_data, validation_data, tasks=tasks, batch_size=batch_size, steps_per_epoch=steps_per_epoch
-    )
-    train, validation, validation_note = data.train, data.validation, data.validation_note
 
-    context = StepContext(
-        train=train,
-        validation=validation,
-        epochs=int(epochs or DEFAULT_EPOCHS),
-        target=target,
-        compile_source=model if model.compiled and loss is None else None,
-        loss=loss,
-        optimizer=optimizer or "adam",
-        metrics=metrics,
-        verbose=verbose,
-        teacher=model if teacher is None else teacher,
-        distiller=distiller,
-        epoch_scalars={"sparsity": lambda trained: sparsity(trained).overall},
-        tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
-        custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
-        tasks=tasks,
-    )
-    context.check_compile()
-    for step in plan:  # a step that cannot work with this many training steps says so before any training
-        check = getattr(step, "check_before_training", None)
-        if check is not None:
-            check(context)
-    x_val, y_val = validation.arrays()
+def _run_steps(
+    model: keras.Model, plan: Strategy, context: StepContext, report: Report, validation: tuple[Any, Any]
+) -> tuple[keras.Model, bytes]:
+    """Measures the original, then runs and measures each step; returns the last model and its file."""
+    x_val, y_val = validation
+    target, tasks, verbose = context.target, context.tasks, context.verbose
     representative = context.representative_inputs()
-    report = Report(
-        strategy=str(plan),
-        target=target,
-        settings={
-            "epochs": context.epochs,
-            "batch_size": batch_size,
-            "steps_per_epoch": train.steps_per_epoch(),
-            "validation": validation_note,
-            "validation_images": count_rows(x_val, "validation_data"),
-            "task": {name: spec.task for name, spec in tasks.items()},
-            "metric": {name: spec.metric for name, spec in tasks.items()},
-            "keras": keras.__version__,
-            "backend": keras.backend.backend(),
-        },
-    )
 
     def convert(current: keras.Model) -> bytes:
         return tflite_export.convert(current, target, representative_data=representative)
@@ -272,12 +298,4 @@ def optimize(
             stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
             report.stages.append(stage)
             say(report.stages[-1].summary_line(target), verbose)
-
-    if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
-        report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
-        say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
-    report.layers = compare_layers(model, current)
-    result = OptimizationResult(model=current, tflite=blob, report=report)
-    if output_dir is not None:
-        result.save(output_dir, overwrite=overwrite)
-    return result
+    return current, blob

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -13,25 +12,11 @@ import keras
 import numpy as np
 
 from kstruct._graph.rebuild import copy_compile
+from kstruct.engine.arguments import MAX_COUNT, count_argument  # noqa: F401  (re-exported)
 from kstruct.engine.settings import TrainingSettings
 from kstruct.errors import DataError, KstructError, StrategyError
 
 DEFAULT_EPOCHS = 2
-MAX_COUNT = 2**31 - 1  # the largest count TensorFlow holds (an int32); beyond it, an OverflowError deep inside
-
-
-def count_argument(name: str, value: Any, error: type[KstructError] = DataError) -> int:
-    """`value` as an int in [1, MAX_COUNT], or `error` naming the argument: the rule for
-    `epochs`, `batch_size` and `steps_per_epoch`.
-
-    A bool (`epochs=True`) and a float (`epochs=1.5`, which `int()` would quietly make 1)
-    are refused, and so is a count too big for TensorFlow (an OverflowError mid-training).
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise error(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
-    if not 1 <= value <= MAX_COUNT:
-        raise error(f"Expected `{name}` to be a positive int of at most {MAX_COUNT}. Received: {name}={value!r}")
-    return int(value)
 
 
 _KINDS = {
