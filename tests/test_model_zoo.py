@@ -68,6 +68,8 @@ def _io_dtypes(blob: bytes) -> tuple[list[str], list[str]]:
 )
 def test_prune_then_qat_to_int8_keeps_the_task_figures_and_the_int8_file_matches(name):
     model, train, validation = build(name)
+    if name in APPLICATIONS:  # one epoch of a few batches: eager steps cost less than tracing a 150-layer graph
+        model.compile_from_config({**model.get_compile_config(), "run_eagerly": True})
     before = _weights(model)
     result = optimize(model, train, validation)
 

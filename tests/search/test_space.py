@@ -145,5 +145,6 @@ def test_every_sampled_mobilenetv2_builds_and_trains_one_step():
     for seed in range(3):
         built = hypermodel.build(sample_values(hypermodel, seed))
         assert built.output_shape == model.output_shape
+        built.run_eagerly = True  # one step each: tracing the train function would cost 10x the step
         built.fit(x, y, epochs=1, batch_size=2, verbose=0)
         keras.backend.clear_session()
