@@ -164,9 +164,14 @@ def _oracle(budget: Budget, seed: int, max_epochs: int):
         )
         oracle.max_trials = budget.trials
         return oracle
-    return keras_tuner.oracles.BayesianOptimizationOracle(
-        objective=objective, max_trials=budget.trials, num_initial_points=min(3, budget.trials), seed=seed
-    )
+    try:
+        return keras_tuner.oracles.BayesianOptimizationOracle(
+            objective=objective, max_trials=budget.trials, num_initial_points=min(3, budget.trials), seed=seed
+        )
+    except ImportError:  # keras-tuner[bayesian] is a dependency; an environment may still lack scikit-learn
+        raise SearchError(
+            "auto's Bayesian oracle needs scikit-learn: pip install 'keras-tuner[bayesian]', or pass tuner='random'."
+        ) from None
 
 
 class AutoSearch:

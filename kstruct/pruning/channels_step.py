@@ -110,7 +110,7 @@ class PruneChannels(TrainingStep):
 
         if not channel_groups(space.model).prunable:
             return None
-        ratio = hp.Choice("prune_channels", [0.0, 0.25, 0.4, 0.5, 0.6, 0.75], default=0.5)
+        ratio = hp.Choice("prune_channels", [0.0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.75], default=0.5)
         return cls(ratio) if ratio > 0 else None
 
     def structure(self, model: keras.Model, context: StepContext) -> keras.Model:

@@ -31,6 +31,7 @@ import numpy as np
 from kstruct import _graph
 from kstruct._graph import Node, Ref, Signature, analyze, check_graph_model, copy_compile
 from kstruct._graph.channels import WIDTH_LAYERS, kept_positions, slice_weights
+from kstruct.engine.settings import OPTIMIZERS, TrainingSettings
 from kstruct.search.activations import canonical, native_activations
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -112,8 +113,10 @@ class SearchSpace(keras_tuner.HyperModel):
         activations: Sequence[str] | bool | None = None,
         target: str = "int8",
         compile: Callable[[keras.Model], Any] | None = None,
+        training: bool = False,
     ):
         super().__init__(name=f"kstruct_space_{model.name}")
+        self.training = bool(training)
         check_graph_model(model, "kstruct.search.space")
         self.width_values = _check_widths(widths)
         self.target = target
@@ -129,7 +132,7 @@ class SearchSpace(keras_tuner.HyperModel):
         self.depths = self._find_depths() if depth else []
         self.activations = self._find_activations(activations)
         self._rank_channels()
-        self.signature = self._signature(widths, depth, activations)
+        self.signature = self._signature(widths, depth, activations) + ("-training" if self.training else "")
 
     # ----- analysis -------------------------------------------------------------
 
@@ -285,6 +288,9 @@ class SearchSpace(keras_tuner.HyperModel):
             hp.Boolean(choice.name, default=True)
         for choice in self.activations:
             hp.Choice(choice.name, list(choice.choices), default=choice.choices[0])
+        if self.training:  # how each trial fine-tunes (the batch size is declared in `fit`, where the data is)
+            hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
+            hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         self.declare_hyperparameters(hp)
@@ -309,7 +315,19 @@ class SearchSpace(keras_tuner.HyperModel):
             weights = self._weights_for(self.graph.node(name), keep)
             if weights:
                 layer.set_weights(weights)
-        return self._compile(model)
+        self._compile(model)
+        if self.training:  # compiled as before, then again with the trial's optimizer and learning rate
+            settings = TrainingSettings(optimizer=hp.get("optimizer"), learning_rate=hp.get("learning_rate"))
+            source = model.get_compile_config().get("optimizer") if model.compiled else None
+            copy_compile(model, model, optimizer=settings.optimizer_config(source, lambda: 1))
+        return model
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs):
+        """Keras Tuner's `HyperModel.fit`, with the trial's batch size for array data (`training=True`),
+        as Keras Tuner's maintainers advise for tuning the batch size."""
+        if self.training and kwargs.get("batch_size") is not None:
+            kwargs["batch_size"] = hp.Choice("batch_size", [16, 32, 64, 128], default=32)
+        return model.fit(*args, **kwargs)
 
     def _compile(self, model: keras.Model) -> keras.Model:
         if self._compile_fn is not None:
@@ -403,6 +421,7 @@ def space(
     target: str = "int8",
     *,
     compile: Callable[[keras.Model], Any] | None = None,
+    training: bool = False,
 ) -> SearchSpace:
     """Derives a Keras Tuner `HyperModel` from a Sequential or functional model.
 
@@ -415,6 +434,9 @@ def space(
             (each must run natively); False: keep the activations.
         target: the TFLite target whose native activations are allowed.
         compile: a function that compiles a built model; default: compile as `model`.
+        training: also search how each trial fine-tunes: optimizer (adam, adamw, sgd with
+            Nesterov momentum), learning rate (log scale, 1e-4 to 1e-2) and, for array data,
+            batch size (16 to 128).
 
     Returns:
         A `SearchSpace` (a `keras_tuner.HyperModel`).
@@ -428,4 +450,6 @@ def space(
     >>> hypermodel = kstruct.search.space(model, widths=(0.5, 1.0))  # doctest: +SKIP
     >>> hypermodel.build(keras_tuner.HyperParameters()).summary()  # doctest: +SKIP
     """
-    return SearchSpace(model, widths=widths, depth=depth, activations=activations, target=target, compile=compile)
+    return SearchSpace(
+        model, widths=widths, depth=depth, activations=activations, target=target, compile=compile, training=training
+    )

@@ -30,6 +30,7 @@ class Search(Step):
             search is for accuracy alone).
         tuner: "random" (default), "bayesian" or "hyperband".
         epochs: training epochs per trial (default: the strategy's epochs).
+        training: also search each trial's optimizer, learning rate and batch size.
         directory: where the trials go; default a new temporary directory.
         plot: write `pareto.png` beside the trials.
     """
@@ -49,6 +50,7 @@ class Search(Step):
         epochs: int | None = None,
         directory: str | None = None,
         plot: bool = True,
+        training: bool = False,
     ):
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
             raise ValueError(f"Expected `trials` to be a positive int. Received: trials={trials!r}")
@@ -62,10 +64,13 @@ class Search(Step):
         self.epochs = optional_positive_int_argument("epochs", epochs)
         self.directory = directory
         self.plot = plot
+        self.training = bool(training)
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         start = time.perf_counter()
-        hypermodel = space(model, widths=DEFAULT_WIDTHS, target=context.target, compile=context.compile)
+        hypermodel = space(
+            model, widths=DEFAULT_WIDTHS, target=context.target, compile=context.compile, training=self.training
+        )
         directory = self.directory or tempfile.mkdtemp(prefix="kstruct-search-")
         result = run(
             hypermodel,
@@ -106,4 +111,5 @@ class Search(Step):
             "epochs": self.epochs,
             "directory": self.directory,
             "plot": self.plot,
+            "training": self.training,
         }

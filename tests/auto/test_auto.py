@@ -114,7 +114,7 @@ def test_a_budget_nothing_meets_raises_and_names_the_closest_trial(trained):
     model, train, validation = trained
     with pytest.raises(BudgetError) as caught:
         kstruct.optimize(
-            model, "auto(params=10, trials=2, epochs=1, tuner='random')",
+            model, "auto(params=10, trials=2, epochs=1)",  # the default oracle: Bayesian
             train_data=train, validation_data=validation, target="float32", verbose=0,
         )
     text = str(caught.value)

@@ -249,3 +249,32 @@ def test_screen_false_trains_a_trial_over_budget_but_keeps_it_infeasible(data, t
     assert over.trained and over.objective is not None and not over.feasible
     assert result.best_trial.hyperparameters["units"] == 4
     assert "2 trained, 0 over budget before training" in result.summary()
+
+
+def test_training_choices_reach_each_trials_compile_and_fit(data, tmp_path):
+    """`space(..., training=True)`: every trial's optimizer, learning rate and batch size are its own."""
+    from kstruct.search.space import SearchSpace
+
+    seen = []
+
+    class Recording(SearchSpace):
+        def fit(self, hp, model, *args, **kwargs):
+            history = super().fit(hp, model, *args, **kwargs)
+            seen.append({
+                "optimizer": type(model.optimizer).__name__.lower(),
+                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+                "values": dict(hp.values),
+            })
+            return history
+
+    (x, y), validation = data
+    result = run(Recording(tiny_cnn(), training=True), (x, y), validation, max_trials=3, tuner="random", epochs=1,
+                 budget={"params": 10**6}, directory=str(tmp_path), seed=3, latency_runs=5)
+    assert len(seen) == 3 and len(result.trials) == 3
+    for trial in seen:
+        values = trial["values"]
+        assert trial["optimizer"] == values["optimizer"]
+        assert trial["learning_rate"] == pytest.approx(values["learning_rate"], rel=1e-5)
+        assert trial["steps"] == -(-len(x) // values["batch_size"])  # one epoch at the trial's batch size
+    assert len({(t["values"]["learning_rate"], t["values"]["batch_size"]) for t in seen}) == 3
