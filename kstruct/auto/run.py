@@ -6,8 +6,8 @@ timed, and a structure that cannot meet the budget is recorded as infeasible wit
 training. Otherwise the chain runs as `optimize` would run it, and its TFLite file is scored
 on the validation data and timed on LiteRT. The oracle minimizes one score: the budget's
 goal cost relative to the original (latency, gzipped or raw size, parameters) for a trial
-within budget, and 10 plus how far it missed for one that is not, so every oracle ranks an
-infeasible trial last and the one that missed least first among those.
+within budget, and 10 plus how far it missed for one that is not (`_infeasible_score`), so
+every oracle ranks an infeasible trial last and the one that missed least first among those.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ logger = logging.getLogger("kstruct")
 
 INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 INFEASIBLE = 10.0  # the score of a trial over budget starts here; a feasible one is a cost ratio
+# A structure that misses a cost limit is worse than one that meets it and loses accuracy: training
+# settings can win accuracy back, not speed. So cost misses weigh more, and a structure refused
+# before training (its accuracy unknown) pays as if it had lost a whole point of accuracy budget.
+COST_MISS_WEIGHT = 5.0
+UNTRAINED_PENALTY = 1.0
 PRECHECK_TOLERANCE = 0.1  # an untrained structure is refused only if it misses a limit by more than this
 ROW_FILE = "kstruct_auto_trial.json"
 SETTINGS_FILE = "kstruct_auto.json"  # what a project folder was searched for; a resume must match it
@@ -117,6 +122,13 @@ class AutoResult:
             "directory": self.directory,
             "seconds": self.seconds,
         }
+
+
+def _infeasible_score(missed: dict[str, float], trained: bool) -> float:
+    """How bad a trial over budget is, for the oracle: above every feasible score, lower when closer."""
+    cost = sum(value for key, value in missed.items() if key != "max_accuracy_drop")
+    accuracy = missed.get("max_accuracy_drop", 0.0)
+    return INFEASIBLE + min(COST_MISS_WEIGHT * cost + accuracy + (0.0 if trained else UNTRAINED_PENALTY), 100.0)
 
 
 def _cost(blob: bytes, model: keras.Model, metric: float | None = None, latency_ms: float | None = None) -> Cost:
@@ -237,7 +249,7 @@ class AutoSearch:
             trial_id=trial_id,
             strategy=chain_text(plan),
             status=status,
-            score=float(goal if not missed else INFEASIBLE + min(sum(missed.values()), 100.0)),
+            score=float(goal if not missed else _infeasible_score(missed, trained)),
             trained=trained,
             metric=cost.metric,
             accuracy_drop=drop,
