@@ -70,7 +70,8 @@ class OptimizationResult:
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Writes `model.keras`, `model.tflite`, `report.json`, `report.md` and the figures
-        (`stages.png`, `layers.png`, `training.png`) into `directory`, atomically.
+        (`stages.png`, `layers.png`, `training.png`, and `auto.png` with its trial table in
+        `report.md` after an `auto` step) into `directory`, atomically.
 
         Raises:
             OutputExistsError: if `directory` exists and is not empty, unless `overwrite=True`.
@@ -80,10 +81,12 @@ class OptimizationResult:
             self.model.save(folder / "model.keras")
             (folder / "model.tflite").write_bytes(self.tflite)
             (folder / "report.json").write_text(self.report.to_json() + "\n")
-            from kstruct.report.plots import markdown, save_figures
+            from kstruct.report.plots import auto_table, markdown, save_figures
 
             pictures = save_figures(self.report, folder)
-            (folder / "report.md").write_text(self.report.to_markdown() + "\n\n" + markdown(pictures) + "\n")
+            trials = auto_table(self.report)
+            parts = [self.report.to_markdown(), *([trials] if trials else []), markdown(pictures)]
+            (folder / "report.md").write_text("\n\n".join(parts) + "\n")
 
         return write_directory(directory, fill, overwrite=overwrite)
 

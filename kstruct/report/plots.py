@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
     from kstruct.report.table import Report
 
-__all__ = ["FIGURES", "figures", "save_figures", "stages_figure", "layers_figure", "training_figure"]
+__all__ = ["FIGURES", "figures", "save_figures", "stages_figure", "layers_figure", "training_figure", "auto_figure"]
 
-FIGURES = ("stages", "layers", "training")
+FIGURES = ("stages", "layers", "training")  # and "auto" when the strategy ran `auto`
 
 
 def _data(report) -> dict:
@@ -129,9 +129,62 @@ def training_figure(report: "Report | dict") -> "Figure":
     return figure
 
 
+def auto_notes(report: "Report | dict") -> dict | None:
+    """The notes of the report's `auto` stage, or None."""
+    for stage in _data(report)["stages"]:
+        if "auto" in stage.get("notes", {}):
+            return stage["notes"]["auto"]
+    return None
+
+
+def auto_figure(report: "Report | dict") -> "Figure":
+    """`auto`'s trials: the metric against latency and against gzipped size, the budget's limits
+    drawn, the chosen trial marked; trials refused before training sit on the axis below."""
+    notes = auto_notes(report)
+    figure, axes = new_figure(1, 2, width=11, height=4.2)
+    if notes is None:
+        for ax in axes[0]:
+            note(ax, "no auto stage in this strategy")
+        return figure
+    rows, original, budget, best = notes["trials"], notes["original"], notes["budget"], notes["best_trial"]
+    trained = [row for row in rows if row["metric"] is not None]
+    floor = min([row["metric"] for row in trained] + [original["metric"] or 0.0]) - 0.02
+    limits = {
+        "latency_ms": budget.get("latency_ms") or (
+            original["latency_ms"] / budget["speedup"] if budget.get("speedup") else None),
+        "gzip_bytes": original["gzip_bytes"] / budget["compression"] if budget.get("compression") else None,
+    }
+    for ax, key, label, scale in ((axes[0, 0], "latency_ms", "latency per image (ms, LiteRT, 1 thread)", 1.0),
+                                  (axes[0, 1], "gzip_bytes", "TFLite file, gzipped (KiB)", 1 / 1024)):
+        for status, style in (("feasible", {"color": AFTER, "marker": "o"}),
+                              ("over budget", {"color": BEFORE, "marker": "x"}),
+                              ("over budget untrained", {"color": "0.6", "marker": "|"})):
+            points = [(row[key] * scale, row["metric"] if row["metric"] is not None else floor)
+                      for row in rows if row["status"] == status and row[key] is not None]
+            if points:
+                ax.scatter(*zip(*points), label=status, **style)
+        ax.scatter([original[key] * scale], [original["metric"]], marker="s", color="black", label="original")
+        ax.scatter([best[key] * scale], [best["metric"]], marker="*", s=200, color=AFTER, edgecolor="black",
+                   label="chosen")
+        if limits[key] is not None:
+            ax.axvline(limits[key] * scale, color="0.3", linestyle="--", linewidth=1, label="budget")
+        if original["metric"] is not None:
+            ax.axhline(original["metric"] - budget["max_accuracy_drop"], color="0.3", linestyle=":", linewidth=1,
+                       label="max accuracy drop")
+        ax.set_xlabel(label)
+        ax.set_ylabel("metric (validation, TFLite)")
+        ax.set_xlim(left=0)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    figure.suptitle(f"kstruct auto: {len(rows)} trials, chose {notes['strategy'] or '(no step)'}"[:140], fontsize=10)
+    return figure
+
+
 def figures(report: "Report | dict") -> dict[str, "Figure"]:
-    """`{"stages": ..., "layers": ..., "training": ...}` for one report."""
-    return {"stages": stages_figure(report), "layers": layers_figure(report), "training": training_figure(report)}
+    """`{"stages": ..., "layers": ..., "training": ...}` for one report, and `"auto"` after an `auto` step."""
+    found = {"stages": stages_figure(report), "layers": layers_figure(report), "training": training_figure(report)}
+    if auto_notes(report) is not None:
+        found["auto"] = auto_figure(report)
+    return found
 
 
 def save_figures(report: "Report | dict", directory: str | os.PathLike) -> list[str]:
@@ -146,3 +199,24 @@ def save_figures(report: "Report | dict", directory: str | os.PathLike) -> list[
 def markdown(names: list[str]) -> str:
     """The Markdown that embeds the figures in `report.md`."""
     return "\n".join(["## Figures", ""] + [f"![{Path(n).stem}]({n})" for n in names])
+
+
+def auto_table(report: "Report | dict") -> str:
+    """`auto`'s trials as a Markdown table for `report.md` ("" without an `auto` stage)."""
+    notes = auto_notes(report)
+    if notes is None:
+        return ""
+    lines = ["## auto: trials", "", f"Chosen: `{notes['strategy'] or '(no step)'}`", "",
+             "| trial | chain | status | metric | drop | latency ms | speedup | gzip B | params | epochs | why not |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in notes["trials"]:
+        metric = "-" if row["metric"] is None else f"{row['metric']:.4f}"
+        drop = "-" if row["accuracy_drop"] is None else f"{row['accuracy_drop']:+.4f}"
+        latency = "-" if row["latency_ms"] is None else f"{row['latency_ms']:.4f}"
+        speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+        gzip = "-" if row["gzip_bytes"] is None else f"{row['gzip_bytes']:,}"
+        params = "-" if row["params"] is None else f"{row['params']:,}"
+        chain = (row["strategy"] or "(no step)").replace("|", "/")
+        lines.append(f"| {row['trial_id']} | `{chain}` | {row['status']} | {metric} | {drop} | {latency} | {speedup} "
+                     f"| {gzip} | {params} | {row['epochs']} | {row['why'].replace('|', '/')} |")
+    return "\n".join(lines)

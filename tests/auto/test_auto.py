@@ -89,6 +89,7 @@ def test_auto_returns_a_trial_within_the_budget_and_records_every_trial(searched
             assert row["epochs"] >= 1 and row["accuracy_drop"] <= 0.34
     original = result.report.stages[0]
     assert chosen["accuracy_drop"] == pytest.approx(original.keras_accuracy - chosen["metric"])
+    assert set(result.plot()) == {"stages", "layers", "training", "auto"}
 
 
 def test_the_chosen_chain_reproduces_with_optimize(trained, searched):

@@ -68,3 +68,7 @@ def test_auto_prints_each_trial_and_a_killed_search_resumes_without_repeating_fi
         if row["trial_id"] in before:
             assert row == before[row["trial_id"]]
     assert notes["best_trial"]["params"] <= limit and report["stages"][-1]["params"] == notes["best_trial"]["params"]
+    markdown = (tmp_path / "out" / "report.md").read_text()  # the trial table, and the figure embedded
+    assert "## auto: trials" in markdown and f"Chosen: `{notes['strategy']}`" in markdown
+    assert markdown.count("\n| ") - 1 >= 4 and "![auto](auto.png)" in markdown
+    assert (tmp_path / "out" / "auto.png").stat().st_size > 10_000
