@@ -293,9 +293,12 @@ class AutoSearch:
                 cost, _ = self._measure(trial_id, model, blob)
                 row = self._row(trial_id, plan, cost, trained=True, epochs=epochs, seconds=time.perf_counter() - started)
                 self._keep(row, model, blob, folder)
-        except KstructError as error:  # a chain this model or data cannot take: recorded, and the search goes on
+        except (KstructError, tflite_export.ExportError, RuntimeError) as error:
+            # A chain this model, data or runtime cannot take (LiteRT raises RuntimeError for a file it cannot
+            # run): recorded with its reason, and the search goes on. Anything else is a bug, and stops it.
+            logger.warning("auto: trial %s (%s) failed: %s: %s", trial_id, chain_text(plan), type(error).__name__, error)
             row = TrialRow(trial_id, chain_text(plan), "failed", INFEASIBLE * 10, False, seconds=time.perf_counter() - started,
-                           why=str(error).splitlines()[0])
+                           why=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ROW_FILE).write_text(json.dumps(row.as_dict()))
         done = len(self.rows())

@@ -28,6 +28,9 @@ def fake_quant(x, min_value, max_value, *, narrow_range: bool = False, axis: int
     )
 
 
+MIN_ACTIVATION_RANGE = 1e-3  # an activation range at least this wide; all-zero outputs stay exact zeros
+
+
 def symmetric_range(weight, axis: int | None):
     """`max|weight|` per tensor (axis None) or per slice along `axis`; all-zero slices get 1.0.
 
@@ -129,7 +132,10 @@ class FakeQuant(keras.layers.Layer):
         take = 1.0 - keep
         if not self.nonnegative:
             self.min_value.assign(self.min_value * keep + ops.minimum(ops.min(x), 0.0) * take)
-        self.max_value.assign(self.max_value * keep + ops.maximum(ops.max(x), 0.0) * take)
+        # At least MIN_ACTIVATION_RANGE wide: a dead layer (a ReLU whose outputs are all 0) would give
+        # [0, 0], a zero scale, and an int8 file LiteRT's XNNPACK delegate refuses to run.
+        high = self.max_value * keep + ops.maximum(ops.max(x), 0.0) * take
+        self.max_value.assign(ops.maximum(high, self.min_value + MIN_ACTIVATION_RANGE))
         self.observed.assign(1.0)
 
     def call(self, inputs, training=None):

@@ -106,3 +106,23 @@ def test_mobilenet_v2_int8_file_is_integer_only():
     _assert_integer_only(blob)
     # Every BatchNormalization is folded: MobileNetV2 has 52 of them and no MUL in int8.
     assert "MUL" not in op_names(blob)
+
+
+def test_a_dead_relu_layer_gets_a_nonzero_range_and_its_int8_file_runs():
+    """A layer whose ReLU outputs are all 0 (fine-tuning can kill one) used to get the range [0, 0]:
+    a zero scale, and a file LiteRT's XNNPACK delegate refused ("failed to prepare")."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="dead"),
+        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(), keras.layers.Dense(3),
+    ])
+    kernel, bias = model.get_layer("dead").get_weights()
+    model.get_layer("dead").set_weights([kernel, np.full_like(bias, -100.0)])
+    x = np.random.default_rng(0).uniform(size=(16, 8, 8, 3)).astype("float32")
+    qat = quantize(model)
+    calibrate(qat, x)
+    ranges = [layer for layer in qat._flatten_layers() if hasattr(layer, "max_value") and hasattr(layer, "min_value")]
+    assert ranges and all(float(r.max_value.numpy()) - float(r.min_value.numpy()) >= 1e-3 for r in ranges)
+    blob = tflite_export.convert(qat, "int8", representative_data=x)
+    _assert_integer_only(blob)
+    np.testing.assert_allclose(np.asarray(tflite_export.predict(blob, x), dtype="float32"), qat(x), atol=0.05)
