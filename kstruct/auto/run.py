@@ -270,8 +270,8 @@ class AutoSearch:
             why=self.budget.describe(self.original, cost, missed, drop) if missed else "",
         )
 
-    def _structure_cost(self, plan: list[Step]) -> Cost | None:
-        """The cost of the chain's structure before any training, or None when no step changes it."""
+    def _structure_cost(self, plan: list[Step]) -> Cost:
+        """The cost of the chain's structure before any training (the original's when no step changes it)."""
         current, changed = self.model, False
         for step in plan:
             shape = getattr(step, "structure", None)
