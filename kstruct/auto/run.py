@@ -17,13 +17,14 @@ import gzip
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import keras
 import keras_tuner
 import tflite_export
+from tflite_export.targets import TARGET_TABLE
 
 from kstruct.auto.budget import Budget, Cost
 from kstruct.auto.space import chain, chain_text
@@ -37,7 +38,6 @@ from kstruct.engine.step import Step
 
 logger = logging.getLogger("kstruct")
 
-INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 INFEASIBLE = 10.0  # the score of a trial over budget starts here; a feasible one is a cost ratio
 # A structure that misses a cost limit is worse than one that meets it and loses accuracy: training
 # settings can win accuracy back, not speed. So cost misses weigh more, and a structure refused
@@ -103,7 +103,6 @@ class AutoResult:
     tflite: bytes
     directory: str
     seconds: float
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def strategy(self) -> str:
@@ -213,7 +212,7 @@ class AutoSearch:
         self.space = SpaceInfo(
             model=model,
             target=context.target,
-            integer_target=context.target in INTEGER_TARGETS,
+            integer_target=TARGET_TABLE[context.target].quantize == "int8",  # full-integer files
             size_by_gzip=budget.size_by_gzip,
             array_data=context.train.is_arrays,
             max_epochs=self.max_epochs,
