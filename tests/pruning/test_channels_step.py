@@ -83,13 +83,13 @@ def test_prune_channels_then_qat_gives_an_integer_only_int8_file_that_agrees(dig
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert {d["dtype"] for d in interpreter.get_tensor_details()} <= {np.int8, np.int32}
     # The file computes what the QAT model computes: outputs within one int8 step (1/256 of the
-    # softmax), and the top-1 class the same wherever the QAT model's own (fake-quantized) scores
-    # do not tie; on 96 training digits ties are common, and Keras and LiteRT break them differently.
+    # softmax), and so the same top-1 class wherever the QAT model's two best scores are more than two
+    # such steps apart (closer ones may swap or tie, and Keras and LiteRT break ties differently).
     keras_scores = result.model.predict(xt, verbose=0)
     int8_scores = tflite_export.predict(result.tflite, xt)
     assert final.max_abs_diff <= 1 / 256 + 1e-6
     top2 = np.sort(keras_scores, axis=1)[:, -2:]
-    untied = top2[:, 1] > top2[:, 0]
+    untied = top2[:, 1] - top2[:, 0] > 2 * np.abs(keras_scores - int8_scores).max()
     np.testing.assert_array_equal(keras_scores[untied].argmax(1), int8_scores[untied].argmax(1))
     assert final.agreement >= 1 - np.mean(~untied)
 
