@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tflite_export._isolate import run_isolated
+from tflite_export._precision import float32_twin
 from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
 from tflite_export._via_tensorflow import convert_in_tensorflow_child
 from tflite_export.analyze import analyze
@@ -326,7 +327,9 @@ def convert(
             "representative_data=x_train[:200] (an array of model inputs)"
         )
 
-    keras_model = _load_keras_model(model)
+    # A mixed-precision model traces to float16 kernels LiteRT lacks; its float32 twin is what
+    # converts (and what a JAX or PyTorch model sends to the TensorFlow child).
+    keras_model = float32_twin(_load_keras_model(model))
     signature = _input_signature(keras_model)
     samples = _calibration_samples(representative_data, signature) if spec.needs_data else None
     if samples is not None:
