@@ -2,9 +2,11 @@
 
 `keras.models.clone_model` walks the graph (raw ops such as `x + y` included); this
 module adds what every kstruct transformation needs around it: recursion into
-nested models, weights carried over only for layers (raw ops hold none), removal
-and insertion of layers, and the original's compile settings. The original model
-is never modified.
+nested models, weights carried over only for layers (raw ops hold none) together
+with the state `set_weights` misses (adapted preprocessing, see `state.py`), live
+Lambda layers copied from their function rather than their config (`lambdas.py`),
+removal and insertion of layers, and the original's compile settings. The
+original model is never modified.
 """
 
 from __future__ import annotations
@@ -14,13 +16,21 @@ from typing import Callable, Iterable
 import keras
 
 from kstruct._graph.checks import check_graph_model, is_layer
+from kstruct._graph.lambdas import copy_lambda, is_lambda
+from kstruct._graph.state import carry_state
 
 Replace = Callable[[keras.layers.Layer], keras.layers.Layer]
 CopyWeights = Callable[[keras.layers.Layer, keras.layers.Layer], None]
 
 
 def fresh_copy(operation):
-    """A new, unbuilt layer (or raw op) of the same class and config."""
+    """A new, unbuilt layer (or raw op) of the same class and config.
+
+    A Lambda is made from its live function: its config would hold the function as code,
+    which Keras's safe mode rightly refuses to load back.
+    """
+    if is_lambda(operation):
+        return copy_lambda(operation)
     return operation.__class__.from_config(operation.get_config())
 
 
@@ -44,7 +54,8 @@ def rebuild(
         replace: `replace(layer)` returns the new layer for an original one
             (default: a fresh copy). Raw ops are always freshly copied.
         copy_weights: `copy_weights(original, new)` fills each new layer once the
-            graph is built (default: the original's weights as they are).
+            graph is built (default: the original's weights as they are); the state
+            weights do not hold (an adapted Normalization's mean) follows on its own.
         remove: names of single-input layers to drop: their output becomes their input.
         insert_after: layer name -> a function returning a new layer applied to that
             layer's output (its weights are its own).
@@ -87,6 +98,7 @@ def rebuild(
     for original, new_layer in pairs:
         if original.name not in remove:  # a removed layer was cloned but never called
             copy_weights(original, new_layer)
+            carry_state(original, new_layer)
     copy_compile(model, new_model)
     return new_model
 
