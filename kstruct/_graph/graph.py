@@ -17,6 +17,7 @@ from typing import Any, Callable
 import keras
 
 from kstruct._graph.checks import is_layer
+from kstruct._graph.lambdas import lambda_from_parts, live_lambdas
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class Graph:
     nodes: list[Node]
     outputs: Any  # nested structure of Ref
     shapes: dict[Ref, tuple] = field(default_factory=dict)
+    # Lambda layer name -> its live function and arguments: `build` makes the Lambda from them,
+    # since loading its config back is (rightly) refused by Keras's safe mode. Python objects
+    # of the user's, not Keras ones.
+    lambdas: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
 
     def node(self, name: str) -> Node:
         return self._by_name[name]
@@ -191,6 +196,7 @@ def parse(model: keras.Model, *, shapes: bool = True) -> Graph:
         order = [r.layer for r in (input_refs if isinstance(input_refs, list) else [input_refs])]
         inputs.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
         graph = Graph(config.get("name", model.name), False, inputs, nodes, _history_to_refs(config["output_layers"]))
+    graph.lambdas = live_lambdas(model)
     if shapes:
         build(graph, {}, {}, record_shapes=True)
     return graph
@@ -230,7 +236,9 @@ def build(
             continue
         layer_config = copy.deepcopy(configs.get(node.name, node.config))
         layer_config["config"]["name"] = node.name
-        if node.is_layer:
+        if node.is_layer and node.name in graph.lambdas and node.name not in configs:
+            layer = lambda_from_parts(layer_config["config"], graph.lambdas[node.name])
+        elif node.is_layer:
             layer = keras.layers.deserialize(layer_config)
         else:
             layer = keras.saving.deserialize_keras_object(layer_config)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import keras
 
+from kstruct._graph.checks import leaf_layers
+
 # The constructor arguments that hold Python code (or, for `arguments`, objects passed to it).
 _CODE_KEYS = ("function", "output_shape", "mask", "arguments")
 
@@ -32,6 +34,11 @@ def live_parts(layer: keras.layers.Lambda) -> dict:
         "mask": layer.mask,
         "arguments": dict(layer.arguments),
     }
+
+
+def live_lambdas(model: keras.Model) -> dict[str, dict]:
+    """Each Lambda layer of `model` (nested models opened up) by name: its `live_parts`."""
+    return {layer.name: live_parts(layer) for layer in leaf_layers(model) if is_lambda(layer)}
 
 
 def lambda_from_parts(config: dict, parts: dict) -> keras.layers.Lambda:
