@@ -8,9 +8,13 @@ raw op) ties the groups of its inputs into one; a Concatenate lays its inputs'
 groups side by side; a Flatten repeats them once per spatial position, so the
 Dense after it reads each channel at several inputs.
 
-A node the analysis cannot follow (Reshape, attention, RNNs, custom layers, shared
-layers, raw ops other than elementwise ones) freezes every group it touches, and
-the reason is kept. So are the model's inputs and outputs: a group that reaches
+A shared layer (one layer called on several tensors, as in a siamese tower) holds
+one set of weights, so the channels its calls read are one group and the channels
+its calls make are one group. A nested model is seen through when the graph was
+parsed with `flatten=True`.
+
+A node the analysis cannot follow (Reshape, attention, RNNs, custom layers, raw ops
+other than elementwise ones) freezes every group it touches, and the reason is kept. So are the model's inputs and outputs: a group that reaches
 them is never prunable.
 """
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kstruct._graph.graph import Graph, Node, Ref, build, tensor_refs
+from kstruct._graph.graph import Graph, Node, Ref, build, layers_by_name, tensor_refs
 
 # Layer classes by how channels flow through them.
 WIDTH_LAYERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D",
@@ -120,6 +124,7 @@ class ChannelAnalysis:
             "merge", "concat", "flatten" or "opaque".
         signatures: per tensor, the groups its channels come from.
         in_signatures: per node, the signature of its first input.
+        call_signatures: per node, the signature of each call's first input (a shared layer has several).
     """
 
     def __init__(self, graph: Graph):
@@ -130,6 +135,7 @@ class ChannelAnalysis:
         self.reasons: dict[str, str] = {}
         self.signatures: dict[Ref, Signature] = {}
         self.in_signatures: dict[str, Signature | None] = {}
+        self.call_signatures: dict[str, list[Signature | None]] = {}
         self._run()
 
     # ----- union-find ----------------------------------------------------------
@@ -215,79 +221,115 @@ class ChannelAnalysis:
             size = batch_shape[-1] if len(batch_shape) > 1 and batch_shape[-1] else 0
             self.signatures[Ref(name)] = Signature((self.new(size, frozen_because=f"{name}: a model input"),), (size,))
         for node in g.nodes:
-            inputs = tensor_refs(node.calls[0]) if node.calls else []
-            in_sigs = [self.signatures[r] for r in inputs if r in self.signatures]
-            self.in_signatures[node.name] = in_sigs[0] if in_sigs else None
+            calls = []
+            for call in node.calls:
+                refs = tensor_refs(call)
+                calls.append((refs, [self.signatures[r] for r in refs if r in self.signatures]))
+            self.in_signatures[node.name] = calls[0][1][0] if calls and calls[0][1] else None
+            self.call_signatures[node.name] = [sigs[0] if sigs else None for _, sigs in calls]
             kind, reason = _kind(node, g)
-            if kind in ("width", "channel", "pass", "flatten") and len(in_sigs) != 1:
-                kind, reason = "opaque", f"{len(in_sigs)} tensor inputs"
-            out = Ref(node.name)
-            if kind in ("channel", "pass") and g.shapes.get(out, (0,))[-1:] != g.shapes[inputs[0]][-1:]:
-                if not (node.class_name.startswith("DepthwiseConv") and kind == "channel"):
-                    kind, reason = "opaque", "changes the number of channels"
+            if kind != "opaque":
+                kind, reason = self._check(node, kind, calls)
             if kind == "opaque":
                 self._opaque(node, reason)
                 continue
             self.kinds[node.name] = kind
-            if kind == "width":
-                size = g.shapes[out][-1]
-                self._members(node, "input", in_sigs[0])
-                self.signatures[out] = Signature((self.new(size, Member(node.name, "output", -1, 0, size)),), (size,))
-            elif kind == "channel":
-                s = in_sigs[0]
-                self._members(node, "channel", s)
-                multiplier = int(node.options.get("depth_multiplier", 1)) if node.class_name.startswith("Depthwise") else 1
-                if multiplier != 1:
-                    if s.spatial != 1:
-                        self._opaque(node, "depthwise convolution of flattened channels")
-                        continue
-                    s = Signature(s.groups, s.sizes, 1, tuple(r * multiplier for r in s.repeats))
-                self.signatures[out] = s
-            elif kind == "pass":
-                self.signatures[out] = in_sigs[0]
-            elif kind == "flatten":
-                s = in_sigs[0]
-                spatial_dims = g.shapes[inputs[0]][1:-1]
-                if s.spatial != 1 or None in spatial_dims:
-                    self._opaque(node, "flattens an already flat or unknown-size tensor")
-                    continue
-                self.signatures[out] = Signature(s.groups, s.sizes, math.prod(spatial_dims), s.repeats)
-            elif kind == "merge":
-                first = in_sigs[0] if in_sigs else None
-                compatible = len(in_sigs) == len(inputs) >= 2 and all(
-                    s.sizes == first.sizes and s.spatial == first.spatial and s.repeats == first.repeats for s in in_sigs
-                )
-                if not compatible:
-                    self._opaque(node, "merges tensors whose channels do not line up")
-                    continue
-                for s in in_sigs[1:]:
-                    for a, b in zip(first.groups, s.groups):
-                        self.union(a, b)
-                self.signatures[out] = first
-            elif kind == "concat":
-                axis = node.options.get("axis", -1)
-                rank = len(g.shapes[out])
-                if axis not in (-1, rank - 1) or len(in_sigs) != len(inputs) or any(s.spatial != 1 for s in in_sigs):
-                    self._opaque(node, f"concatenates on axis {axis}, not the channel axis")
-                    continue
-                self.signatures[out] = Signature(
-                    sum((s.groups for s in in_sigs), ()),
-                    sum((s.sizes for s in in_sigs), ()),
-                    1,
-                    sum((s.repeats for s in in_sigs), ()),
-                )
+            if kind in ("width", "channel"):
+                self._weighted(node, kind, [sigs[0] for _, sigs in calls])
+                continue
+            for k, (inputs, in_sigs) in enumerate(calls):
+                if not self._call(node, kind, k, inputs, in_sigs):
+                    break
         for ref in g.output_refs():
             for group in self.signatures[ref].groups:
                 self.fix(group, f"{ref.layer}: a model output")
+
+    def _check(self, node: Node, kind: str, calls: list) -> tuple[str, str]:
+        """`kind`, or "opaque" and why when the node's calls do not fit it."""
+        g = self.graph
+        for k, (inputs, in_sigs) in enumerate(calls):
+            if kind in ("width", "channel", "pass", "flatten") and len(in_sigs) != 1:
+                return "opaque", f"{len(in_sigs)} tensor inputs"
+            if kind in ("channel", "pass") and g.shapes.get(Ref(node.name, k), (0,))[-1:] != g.shapes[inputs[0]][-1:]:
+                if not (node.class_name.startswith("DepthwiseConv") and kind == "channel"):
+                    return "opaque", "changes the number of channels"
+        if kind in ("width", "channel") and len(calls) > 1:
+            first = calls[0][1][0]
+            for _, (s,) in calls[1:]:
+                if (s.sizes, s.spatial, s.repeats) != (first.sizes, first.spatial, first.repeats):
+                    return "opaque", f"a shared layer, called {len(calls)} times on channels that do not line up"
+        return kind, ""
+
+    def _weighted(self, node: Node, kind: str, in_sigs: list[Signature]) -> None:
+        """A layer with per-channel weights: one set for every call, so a shared layer's calls
+        read one group (its inputs' groups are tied) and make one group."""
+        s = in_sigs[0]
+        for other in in_sigs[1:]:
+            for a, b in zip(s.groups, other.groups):
+                self.union(a, b)
+        if kind == "width":
+            size = self.graph.shapes[Ref(node.name)][-1]
+            self._members(node, "input", s)
+            out = Signature((self.new(size, Member(node.name, "output", -1, 0, size)),), (size,))
+        else:
+            self._members(node, "channel", s)
+            multiplier = int(node.options.get("depth_multiplier", 1)) if node.class_name.startswith("Depthwise") else 1
+            out = s
+            if multiplier != 1:
+                if s.spatial != 1:
+                    self._opaque(node, "depthwise convolution of flattened channels")
+                    return
+                out = Signature(s.groups, s.sizes, 1, tuple(r * multiplier for r in s.repeats))
+        for k in range(len(in_sigs)):
+            self.signatures[Ref(node.name, k)] = out
+
+    def _call(self, node: Node, kind: str, k: int, inputs: list[Ref], in_sigs: list[Signature]) -> bool:
+        """Call `k` of a layer without weights; False when it turned the node opaque."""
+        g, out = self.graph, Ref(node.name, k)
+        if kind == "pass":
+            self.signatures[out] = in_sigs[0]
+        elif kind == "flatten":
+            s = in_sigs[0]
+            spatial_dims = g.shapes[inputs[0]][1:-1]
+            if s.spatial != 1 or None in spatial_dims:
+                self._opaque(node, "flattens an already flat or unknown-size tensor")
+                return False
+            self.signatures[out] = Signature(s.groups, s.sizes, math.prod(spatial_dims), s.repeats)
+        elif kind == "merge":
+            first = in_sigs[0] if in_sigs else None
+            compatible = len(in_sigs) == len(inputs) >= 2 and all(
+                s.sizes == first.sizes and s.spatial == first.spatial and s.repeats == first.repeats for s in in_sigs
+            )
+            if not compatible:
+                self._opaque(node, "merges tensors whose channels do not line up")
+                return False
+            for s in in_sigs[1:]:
+                for a, b in zip(first.groups, s.groups):
+                    self.union(a, b)
+            self.signatures[out] = first
+        elif kind == "concat":
+            axis = node.options.get("axis", -1)
+            rank = len(g.shapes[out])
+            if axis not in (-1, rank - 1) or len(in_sigs) != len(inputs) or any(s.spatial != 1 for s in in_sigs):
+                self._opaque(node, f"concatenates on axis {axis}, not the channel axis")
+                return False
+            self.signatures[out] = Signature(
+                sum((s.groups for s in in_sigs), ()),
+                sum((s.sizes for s in in_sigs), ()),
+                1,
+                sum((s.repeats for s in in_sigs), ()),
+            )
+        return True
 
 
 def _kind(node: Node, graph: Graph) -> tuple[str, str]:
     """How channels flow through `node`, and why not when they cannot be followed."""
     cls, opts = node.class_name, node.options
     if node.is_model:
-        return "opaque", "a nested model (analyze it on its own)"
-    if len(node.calls) != 1:
-        return "opaque", f"a shared layer, called {len(node.calls)} times"
+        why = graph.kept_nested.get(node.name)
+        return "opaque", f"a nested model kstruct cannot open: {why}" if why else "a nested model (analyze it on its own)"
+    if not node.calls:
+        return "opaque", "never called"
     if not node.is_layer:
         if cls in _ELEMENTWISE_OPS:
             tensors = tensor_refs(node.calls[0])
@@ -388,14 +430,15 @@ def narrow(model, graph: Graph, analysis: ChannelAnalysis, keep: dict):
     """Rebuilds `model` (parsed as `graph`) keeping, per group root in `keep`, those channel indices.
 
     Width layers get fewer filters/units, and every member's weights are sliced to
-    match; the original model is not modified. Returns the new model and its layers by name.
+    match; the original model is not modified. A graph parsed with `flatten=True`
+    gives a flat functional model (its nested models' layers at the top level). Returns the new model and its layers by name.
     """
     keep = {analysis.find(g): np.sort(np.asarray(k)) for g, k in keep.items()}
-    configs, weights = {}, {}
+    configs, weights, originals = {}, {}, layers_by_name(model)
     for node in graph.nodes:
         if not node.is_layer:
             continue
-        values = [np.asarray(w) for w in model.get_layer(node.name).get_weights()]
+        values = [np.asarray(w) for w in originals[node.name].get_weights()]
         kind = analysis.kinds.get(node.name)
         if kind in ("width", "channel") and values:
             inputs = kept_positions(analysis, analysis.in_signatures[node.name], keep)

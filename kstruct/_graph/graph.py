@@ -4,8 +4,10 @@ Read from the model's public `get_config` (each node's `inbound_nodes`), so a
 `Graph` holds no Keras objects: `clear_session()` cannot invalidate it, and a
 rebuild from it (`build`) is one pass over the calls. Raw ops (`x + y`,
 `keras.ops.add(a, b)` on symbolic tensors) are nodes like layers, with
-`is_layer=False`. A nested model is one node (`is_model`); parse it on its own
-to look inside.
+`is_layer=False`. A nested model is one node (`is_model`), unless `parse` is asked
+to `flatten`: then its layers join the graph in its place (called once per call of
+the nested model, so a siamese tower's layers become shared layers), which is what
+the structure analyses (channel groups, removable blocks) need to see a backbone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Callable
 
 import keras
 
-from kstruct._graph.checks import is_layer
+from kstruct._graph.checks import is_graph_model, is_layer
 from kstruct._graph.lambdas import lambda_from_parts, live_lambdas
 
 
@@ -68,6 +70,8 @@ class Graph:
     # since loading its config back is (rightly) refused by Keras's safe mode. Python objects
     # of the user's, not Keras ones.
     lambdas: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
+    flattened: list[str] = field(default_factory=list)  # nested models whose layers were inlined
+    kept_nested: dict[str, str] = field(default_factory=dict)  # nested model -> why it stayed one node
 
     def node(self, name: str) -> Node:
         return self._by_name[name]
@@ -155,10 +159,12 @@ def _strip(layer_config: dict) -> dict:
     return copy.deepcopy(config)
 
 
-def parse(model: keras.Model, *, shapes: bool = True) -> Graph:
+def parse(model: keras.Model, *, shapes: bool = True, flatten: bool = False) -> Graph:
     """The graph of a built Sequential or functional model (see `check_graph_model`).
 
     With `shapes`, one symbolic pass records every tensor's shape in `graph.shapes`.
+    With `flatten`, nested Sequential/functional models are inlined (see `_inline`);
+    `build` then makes a flat functional model, and `graph.flattened` names them.
     """
     config = model.get_config()
     if isinstance(model, keras.Sequential):
@@ -196,10 +202,104 @@ def parse(model: keras.Model, *, shapes: bool = True) -> Graph:
         order = [r.layer for r in (input_refs if isinstance(input_refs, list) else [input_refs])]
         inputs.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
         graph = Graph(config.get("name", model.name), False, inputs, nodes, _history_to_refs(config["output_layers"]))
+    if flatten:
+        graph = _inline(graph, model)
     graph.lambdas = live_lambdas(model)
     if shapes:
         build(graph, {}, {}, record_shapes=True)
     return graph
+
+
+def _inline(graph: Graph, model: keras.Model) -> Graph:
+    """`graph` with each nested Sequential/functional model replaced by its own (flattened) layers.
+
+    Call k of a nested model becomes call k of each of its layers, so a model called on
+    two inputs (a siamese tower) turns into shared layers. A nested model stays one node
+    (the reason in `graph.kept_nested`) when its layer names repeat names already in the
+    graph, its call passes arguments other than tensors (`training=False`), or its
+    inputs do not match the tensors it is called on.
+    """
+    nested = {layer.name: layer for layer in model.layers if isinstance(layer, keras.Model)}
+    if not nested:
+        return graph
+    taken = {n.name for n in graph.nodes if not n.is_model} | {name for name, _, _ in graph.inputs}
+    alias: dict[Ref, Ref] = {}
+    nodes: list[Node] = []
+    flattened, kept = [], {}
+
+    def outer(ref: Ref) -> Ref:
+        return alias.get(ref, ref)
+
+    for node in graph.nodes:
+        calls = [Call(_map(c.args, outer), _map(c.kwargs, outer)) for c in node.calls]
+        node = Node(node.name, node.config, calls, node.is_layer, node.is_model)
+        sub = nested.get(node.name) if node.is_model else None
+        reason = _not_inlinable(node, sub, taken)
+        if sub is None or reason:
+            if sub is not None:
+                kept[node.name] = reason
+            nodes.append(node)
+            continue
+        inner = parse(sub, shapes=False, flatten=True)
+        kept.update(inner.kept_nested)
+        arguments = [tensor_refs(call) for call in node.calls]
+        if any(len(refs) != len(inner.inputs) for refs in arguments):
+            kept[node.name] = f"called on {len(arguments[0])} tensors, made for {len(inner.inputs)} inputs"
+            nodes.append(node)
+            continue
+        counts = {n.name: len(n.calls) for n in inner.nodes}
+
+        def local(ref: Ref, k: int, refs: list[Ref]) -> Ref:
+            for (name, _, _), argument in zip(inner.inputs, refs):
+                if ref.layer == name:
+                    return argument
+            return Ref(ref.layer, k * counts[ref.layer] + ref.call, ref.index)
+
+        for n in inner.nodes:
+            new_calls = [
+                Call(_map(c.args, lambda r, k=k, refs=refs: local(r, k, refs)),
+                     _map(c.kwargs, lambda r, k=k, refs=refs: local(r, k, refs)))
+                for k, refs in enumerate(arguments)
+                for c in n.calls
+            ]
+            nodes.append(Node(n.name, n.config, new_calls, n.is_layer, n.is_model))
+        for k, refs in enumerate(arguments):
+            for i, ref in enumerate(inner.output_refs()):
+                alias[Ref(node.name, k, i)] = local(ref, k, refs)
+        taken |= set(counts)
+        flattened += [node.name, *inner.flattened]
+    outputs = _map(graph.outputs, outer)
+    sequential = graph.sequential and not flattened
+    return Graph(graph.name, sequential, graph.inputs, nodes, outputs, flattened=flattened, kept_nested=kept)
+
+
+def _not_inlinable(node: Node, sub, taken: set[str]) -> str:
+    if sub is None:
+        return ""
+    if not is_graph_model(sub):
+        return f"a subclassed model ({type(sub).__name__})"
+    if any(v is not None and not isinstance(v, Ref) for call in node.calls for v in _leaves(call.kwargs)):
+        return "called with arguments other than tensors (e.g. training=False)"
+    clash = sorted(taken & {layer.name for layer in _all_layers(sub)})
+    if clash:
+        return f"its layer names repeat names outside it ({', '.join(clash[:3])})"
+    return ""
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def layers_by_name(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """Every layer of `model` by name, those of nested models included (an outer name wins):
+    how the nodes of a flattened graph find the layers whose weights they carry."""
+    found: dict[str, keras.layers.Layer] = {}
+    for layer in _all_layers(model):
+        found.setdefault(layer.name, layer)
+    return found
 
 
 def build(
@@ -230,7 +330,15 @@ def build(
                 raise RuntimeError(f"cyclic layer aliases at {ref.layer}")
         return tensors[ref]
 
+    def ready(call: Call) -> bool:
+        try:
+            _map((call.args, call.kwargs), resolve)
+        except KeyError:
+            return False
+        return True
+
     layers: dict[str, keras.layers.Layer] = {}
+    pending: list[tuple[Node, int, Call]] = []
     for node in graph.nodes:
         if node.name in aliases:
             continue
@@ -245,12 +353,22 @@ def build(
         layers[node.name] = layer
         if graph.sequential and not record_shapes:
             continue  # keras.Sequential calls (and builds) them once below; twice cost a trial 20 ms
-        for k, call in enumerate(node.calls):
-            output = layer(*_map(call.args, resolve), **_map(call.kwargs, resolve))
+        pending += [(node, k, call) for k, call in enumerate(node.calls)]
+    # Calls in graph order; a shared layer's later call may wait for a tensor made further on.
+    while pending:
+        waiting = []
+        for node, k, call in pending:
+            if not ready(call):
+                waiting.append((node, k, call))
+                continue
+            output = layers[node.name](*_map(call.args, resolve), **_map(call.kwargs, resolve))
             for i, tensor in enumerate(keras.tree.flatten(output)):
                 tensors[Ref(node.name, k, i)] = tensor
                 if record_shapes:
                     graph.shapes[Ref(node.name, k, i)] = tuple(tensor.shape)
+        if len(waiting) == len(pending):
+            raise RuntimeError(f"kstruct cannot order the calls of {', '.join(n.name for n, _, _ in waiting[:3])}")
+        pending = waiting
     if record_shapes:
         for name, batch_shape, _ in graph.inputs:
             graph.shapes[Ref(name)] = tuple(batch_shape)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from kstruct._graph import Graph, Ref, build, check_graph_model, parse, tensor_refs
-from kstruct._graph.graph import Node
+from kstruct._graph.graph import Node, layers_by_name
 from kstruct._graph.rebuild import copy_compile
 from kstruct.errors import PruningError
 
@@ -153,15 +153,16 @@ def removable_blocks(model: keras.Model) -> list[Block]:
         UnsupportedModelError: a subclassed or unbuilt model.
     """
     check_graph_model(model, "kstruct.pruning.removable_blocks")
-    return _blocks(parse(model))
+    return _blocks(parse(model, flatten=True))
 
 
 def _without(model: keras.Model, graph: Graph, blocks: Sequence[Block]) -> keras.Model:
     aliases = {name: block.skip for block in blocks for name in block.layers}
     new_model, layers = build(graph, {}, aliases)
+    originals = layers_by_name(model)
     for name, layer in layers.items():
         if graph.node(name).is_layer:
-            layer.set_weights(model.get_layer(name).get_weights())
+            layer.set_weights(originals[name].get_weights())
     copy_compile(model, new_model)
     return new_model
 
@@ -184,13 +185,14 @@ def score_blocks(
         raise ValueError(f"Expected `criterion` to be one of {CRITERIA}. Received: criterion={criterion!r}")
     if data is None:
         raise ValueError(f"Scoring blocks by {criterion!r} needs data: pass data=(x, y) (or inputs x for 'norm').")
-    graph = parse(model)
+    graph = parse(model, flatten=True)
     if criterion == "norm":
         refs = [ref for block in blocks for ref in (Ref(block.name), block.skip)]
         probe, _ = build(dataclasses.replace(graph, outputs=refs, sequential=False), {}, {})  # every ref an output
+        originals = layers_by_name(model)
         for layer in probe.layers:
             if layer.weights:
-                layer.set_weights(model.get_layer(layer.name).get_weights())
+                layer.set_weights(originals[layer.name].get_weights())
         values = probe.predict(_inputs_of(data), verbose=0)
         scores = {}
         for i, block in enumerate(blocks):
@@ -240,7 +242,7 @@ def drop_blocks(
     check_graph_model(model, "kstruct.pruning.drop_blocks")
     if (n is None) == (names is None):
         raise ValueError("Pass exactly one of `n` (how many blocks to drop) or `names` (which ones).")
-    graph = parse(model)
+    graph = parse(model, flatten=True)
     blocks = _blocks(graph)
     listed = ", ".join(b.name for b in blocks) or "none"
     if names is not None:

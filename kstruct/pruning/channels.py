@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from kstruct._graph import ChannelAnalysis, ChannelGroup, Graph, Ref, analyze, check_graph_model, parse, rebuild
+from kstruct._graph import ChannelAnalysis, ChannelGroup, Graph, Ref, analyze, check_graph_model, leaf_layers, parse, rebuild
 from kstruct._graph.channels import member_positions, narrow
+from kstruct._graph.graph import layers_by_name
 from kstruct._graph.rebuild import copy_compile, fresh_copy
 from kstruct.errors import PruningError
 from kstruct.pruning.channels_criteria import group_scores
@@ -74,6 +75,7 @@ class ChannelGroups:
 
 def _freeze_mixers(graph: Graph, analysis: ChannelAnalysis, model: keras.Model) -> None:
     """Freezes groups whose channels a layer mixes, and groups read by a layer that cannot be masked."""
+    layers = layers_by_name(model)
     for node in graph.nodes:
         opts, cls = node.options, node.class_name
         if not node.is_layer or analysis.kinds.get(node.name) == "opaque":
@@ -83,18 +85,19 @@ def _freeze_mixers(graph: Graph, analysis: ChannelAnalysis, model: keras.Model) 
             cls == "Activation" and opts.get("activation") in _SOFTMAX
         )
         if mixes and kind in ("channel", "pass"):
-            for group in analysis.in_signatures[node.name].groups:
-                analysis.fix(group, f"{node.name} ({cls}): mixes the channels, a removed one would change the rest")
+            for signature in analysis.call_signatures[node.name]:
+                for group in signature.groups:
+                    analysis.fix(group, f"{node.name} ({cls}): mixes the channels, a removed one would change the rest")
         if kind == "width" and opts.get("activation") in _SOFTMAX:
             group = analysis.signatures[Ref(node.name)].groups[0]
             analysis.fix(group, f"{node.name}: softmax over its channels")
-        if kind == "width" and reader_weight(model.get_layer(node.name)) is None:
+        if kind == "width" and reader_weight(layers[node.name]) is None:
             for group in analysis.in_signatures[node.name].groups:
                 analysis.fix(group, f"{node.name} ({cls}): kstruct cannot mask this layer's inputs")
 
 
 def _analyze(model: keras.Model) -> ChannelGroups:
-    graph = parse(model)
+    graph = parse(model, flatten=True)  # a backbone's channels are pruned inside it
     analysis = analyze(graph)
     _freeze_mixers(graph, analysis, model)
     return ChannelGroups([g for g in analysis.groups() if g.producers], graph, analysis)
@@ -174,7 +177,8 @@ def prune_channels(
     check_graph_model(model, "kstruct.pruning.prune_channels")
     found = _analyze(model)
     wanted = layer_predicate(layers)
-    chosen = [g for g in found.prunable if any(wanted(model.get_layer(p)) for p in g.producers)]
+    layers_named = layers_by_name(model)
+    chosen = [g for g in found.prunable if any(wanted(layers_named[p]) for p in g.producers)]
     if not chosen:
         frozen = "; ".join(f"{'+'.join(g.producers)}: {g.reasons[0]}" for g in found.frozen) or "none"
         raise PruningError(
@@ -190,7 +194,7 @@ def prune_channels(
         for member in group.members:
             if member.role != "input":
                 continue
-            width = model.get_layer(member.layer).input.shape[-1]
+            width = layers_named[member.layer].input.shape[-1]
             ranks, sizes = tables.setdefault(member.layer, (np.zeros(width, "int32"), np.zeros(width, "int32")))
             positions = member_positions(member, group.size)
             ranks[positions] = rank[:, None]
@@ -214,8 +218,8 @@ def prune_channels(
 
 
 def channel_wrappers(model: keras.Model) -> list[ChannelMaskWrapper]:
-    """The channel-mask wrappers of a model returned by `prune_channels`."""
-    return [layer for layer in model.layers if isinstance(layer, ChannelMaskWrapper)]
+    """The channel-mask wrappers of a model returned by `prune_channels`, nested models included."""
+    return [layer for layer in leaf_layers(model) if isinstance(layer, ChannelMaskWrapper)]
 
 
 def strip_channels(model: keras.Model) -> keras.Model:

@@ -19,6 +19,7 @@ import numpy as np
 
 from kstruct._graph import ChannelGroup, Member
 from kstruct._graph.channels import member_positions
+from kstruct._graph.graph import layers_by_name
 from kstruct.pruning.channels_wrapper import reader_weight
 
 CRITERIA = ("l2", "bn", "taylor")
@@ -51,18 +52,18 @@ def _per_channel(values: np.ndarray, axis: int, member: Member, size: int) -> np
 
 
 def _score(model: keras.Model, group: ChannelGroup, transform: Callable) -> np.ndarray:
-    total = np.zeros(group.size)
+    total, layers = np.zeros(group.size), layers_by_name(model)
     for member in group.members:
-        layer = model.get_layer(member.layer)
+        layer = layers[member.layer]
         for variable, axis in _weights_of(layer, member.role):
             total += _per_channel(transform(variable), axis, member, group.size)
     return total
 
 
 def _bn_score(model: keras.Model, group: ChannelGroup) -> np.ndarray | None:
-    total, found = np.zeros(group.size), False
+    total, found, layers = np.zeros(group.size), False, layers_by_name(model)
     for member in group.members:
-        layer = model.get_layer(member.layer)
+        layer = layers[member.layer]
         if member.role == "channel" and type(layer).__name__ == "BatchNormalization" and layer.gamma is not None:
             total += _per_channel(np.abs(keras.ops.convert_to_numpy(layer.gamma)), 0, member, group.size)
             found = True

@@ -121,8 +121,8 @@ def test_nodes_it_cannot_follow_freeze_their_groups_with_the_reason():
     t = keras.ops.transpose(b, (0, 2, 1, 3))
     shared = keras.layers.Dense(3, name="shared")
     c = keras.layers.Conv2D(3, 1, name="c")(inputs)
-    d = keras.layers.Conv2D(3, 1, name="d")(inputs)
-    s1, s2 = shared(c), shared(d)
+    d = keras.layers.Concatenate(name="cat")([keras.layers.Conv2D(k, 1, name=f"d{k}")(inputs) for k in (1, 2)])
+    s1, s2 = shared(c), shared(d)  # one kernel reads a group of 3 and groups of 1 and 2: they cannot be tied
     merged = keras.layers.Concatenate(axis=1, name="concat")([keras.layers.Flatten()(t), keras.layers.Flatten()(s1 + s2)])
     model = keras.Model(inputs, [r, merged])
     analysis = _analysis(model)
@@ -132,8 +132,8 @@ def test_nodes_it_cannot_follow_freeze_their_groups_with_the_reason():
     ]
     (transpose,) = [n.name for n in analysis.graph.nodes if n.class_name == "Transpose"]
     assert groups[("b",)].reasons == [f"{transpose} (Transpose): a raw op that is not elementwise"]
-    assert groups[("c",)].reasons == ["shared (Dense): a shared layer, called 2 times"]
-    assert groups[("d",)].reasons == ["shared (Dense): a shared layer, called 2 times"]
+    why = "shared (Dense): a shared layer, called 2 times on channels that do not line up"
+    assert groups[("c",)].reasons == groups[("d1",)].reasons == groups[("d2",)].reasons == [why]
     assert analysis.prunable() == []
 
 
