@@ -65,10 +65,13 @@ def _half_config(layer) -> dict[str, Any] | None:
 
     if isinstance(layer, (keras.Model, keras.layers.InputLayer)):
         return None  # a model is cloned layer by layer; an input's dtype is the data's, not a compute policy
-    try:
-        config = layer.get_config()
-    except NotImplementedError:
-        config = None
+    if type(layer) is keras.layers.Lambda:  # its own config would carry the function as code (see _float32_copy)
+        config = keras.layers.Layer.get_config(layer)
+    else:
+        try:
+            config = layer.get_config()
+        except NotImplementedError:
+            config = None
     if config is not None and _float32_config(config):
         return config
     if layer.dtype_policy.compute_dtype in _HALF:
@@ -79,6 +82,19 @@ def _half_config(layer) -> dict[str, Any] | None:
             "model under keras.mixed_precision.set_global_policy('float32')"
         )
     return None
+
+
+def _float32_copy(layer, config: dict[str, Any]):
+    """A new, unbuilt layer from `config`. A Lambda is made from its live function: rebuilding
+    it from its config would turn the function back into code, which Keras's safe mode refuses
+    (rightly, for a file; this is the user's own function in memory)."""
+    import keras
+
+    if type(layer) is keras.layers.Lambda:
+        # Lambda keeps its `output_shape` argument private; the config would hold it serialized.
+        parts = {"output_shape": getattr(layer, "_output_shape", None), "mask": layer.mask, "arguments": dict(layer.arguments)}
+        return keras.layers.Lambda(layer.function, **parts, **config)
+    return type(layer).from_config(config)
 
 
 def half_precision_layers(model) -> list[str]:
@@ -96,12 +112,16 @@ def _to_float32(value: Any) -> Any:
 def _copy_state(source, clone) -> None:
     """Copies every variable of `source` into `clone`, then lets the clone finish its own state.
 
-    The weights first (nested layers included, float values cast to float32), then
-    the layer's own variables through `load_own_variables`, the path Keras's loader
-    takes, so that a layer deriving tensors from its variables (an adapted
-    Normalization's mean and variance) derives them again.
+    The weights first (nested layers included, float values cast to float32), then, for an
+    adapted preprocessing layer, its own variables through `load_own_variables`, the path
+    Keras's loader takes, so that the tensors it derives from them (a Normalization's mean
+    and variance) are derived again.
     """
     clone.set_weights([_to_float32(w) for w in source.get_weights()])
+    if not hasattr(clone, "finalize_state"):
+        # Only adapted layers derive state from their variables; another layer's own save path can
+        # change values on the way (Dense merges a LoRA update into its kernel).
+        return
     store: dict[str, Any] = {}
     source.save_own_variables(store)
     if store:
@@ -131,7 +151,7 @@ def float32_twin(model):
         config = _half_config(layer)
         if config is None:
             return layer  # shared with the user's model, unchanged
-        clone = type(layer).from_config(config)
+        clone = _float32_copy(layer, config)
         rebuilt.append((layer, clone))
         return clone
 
