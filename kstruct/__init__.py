@@ -42,6 +42,8 @@ _EXPORTS = {
     "DistillationError": "kstruct.errors",
     "StrategyError": "kstruct.errors",
     "UnsupportedModelError": "kstruct.errors",
+    "ModelFileError": "kstruct.errors",
+    "load_model": "kstruct.loading",
 }
 _SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "distillation", "plots", "data", "models", "outputs", "errors")
 

@@ -23,3 +23,16 @@ class PruningError(KstructError, RuntimeError):
 
 class DistillationError(KstructError, ValueError):
     """A teacher that cannot teach this student (outputs or inputs that do not match)."""
+
+
+class ModelFileError(KstructError, ValueError):
+    """A model file that cannot be loaded as it is; the message says why and what to do.
+
+    `reason` lets a caller name its own fix: "code" (the file carries Python code, refused in
+    safe mode), "unknown_class" (a custom class whose module was not imported), else None;
+    `detail` is Keras's own sentence, where there is one.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, detail: str = ""):
+        super().__init__(message)
+        self.reason, self.detail = reason, detail

@@ -165,7 +165,7 @@ def test_tflite_export_never_imports_kstruct():
 # counting imports inside functions too (they run the same code, later); techniques never import each other.
 RANKS = (
     ("tflite_export",),
-    ("kstruct.errors", "kstruct.outputs", "kstruct.data", "kstruct.models", "kstruct._keras_objects"),
+    ("kstruct.errors", "kstruct.outputs", "kstruct.data", "kstruct.models", "kstruct._keras_objects", "kstruct.loading"),
     ("kstruct._graph",),
     ("kstruct.engine",),
     ("kstruct.pruning", "kstruct.quantization", "kstruct.clustering", "kstruct.distillation", "kstruct.search"),

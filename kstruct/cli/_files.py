@@ -1,13 +1,14 @@
-"""Reading the CLI's input files (.keras, .npz, .tflite) and writing its outputs atomically.
+"""Reading the CLI's input files (.keras, .h5, .npz, .tflite) and writing its outputs atomically.
 
 Every problem with a file becomes a `UsageError` that names the file and the fix.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
-import warnings
+import re
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,85 +25,67 @@ def _first_line(err: BaseException | str) -> str:
     return line if len(line) <= _MAX_QUOTED else line[:_MAX_QUOTED] + "..."
 
 
-def _root_cause(err: BaseException) -> BaseException:
-    """The innermost exception of a chain: Keras wraps "Could not locate class 'X'" in a vaguer TypeError."""
-    seen = {id(err)}
-    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        err = inner
-    return err
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
-def _keras_version(file: Path) -> str | None:
-    """The `keras_version` a `.keras` file's metadata.json records, or None."""
-    try:
-        with zipfile.ZipFile(file) as archive:
-            version = json.loads(archive.read("metadata.json")).get("keras_version")
-    except (KeyError, ValueError, AttributeError, OSError, zipfile.BadZipFile, zlib.error):
-        return None
-    return version if isinstance(version, str) else None
+def add_loading_options(parser) -> None:
+    """`--import MODULE` and `--unsafe-deserialization`, for every subcommand that loads a model file."""
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import this Python module (e.g. my_layers, found from the current folder like python -m) before "
+             "loading, so the custom classes it registers resolve; repeat for several",
+    )
+    parser.add_argument(
+        "--unsafe-deserialization", action="store_true",
+        help="let the model file run the Python code it carries (Lambda layers): only for files you trust",
+    )
 
 
-def _load_failure(path: str, err: BaseException) -> str:
-    """What to say when Keras raises on a `.keras` file, with the fix where one is known."""
-    cause = _root_cause(err)
-    damaged = (zipfile.BadZipFile, zlib.error, EOFError)
-    if isinstance(err, damaged) or isinstance(cause, damaged):
-        return f"{path} is damaged: {_first_line(cause)}; save or copy it again"
-    text = str(cause).strip().split(" Full object config:")[0]
-    sentence = _first_line(text.split(". ")[0])
-    if "safe_mode" in text:  # Keras's own advice (safe_mode=False) is not something the command can take
-        return (
-            f"Keras refuses to load {path} in safe mode: {sentence}. kstruct never turns safe mode off; "
-            "if you trust the file, load it in Python (keras.models.load_model(path, safe_mode=False)) and pass "
-            "the model to kstruct.optimize or tflite_export.convert"
-        )
-    if "Could not locate" in text:
-        return (
-            f"Keras cannot load {path}: {sentence}. The kstruct command knows only Keras's and kstruct's "
-            "classes; load the model in Python with its classes imported and pass it to kstruct.optimize or "
-            "tflite_export.convert"
-        )
-    return f"{path} is not a Keras model file (.keras): {_first_line(cause)}"
+def import_modules(names: list[str]) -> None:
+    """Imports the modules the user named with --import, from the current folder first (as `python -m` does).
 
-
-def load_keras_model(path: str, *, compile: bool = True):
-    """Loads a `.keras` file, or raises UsageError saying why it cannot, in one line.
-
-    With `compile=False` (export) the compile config is not read: it is the one part
-    of a tf_keras (Keras 2) file Keras 3 cannot use, so only commands that train
-    refuse such files.
+    The user names them on the command line: nothing read from a model file decides what is imported.
     """
-    import keras
+    for name in names:
+        if not _MODULE_NAME.fullmatch(name):
+            hint = Path(name).stem if name.endswith(".py") else None
+            fix = f"; name the module, not the file: --import {hint}" if hint and _MODULE_NAME.fullmatch(hint) else ""
+            raise UsageError(f"--import expects a Python module name such as my_layers. Received: {name!r}{fix}")
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise UsageError(
+                f"--import {name}: {_first_line(err)}; run kstruct from the folder that holds {name.split('.')[0]}.py "
+                "or add that folder to PYTHONPATH"
+            ) from None
+        except Exception as err:  # the user's module raised while it was imported
+            raise UsageError(f"--import {name} failed: {type(err).__name__}: {_first_line(err)}") from None
 
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"model file {path} does not exist")
-    if not zipfile.is_zipfile(file):
-        with open(file, "rb") as f:
-            if f.read(4) == b"PK\x03\x04":  # a zip's first entry, but no directory at the end: cut short
-                raise UsageError(
-                    f"{path} is damaged or truncated: it begins as a .keras zip archive but does not end as one; "
-                    "save or copy it again"
-                )
-        raise UsageError(f"{path} is not a Keras model file (.keras): it is not a .keras zip archive")
-    version = _keras_version(file)
-    if compile and version is not None and version.split(".")[0] in ("1", "2"):
-        # Keras 3 loads the layers, but the compile config's steps_per_execution=null breaks its predict.
-        raise UsageError(
-            f"{path} was written by tf_keras / Keras 2 (keras_version {version}), whose compile settings Keras 3 "
-            "cannot train with. Save it again from Keras 3: m = keras.models.load_model(path, compile=False); "
-            "m.compile(optimizer=..., loss=..., metrics=[...]); m.save('model.keras'); or rebuild the model in "
-            "Keras 3 and load its weights"
-        )
+
+def load_keras_model(path: str, *, compile: bool = True, unsafe: bool = False):
+    """Loads a `.keras` or `.h5` file (Keras 3 or tf_keras) with `kstruct.load_model`, or raises UsageError in one line.
+
+    `unsafe` (the user's --unsafe-deserialization) turns Keras's safe mode off for this one load.
+    """
+    from kstruct.errors import ModelFileError
+    from kstruct.loading import load_model
+
     try:
-        with warnings.catch_warnings():
-            # A model saved compiled but untrained: its optimizer state is skipped, with a warning that
-            # would break the one-line promise; kstruct compiles every model with a fresh optimizer anyway.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return keras.models.load_model(file, compile=compile)
-    except Exception as err:  # Keras raises many types for files that are not models
-        raise UsageError(_load_failure(path, err)) from None
+        return load_model(path, compile=compile, safe_mode=not unsafe)
+    except ModelFileError as err:
+        if err.reason == "code":
+            raise UsageError(
+                f"{path} carries Python code ({err.detail}), which kstruct does not run unless asked; if you trust "
+                "the file, pass --unsafe-deserialization"
+            ) from None
+        if err.reason == "unknown_class":
+            raise UsageError(
+                f"Keras cannot load {path}: {err.detail}. Pass --import MODULE, the module that defines it "
+                "(registered with @keras.saving.register_keras_serializable)"
+            ) from None
+        raise UsageError(str(err)) from None
 
 
 def _object_array(path: str, name: str | None) -> UsageError:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from kstruct.cli._files import load_keras_model, load_training_npz
+from kstruct.cli._files import add_loading_options, import_modules, load_keras_model, load_training_npz
 from kstruct.cli._usage import UsageError, positive_int
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("optimize", help="optimize a saved .keras model with a strategy")
-    p.add_argument("model", help="a .keras file")
+    p.add_argument("model", help="a .keras or .h5 file (Keras 3 or tf_keras)")
     p.add_argument("--strategy", required=True, help="e.g. 'prune(0.75)' or 'prune(2:4) + qat'")
     p.add_argument("--data", required=True, help=".npz with arrays x and y (optional x_val and y_val, both)")
     p.add_argument("--target", default="int8", help="TFLite target (default int8)")
@@ -19,8 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--loss", default=None, help="loss for an uncompiled model, e.g. sparse_categorical_crossentropy")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--teacher", default=None, help="a .keras file that distill steps learn from (default: the model)")
+    p.add_argument("--teacher", default=None, help="a .keras or .h5 file that distill steps learn from (default: the model)")
     p.add_argument("--tensorboard-dir", default=None, help="log every training step's epochs there for TensorBoard")
+    add_loading_options(p)
     p.set_defaults(run=run)
 
 
@@ -41,14 +42,15 @@ def _check_loss(name: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import kstruct
 
+    import_modules(args.imports)  # first: a module may register custom steps as well as layers
     strategy = kstruct.Strategy.parse(args.strategy)  # bad strategies fail before anything slow
     strategy.validate(args.target)
     _check_loss(args.loss)
     kstruct.outputs.check_can_write(args.out, overwrite=args.overwrite, flag="--overwrite")
     train, validation = load_training_npz(args.data)
-    model = load_keras_model(args.model)
+    model = load_keras_model(args.model, unsafe=args.unsafe_deserialization)
     # A teacher only predicts: its compile settings are never used (and a tf_keras file's would not load).
-    teacher = load_keras_model(args.teacher, compile=False) if args.teacher else None
+    teacher = load_keras_model(args.teacher, compile=False, unsafe=args.unsafe_deserialization) if args.teacher else None
     result = kstruct.optimize(
         model,
         strategy,

@@ -14,13 +14,13 @@ import argparse
 import json
 import os
 
-from kstruct.cli._files import load_keras_model, load_training_npz
+from kstruct.cli._files import add_loading_options, import_modules, load_keras_model, load_training_npz
 from kstruct.cli._usage import NothingFound, UsageError, positive_int
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("search", help="search widths, depth and activations under a deployment budget")
-    p.add_argument("model", help="a .keras file (Sequential or functional, compiled)")
+    p.add_argument("model", help="a .keras or .h5 file (Sequential or functional, compiled)")
     p.add_argument("--data", required=True, help=".npz with arrays x and y (optional x_val and y_val, both)")
     p.add_argument("--trials", type=positive_int, default=12, help="trials in all (default 12)")
     p.add_argument("--budget", action="append", metavar="KEY=VALUE",
@@ -36,6 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--worker", action="store_true", help="run trials for a chief at --oracle")
     p.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
     p.add_argument("--tuner-id", help="this worker's id (default worker<pid>)")
+    add_loading_options(p)
     p.set_defaults(run=run, interrupted="interrupted; run the same command again to resume")
 
 
@@ -93,11 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if args.chief and args.worker:
         raise UsageError("pass --chief or --worker, not both")
     budget = _parse_budget(args.budget)
+    import_modules(args.imports)
     train, validation = load_training_npz(args.data)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} exists and is not a directory")
     _distributed_environment(args)
-    model = load_keras_model(args.model)
+    model = load_keras_model(args.model, unsafe=args.unsafe_deserialization)
     options = {} if args.objective is None else {"objective": args.objective}
     try:
         result = run_search(
