@@ -11,13 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def kstruct(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`kstruct ARGS...` in a subprocess, with this checkout first on PYTHONPATH."""
+def kstruct(*args: str, timeout: int = 600, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """`kstruct ARGS...` in a subprocess (in folder `cwd`, default this one), with this checkout first on PYTHONPATH."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     script = shutil.which("kstruct", path=path)
     assert script, "the kstruct console script is not installed; run `pip install -e .`"
     env = dict(os.environ, PATH=path, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def error_line(done: subprocess.CompletedProcess, status: int = 2) -> str:
