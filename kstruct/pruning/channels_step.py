@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 
+from kstruct._graph import leaf_layers
 from kstruct.errors import PruningError
 from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_channels, strip_channels
 from kstruct.pruning.channels_criteria import CRITERIA
@@ -13,6 +16,7 @@ from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 TAYLOR_SAMPLES = 128
+logger = logging.getLogger(__name__)
 
 
 def macs(model: keras.Model) -> int:
@@ -36,23 +40,34 @@ def macs(model: keras.Model) -> int:
 
 
 def widths(model: keras.Model) -> dict[str, int]:
-    """Filters or units of each Conv/Dense layer."""
+    """Filters or units of each Conv/Dense layer, those inside nested models included."""
     found = {}
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         value = getattr(layer, "filters", None) or getattr(layer, "units", None)
         if isinstance(value, int):
             found[layer.name] = value
     return found
 
 
+def nested_models(model: keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+
+
 def size_notes(before: keras.Model, after: keras.Model) -> dict:
-    """Params, MACs and the widths that changed, for a step's report row."""
+    """Params, MACs and the widths that changed, for a step's report row; `flattened` names the
+    nested models (a backbone) whose layers now sit at the top level of the smaller model."""
     old, new = widths(before), widths(after)
-    return {
+    notes = {
         "params": [int(before.count_params()), int(after.count_params())],
         "macs": [macs(before), macs(after)],
         "widths": {name: f"{old[name]}->{new[name]}" for name in old if name in new and new[name] != old[name]},
     }
+    flattened = [name for name in nested_models(before) if name not in nested_models(after)]
+    if flattened:
+        logger.info("kstruct: %s flattened into the model: the structure step changed layers inside it",
+                    ", ".join(flattened))
+        notes["flattened"] = flattened
+    return notes
 
 
 def context_loss(context: StepContext):
