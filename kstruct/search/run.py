@@ -18,6 +18,7 @@ from kstruct.search.budget import Budget, BudgetError, Measurement, SearchError,
 from kstruct.search.hypermodel import MeasuredHyperModel, SearchStats, TrialSettings, as_hypermodel
 from kstruct.search.result import SearchResult, collect_result
 from kstruct.search.tuner import TUNERS
+from kstruct.engine.arguments import count_argument
 from kstruct.engine.training import TrainingData, validation_split
 
 # Calibration sets the int8 scales, which change neither a file's size nor its
@@ -84,16 +85,7 @@ def run(
         BudgetError: no trial met the budget (its `result` holds the trials).
         UnsupportedModelError: a subclassed model.
     """
-    import tflite_export
-
-    if tuner not in TUNERS:
-        raise SearchError(f"Expected `tuner` to be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
-    if target not in tflite_export.TARGETS:
-        raise SearchError(f"Expected `target` to be one of {tflite_export.TARGETS}. Received: target={target!r}")
-    for name, value in (("max_trials", max_trials), ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SearchError(f"Expected `{name}` to be a positive int. Received: {name}={value!r}")
-    limits = Budget.from_mapping(budget)
+    limits = _check_arguments(tuner, target, max_trials, epochs, budget)
     hypermodel, space_id = as_hypermodel(space, target)
     train = train_data if isinstance(train_data, TrainingData) else TrainingData(train_data, batch_size, "train_data")
     train, validation, _ = validation_split(train, validation_data, batch_size=batch_size)  # optimize's rule
@@ -119,9 +111,47 @@ def run(
         screen=screen,
         latency_runs=latency_runs,
     )
-    wrapped = MeasuredHyperModel(hypermodel, trial_settings, stats)
-    common = dict(hypermodel=wrapped, objective=objective, directory=directory, project_name=project_name,
-                  overwrite=overwrite, seed=seed)
+    search_tuner = _make_tuner(
+        tuner, max_trials, epochs,
+        hypermodel=MeasuredHyperModel(hypermodel, trial_settings, stats), objective=objective,
+        directory=directory, project_name=project_name, overwrite=overwrite, seed=seed,
+    )
+    search_tuner._init_budget(trial_settings, stats)
+    if role != "worker":
+        os.makedirs(project_dir, exist_ok=True)
+        # Atomic: a worker reading the settings never sees a half-written file.
+        write_file(settings_path, json.dumps(recorded, indent=1).encode(), overwrite=True)
+
+    with long_lived_objects_frozen():
+        start = time.perf_counter()
+        _search(search_tuner, train, validation, epochs, verbose)
+        if role == "worker":
+            _project.wait_for_all_trials(project_dir, timeout=600)
+        wall = time.perf_counter() - start
+        result = collect_result(search_tuner, project_dir, objective_name, limits, target, directory, wall, stats, role)
+    if role != "worker":
+        with open(os.path.join(project_dir, _project.RESULT_FILE), "w") as f:
+            json.dump(result.to_dict(), f, indent=1)
+    if result.best_trial is None:
+        _raise_no_trial_met(result, limits)
+    return result
+
+
+def _check_arguments(tuner: str, target: str, max_trials, epochs, budget) -> Budget:
+    """Refuses bad settings before any work; returns the budget's limits."""
+    import tflite_export
+
+    if tuner not in TUNERS:
+        raise SearchError(f"Expected `tuner` to be one of {tuple(TUNERS)}. Received: tuner={tuner!r}")
+    if target not in tflite_export.TARGETS:
+        raise SearchError(f"Expected `target` to be one of {tflite_export.TARGETS}. Received: target={target!r}")
+    count_argument("max_trials", max_trials, SearchError)
+    count_argument("epochs", epochs, SearchError)
+    return Budget.from_mapping(budget)
+
+
+def _make_tuner(tuner: str, max_trials: int, epochs: int, **common) -> keras_tuner.Tuner:
+    """The Keras Tuner tuner for `tuner`, with Keras Tuner's refusals said as SearchErrors."""
     try:
         if tuner == "hyperband":
             search_tuner = TUNERS[tuner](max_epochs=epochs, factor=3, **common)
@@ -137,40 +167,26 @@ def run(
         if isinstance(error, KstructError):
             raise
         raise SearchError(f"Keras Tuner refused the search settings: {error}") from None
-    search_tuner._init_budget(trial_settings, stats)
-    if role != "worker":
-        os.makedirs(project_dir, exist_ok=True)
-        # Atomic: a worker reading the settings never sees a half-written file.
-        write_file(settings_path, json.dumps(recorded, indent=1).encode(), overwrite=True)
+    return search_tuner
 
-    with long_lived_objects_frozen():
-        start = time.perf_counter()
-        try:
-            search_tuner.search(
-                **train.fit_arguments(),
-                validation_data=validation.source,
-                epochs=epochs,
-                verbose=verbose,
-            )
-        except keras_tuner.errors.FatalError as error:
-            raise SearchError(str(error)) from None
-        except RuntimeError as error:
-            if "consecutive failures" not in str(error):
-                raise
-            raise SearchError(f"the search stopped: {str(error).strip()}") from None
-        if role == "worker":
-            _project.wait_for_all_trials(project_dir, timeout=600)
-        wall = time.perf_counter() - start
-        result = collect_result(search_tuner, project_dir, objective_name, limits, target, directory, wall, stats, role)
-    if role != "worker":
-        with open(os.path.join(project_dir, _project.RESULT_FILE), "w") as f:
-            json.dump(result.to_dict(), f, indent=1)
-    if result.best_trial is None:
-        measured = [Measurement(t.tflite_bytes, t.latency_ms, t.params) for t in result.trials
-                    if t.tflite_bytes is not None]
-        raise BudgetError(
-            f"no trial met budget {limits}; smallest seen over {len(result.trials)} trials: "
-            f"{smallest_seen(measured, limits)}. Allow more, or search narrower widths.",
-            result,
-        )
-    return result
+
+def _search(search_tuner: keras_tuner.Tuner, train: TrainingData, validation: TrainingData, epochs: int,
+            verbose: int | str) -> None:
+    """Runs the trials; Keras Tuner's fatal stops become SearchErrors."""
+    try:
+        search_tuner.search(**train.fit_arguments(), validation_data=validation.source, epochs=epochs, verbose=verbose)
+    except keras_tuner.errors.FatalError as error:
+        raise SearchError(str(error)) from None
+    except RuntimeError as error:
+        if "consecutive failures" not in str(error):
+            raise
+        raise SearchError(f"the search stopped: {str(error).strip()}") from None
+
+
+def _raise_no_trial_met(result: SearchResult, limits: Budget) -> None:
+    measured = [Measurement(t.tflite_bytes, t.latency_ms, t.params) for t in result.trials if t.tflite_bytes is not None]
+    raise BudgetError(
+        f"no trial met budget {limits}; smallest seen over {len(result.trials)} trials: "
+        f"{smallest_seen(measured, limits)}. Allow more, or search narrower widths.",
+        result,
+    )
