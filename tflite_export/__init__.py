@@ -18,6 +18,7 @@ from tflite_export.convert import convert
 from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
 from tflite_export.evaluate import evaluate
 from tflite_export.gpu import GpuVerdict, run_on_gpu
+from tflite_export.precision import float32_twin
 from tflite_export.runtime import predict, read_model
 from tflite_export.targets import TARGET_TABLE, TARGETS, Target
 from tflite_export.verify import OutputDiff, Verification, paired_outputs, verify
@@ -27,6 +28,7 @@ __all__ = [
     "TARGET_TABLE",
     "Target",
     "convert",
+    "float32_twin",
     "predict",
     "evaluate",
     "analyze",

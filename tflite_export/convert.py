@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tflite_export._isolate import run_isolated
-from tflite_export._precision import float32_twin
+from tflite_export.precision import float32_twin
 from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
 from tflite_export._via_tensorflow import convert_in_tensorflow_child
 from tflite_export.analyze import analyze

@@ -2,12 +2,11 @@
 
 A layer under `mixed_float16` (or `float16`) computes in float16, so the traced
 graph holds float16 Conv2D/MatMul/BiasAdd/Relu ops; the TFLite converter has no
-builtin kernel for them and asks for Flex, for every target. (`mixed_bfloat16`
-converts, but the bfloat16 casts cost precision on a runtime that computes in
-float32 anyway.) Mixed precision is a training device: its variables are already
-float32, and TFLite's own `float16` target stores float16 weights and computes
-as the runtime chooses. So the model is converted as its float32 twin: each
-layer whose policy computes in half precision is rebuilt from its config with
+builtin kernel for them and asks for Flex, for every target. Mixed precision is
+a training device: its variables are already float32, and TFLite's own `float16`
+target stores float16 weights and computes as the runtime chooses. So the model
+is converted as its float32 twin: each layer whose policy computes in half
+precision (`mixed_bfloat16` and `bfloat16` too) is rebuilt from its config with
 `dtype="float32"` and given the original's state (weights cast to float32).
 
 The user's model and the process's global dtype policy are never touched: the

@@ -179,6 +179,7 @@ class _Wrapper(keras.layers.Wrapper):
 
     def __init__(self, layer, ema_decay: float = 0.99, **kwargs):
         kwargs.setdefault("name", f"{self._prefix}{layer.name}")
+        kwargs.setdefault("dtype", "float32")  # int8 simulation is float32 under any global policy (quantize.py)
         super().__init__(layer, **kwargs)
         self.ema_decay = float(ema_decay)
 
@@ -296,7 +297,7 @@ class QuantizeWrapper(_ActivationStage):
         if own != "linear":
             if activation is not None:
                 raise ValueError(f"Layer `{layer.name}` has activation {own!r}; pass `activation` only for a linear layer.")
-            activation = keras.layers.Activation(layer.activation, name=f"{layer.name}_activation")
+            activation = keras.layers.Activation(layer.activation, name=f"{layer.name}_activation", dtype="float32")
             config = layer.get_config()
             config["activation"] = "linear"
             layer = layer.__class__.from_config(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import keras
+import tflite_export
 
 from kstruct._graph import check_graph_model, copy_compile, fresh_copy
 from kstruct.engine.wrappers import declaring_wrappers, strip_declared
@@ -61,6 +62,10 @@ def quantize(
     check_graph_model(model, "kstruct.quantization.quantize")
     scheme = get_scheme(scheme)
     model = _without_pruning_wrappers(model)
+    # QAT simulates the int8 file, which accumulates in int32 and rescales in float32: a
+    # mixed_float16 layer would round every product to float16 first (and TF's fake-quant
+    # kernels take float32 only). So the QAT model computes in float32, whatever the policy.
+    model = tflite_export.float32_twin(model)
     qat_model = _quantize_graph(model, scheme, bool(preserve_sparsity), quantize_inputs=True)
     copy_compile(model, qat_model)
     skipped = quantization_report(qat_model).skipped

@@ -95,6 +95,7 @@ class FakeQuant(keras.layers.Layer):
         nonnegative: bool = False,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # int8 simulation is float32 under any global policy (quantize.py)
         super().__init__(**kwargs)
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay}")
