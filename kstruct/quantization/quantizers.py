@@ -22,10 +22,25 @@ TANH_RANGE = (-1.0, 127.0 / 128.0)  # TANH: scale 1/128, zero point 0
 
 
 def fake_quant(x, min_value, max_value, *, narrow_range: bool = False, axis: int | None = None):
-    """Quantizes `x` to 8 bits over `[min_value, max_value]` and back to float (straight-through gradient)."""
-    return keras.quantizers.fake_quant_with_min_max_vars(
-        x, min_value, max_value, num_bits=NUM_BITS, narrow_range=narrow_range, axis=axis
+    """Quantizes `x` to 8 bits over `[min_value, max_value]` and back to float (straight-through gradient).
+
+    Per channel (`axis` set), the channel axis is moved last around Keras's op:
+    off TensorFlow, `fake_quant_with_min_max_vars` broadcasts per-channel ranges
+    against the last axis whatever `axis` says, so a depthwise kernel
+    `(h, w, C, 1)` quantized along axis 2 came back `(h, w, C, C)`. On
+    TensorFlow Keras makes this same transpose itself, so the graph the
+    converter reads does not change.
+    """
+    if axis is None or axis % len(x.shape) == len(x.shape) - 1:
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            x, min_value, max_value, num_bits=NUM_BITS, narrow_range=narrow_range, axis=axis
+        )
+    axis = axis % len(x.shape)
+    last = len(x.shape) - 1
+    outputs = keras.quantizers.fake_quant_with_min_max_vars(
+        ops.swapaxes(x, axis, last), min_value, max_value, num_bits=NUM_BITS, narrow_range=narrow_range, axis=last
     )
+    return ops.swapaxes(outputs, axis, last)
 
 
 MIN_ACTIVATION_RANGE = 1e-3  # an activation range at least this wide; all-zero outputs stay exact zeros
