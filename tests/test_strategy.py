@@ -139,9 +139,9 @@ def test_register_step_adds_a_users_step_to_the_grammar():
         with pytest.raises(StrategyError, match="A step named 'freeze_for_test' is already registered; pass override=True"):
             kstruct.register_step("freeze_for_test", type("Other", (_Freeze,), {"name": "freeze_for_test"}))
     finally:
-        from kstruct.strategy import grammar as strategy_module
+        from kstruct.engine import registry
 
-        strategy_module._REGISTRY.pop("freeze_for_test")
+        registry._REGISTRY.pop("freeze_for_test")
 
 
 @pytest.mark.parametrize(

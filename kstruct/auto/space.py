@@ -12,7 +12,8 @@ from typing import Any
 from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.settings import LR_SCHEDULES, OPTIMIZERS
 from kstruct.engine.step import Step, TrainingStep
-from kstruct.strategy import KNOWN_STEPS, Strategy, step_class
+from kstruct.engine.registry import KNOWN_STEPS, step_class
+from kstruct.strategy import Strategy
 
 BATCH_SIZES = (16, 32, 64, 128)
 

@@ -1,4 +1,4 @@
-"""`Strategy`: a chain of steps, the string grammar that builds one, and the step registry.
+"""`Strategy`: a chain of steps, and the string grammar that builds one from registered steps.
 
 Grammar (whitespace is free):
 
@@ -18,94 +18,16 @@ and `str(strategy)` prints a string that parses back to an equal strategy.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-import types
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Union
 
 from kstruct.errors import StrategyError
-from kstruct.engine.step import Step, format_value
+from kstruct.engine.registry import KNOWN_STEPS, known_names, step_class
+from kstruct.engine.step import Step
 
-# Step name -> the class, or "module:Class" for a built-in imported only when a strategy
-# uses it (search pulls in keras_tuner).
-_REGISTRY: dict[str, type[Step] | str] = {}
-
-# Read-only view of the registered step names (kept public for back-compat; use register_step to add one).
-KNOWN_STEPS: Mapping[str, type[Step] | str] = types.MappingProxyType(_REGISTRY)
-_WORDS = {"true": True, "false": False, "none": None}
-
-
-def register_step(name: str, cls: type[Step] | str, *, override: bool = False) -> None:
-    """Makes `name(...)` in strategy strings build a `cls`.
-
-    Args:
-        name: the word in the grammar, e.g. `"cluster"` (a Python identifier); the class's
-            own `name` must be the same.
-        cls: a `Step` subclass, or `"module:Class"` to import it on first use.
-        override: replace a step already registered under `name`.
-
-    Raises:
-        StrategyError: if the name is not an identifier, is taken, or `cls` is not a Step.
-
-    Example:
-        class Freeze(kstruct.Step):
-            name = "freeze"
-            ...
-        kstruct.register_step("freeze", Freeze)
-        kstruct.optimize(model, "freeze + qat", ...)
-    """
-    if not isinstance(name, str) or not name.isidentifier() or name.lower() in _WORDS:
-        raise StrategyError(
-            f"Expected a step name that is a Python identifier other than true/false/none. Received: name={name!r}"
-        )
-    if isinstance(cls, str):
-        if ":" not in cls:
-            raise StrategyError(f"Expected a Step class or 'module:Class'. Received: cls={cls!r}")
-    elif not (isinstance(cls, type) and issubclass(cls, Step)):
-        raise StrategyError(f"Expected a subclass of kstruct.Step. Received: cls={cls!r}")
-    elif not cls.name:  # the user's class is theirs: kstruct does not set attributes on it
-        raise StrategyError(
-            f"Step class {cls.__name__} has no `name`; set name = {name!r} on the class before registering it"
-        )
-    elif cls.name != name:
-        raise StrategyError(
-            f"Step class {cls.__name__} has name={cls.name!r}, but is registered as {name!r}; "
-            "register it under its own name"
-        )
-    key = name.lower()
-    if key in _REGISTRY and _REGISTRY[key] != cls and not override:
-        raise StrategyError(f"A step named {name!r} is already registered; pass override=True to replace it")
-    _REGISTRY[key] = cls
-
-
-for _name, _where in (
-    ("prune", "kstruct.pruning.step:Prune"),
-    ("qat", "kstruct.quantization.step:QAT"),
-    ("ptq", "kstruct.quantization.step:PTQ"),
-    ("search", "kstruct.search.step:Search"),
-    ("distill", "kstruct.distillation.step:Distill"),
-    ("cluster", "kstruct.clustering.step:Cluster"),
-    ("prune_channels", "kstruct.pruning.channels_step:PruneChannels"),
-    ("drop_blocks", "kstruct.pruning.blocks_step:DropBlocks"),
-    ("auto", "kstruct.auto.step:Auto"),
-):
-    register_step(_name, _where)
-
-
-def step_class(name: str) -> type[Step] | None:
-    """The step class for a name in a strategy string, or None if there is none."""
-    where = _REGISTRY.get(name.lower())
-    if where is None or not isinstance(where, str):
-        return where
-    module, _, attribute = where.partition(":")
-    found = getattr(importlib.import_module(module), attribute)
-    if not (isinstance(found, type) and issubclass(found, Step)):
-        raise StrategyError(f"{where} registered as step {name!r} is not a subclass of kstruct.Step")
-    return found
-
-
+_WORDS = {"true": True, "false": False, "none": None}  # the literals; registry.RESERVED_WORDS
 MAX_LENGTH = 10_000  # characters in a strategy string; a real one is a few dozen
 MAX_DEPTH = 16  # nesting of list literals
 MAX_NUMBER = 40  # characters in one number literal (Python refuses ints of over 4,300 digits)
@@ -153,10 +75,6 @@ def _tokens(text: str) -> list[_Token]:
     ]
 
 
-def _known() -> str:
-    return ", ".join(sorted(_REGISTRY))
-
-
 def _clip(text: str, limit: int = _CONTEXT, *, from_end: bool = False) -> str:
     """At most `limit` characters of `text` on one line, '...' where it was cut.
 
@@ -188,7 +106,7 @@ def _error(text: str, token: _Token | None, message: str, width: int | None = No
         f"{_clip(text[max(0, start - _CONTEXT - 1):start], from_end=True)}>>>{_clip(text[start:end], _MARKED)}<<<"
         f"{_clip(text[end:end + _CONTEXT + 1])}"
     )
-    return StrategyError(f"{message.rstrip('.')} ({where}: {marked}). Known steps: {_known()}.")
+    return StrategyError(f"{message.rstrip('.')} ({where}: {marked}). Known steps: {known_names()}.")
 
 
 class _Parser:
@@ -231,7 +149,7 @@ class _Parser:
         token = self.take()
         if token is None or token.kind != "name":
             raise self.fail(token, f"expected a step name, found {_found(token)}.")
-        if token.text.lower() not in _REGISTRY:
+        if token.text.lower() not in KNOWN_STEPS:
             raise self.fail(token, f"unknown step '{_clip(token.text)}'.")
         args, kwargs = [], {}
         if self.peek() is not None and self.peek().text == "(":
