@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kstruct._graph.graph import Graph, Node, Ref, build, layers_by_name, tensor_refs
+from kstruct._graph.state import carry_state
 
 # Layer classes by how channels flow through them.
 WIDTH_LAYERS = {"Dense", "Conv1D", "Conv2D", "Conv3D", "SeparableConv1D", "SeparableConv2D",
@@ -454,4 +455,6 @@ def narrow(model, graph: Graph, analysis: ChannelAnalysis, keep: dict):
     for name, layer in layers.items():
         if weights.get(name):
             layer.set_weights(weights[name])
+        if name in originals:
+            carry_state(originals[name], layer)
     return new_model, layers

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kstruct._graph import copy_compile
+from kstruct._graph import copy_compile, is_graph_model, rebuild
 from kstruct.errors import DistillationError
 from kstruct.engine.training import shape_text
 
@@ -112,6 +112,8 @@ class ClassScoreDistillation(keras.distillation.LogitsDistillation):
 def copy_model(model: keras.Model) -> keras.Model:
     """A copy of `model` with its weights. The Distiller sets `trainable=False` on its teacher,
     and a step must not train the model it was handed: both get a copy."""
+    if is_graph_model(model):  # the graph core also carries adapted preprocessing state and live Lambdas
+        return rebuild(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy

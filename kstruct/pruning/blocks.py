@@ -28,6 +28,7 @@ import numpy as np
 from kstruct._graph import Graph, Ref, build, check_graph_model, parse, tensor_refs
 from kstruct._graph.graph import Node, layers_by_name
 from kstruct._graph.rebuild import copy_compile
+from kstruct._graph.state import carry_state
 from kstruct.errors import PruningError
 
 CRITERIA = ("norm", "loss")
@@ -163,6 +164,7 @@ def _without(model: keras.Model, graph: Graph, blocks: Sequence[Block]) -> keras
     for name, layer in layers.items():
         if graph.node(name).is_layer:
             layer.set_weights(originals[name].get_weights())
+            carry_state(originals[name], layer)
     copy_compile(model, new_model)
     return new_model
 
@@ -191,8 +193,9 @@ def score_blocks(
         probe, _ = build(dataclasses.replace(graph, outputs=refs, sequential=False), {}, {})  # every ref an output
         originals = layers_by_name(model)
         for layer in probe.layers:
-            if layer.weights:
+            if layer.name in originals:  # not the probe's inputs
                 layer.set_weights(originals[layer.name].get_weights())
+                carry_state(originals[layer.name], layer)
         values = probe.predict(_inputs_of(data), verbose=0)
         scores = {}
         for i, block in enumerate(blocks):
