@@ -308,9 +308,12 @@ def build(
     aliases: dict[str, Ref],
     *,
     record_shapes: bool = False,
+    after: dict[str, Callable[[Any, Callable[[Ref], Any]], Any]] | None = None,
 ) -> tuple[keras.Model, dict[str, keras.layers.Layer]]:
     """Rebuilds `graph` as a new model: `configs` replaces layer configs by name,
-    `aliases` drops layers (their outputs become the aliased tensor).
+    `aliases` drops layers (their outputs become the aliased tensor), and
+    `after[name](output, tensor_of)` replaces the output of a node's first call
+    (`tensor_of(ref)` gives any tensor already built), e.g. to gate a block.
 
     Returns the model and its new layers (raw ops included) by name, for weight copying.
     """
@@ -362,6 +365,8 @@ def build(
                 waiting.append((node, k, call))
                 continue
             output = layers[node.name](*_map(call.args, resolve), **_map(call.kwargs, resolve))
+            if after and node.name in after and k == 0:
+                output = after[node.name](output, resolve)
             for i, tensor in enumerate(keras.tree.flatten(output)):
                 tensors[Ref(node.name, k, i)] = tensor
                 if record_shapes:

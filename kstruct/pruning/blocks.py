@@ -13,7 +13,11 @@ Blocks are ranked by a cheap score on data:
 
 - "norm": how much the block changes its input, `||out - x|| / ||x||` averaged over
   the samples (for a residual block, `||f(x)|| / ||x||`);
-- "loss": how much the loss rises with the block removed (one ablation each).
+- "loss": how much the loss rises with the block removed (one ablation each, all
+  through one probe model whose gates switch each block off in turn).
+
+A backbone nested inside the model is seen through: its blocks are candidates, and the
+smaller model comes back flat (the nested model's layers at the top level).
 """
 
 from __future__ import annotations
@@ -173,6 +177,30 @@ def _inputs_of(data):
     return data[0] if isinstance(data, (tuple, list)) and len(data) == 2 else data
 
 
+class _Gate(keras.layers.Layer):
+    """Passes a block's output while `on` is 1, its skip tensor while 0: one probe model
+    ablates every block in turn, so scoring traces one evaluation instead of one per block."""
+
+    def build(self, input_shape=None):
+        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
+
+    def call(self, output, skip):
+        return keras.ops.where(keras.ops.greater(self.on, 0.5), output, skip)
+
+
+def _probe(model: keras.Model, graph: Graph, outputs=None, gates: dict | None = None) -> keras.Model:
+    """`graph` rebuilt with `model`'s weights, with other outputs, or with a gate after each block in `gates`."""
+    after = {name: (lambda out, tensor_of, gate=gate, skip=skip: gate(out, tensor_of(skip)))
+             for name, (gate, skip) in (gates or {}).items()}
+    changed = dataclasses.replace(graph, sequential=False, outputs=graph.outputs if outputs is None else outputs)
+    probe, layers = build(changed, {}, {}, after=after)
+    originals = layers_by_name(model)
+    for name, layer in layers.items():
+        if graph.node(name).is_layer and layer.weights:
+            layer.set_weights(originals[name].get_weights())
+    return probe
+
+
 def score_blocks(
     model: keras.Model, blocks: Sequence[Block], criterion: str = "norm", *, data=None, loss=None
 ) -> dict[str, float]:
@@ -181,21 +209,20 @@ def score_blocks(
     Args:
         criterion: "norm" (`||out - x|| / ||x||`; data may be inputs alone) or "loss" (the
             rise in loss with the block removed; data must be `(x, y)`, the model
-            compiled or `loss` given).
+            compiled or `loss` given). Both build one probe model and run `data` through
+            it once per block ("loss") or once in all ("norm"): pass a sample, not a whole
+            data set (the `drop_blocks` step scores on at most 256 validation rows).
     """
+    return _score(model, parse(model, flatten=True), blocks, criterion, data, loss)
+
+
+def _score(model: keras.Model, graph: Graph, blocks: Sequence[Block], criterion: str, data, loss) -> dict[str, float]:
     if criterion not in CRITERIA:
         raise ValueError(f"Expected `criterion` to be one of {CRITERIA}. Received: criterion={criterion!r}")
     if data is None:
         raise ValueError(f"Scoring blocks by {criterion!r} needs data: pass data=(x, y) (or inputs x for 'norm').")
-    graph = parse(model, flatten=True)
     if criterion == "norm":
-        refs = [ref for block in blocks for ref in (Ref(block.name), block.skip)]
-        probe, _ = build(dataclasses.replace(graph, outputs=refs, sequential=False), {}, {})  # every ref an output
-        originals = layers_by_name(model)
-        for layer in probe.layers:
-            if layer.name in originals:  # not the probe's inputs
-                layer.set_weights(originals[layer.name].get_weights())
-                carry_state(originals[layer.name], layer)
+        probe = _probe(model, graph, outputs=[ref for block in blocks for ref in (Ref(block.name), block.skip)])
         values = probe.predict(_inputs_of(data), verbose=0)
         scores = {}
         for i, block in enumerate(blocks):
@@ -208,14 +235,22 @@ def score_blocks(
     if loss is None and not model.compiled:
         raise ValueError("criterion='loss' needs a loss: compile the model or pass loss=.")
     x, y = data
+    gates = {block.name: (_Gate(name=f"kstruct_gate_{i}"), block.skip) for i, block in enumerate(blocks)}
+    probe = _probe(model, graph, gates=gates)  # a copy: the user's model is never recompiled
+    if loss is not None:
+        probe.compile(loss=loss)
+    else:
+        copy_compile(model, probe)
 
-    def evaluate(candidate):  # candidates are copies: the user's model is never recompiled
-        if loss is not None:
-            candidate.compile(loss=loss)
-        return float(candidate.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    def evaluate() -> float:
+        return float(probe.evaluate(x, y, verbose=0, return_dict=True)["loss"])
 
-    base = evaluate(_without(model, graph, []))
-    return {b.name: evaluate(_without(model, graph, [b])) - base for b in blocks}
+    base, scores = evaluate(), {}
+    for name, (gate, _) in gates.items():
+        gate.on.assign(0.0)
+        scores[name] = evaluate() - base
+        gate.on.assign(1.0)
+    return scores
 
 
 def drop_blocks(
@@ -257,6 +292,6 @@ def drop_blocks(
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"Expected `n` to be an integer >= 1. Received: n={n!r}")
         check_block_count(model, blocks, n)
-        scores = score_blocks(model, blocks, criterion, data=data, loss=loss)
+        scores = _score(model, graph, blocks, criterion, data, loss)
         chosen = sorted(blocks, key=lambda b: scores[b.name])[:n]
     return _without(model, graph, chosen)

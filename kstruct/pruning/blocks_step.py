@@ -1,15 +1,38 @@
-"""The `drop_blocks` strategy step: score each removable block by ablation, remove the `n` cheapest, fine-tune."""
+"""The `drop_blocks` strategy step: score each removable block by ablation, remove the `n` cheapest, fine-tune.
+
+Scoring is bounded: every candidate is scored on one fixed sample of the validation
+data (at most `SCORING_SAMPLES` rows), through one probe model, so a deep model with
+dozens of candidate blocks costs dozens of forward passes over that sample, not dozens
+of rebuilt, retraced models over the whole validation set. The report notes the time.
+"""
 
 from __future__ import annotations
 
-import keras
+import time
 
-from kstruct.pruning.blocks import CRITERIA, check_block_count, drop_blocks, removable_blocks, score_blocks
+import keras
+import numpy as np
+
+from kstruct._graph import parse
+from kstruct.pruning.blocks import CRITERIA, _blocks, _score, _without, check_block_count, removable_blocks
 from kstruct.pruning.channels_step import context_loss, size_notes
 from kstruct.engine.step import StepResult, TrainingStep
-from kstruct.engine.training import StepContext
+from kstruct.engine.training import StepContext, TrainingData, count_rows, take
 
-SCORING_SAMPLES = 512
+SCORING_SAMPLES = 256
+
+
+def scoring_sample(data: TrainingData, count: int = SCORING_SAMPLES, *, seed: int = 0):
+    """`(x, y)`: up to `count` rows drawn at random (fixed `seed`) from array data, or a dataset's
+    first batches (datasets shuffle themselves); the same rows score every block."""
+    if not data.is_arrays:
+        return data.arrays(limit=count)
+    x, y = data.source
+    rows = count_rows(x, data.what)
+    if rows <= count:
+        return x, y
+    index = np.sort(np.random.default_rng(seed).choice(rows, size=count, replace=False))
+    return take(x, index), take(y, index)
 
 
 class DropBlocks(TrainingStep):
@@ -17,7 +40,7 @@ class DropBlocks(TrainingStep):
 
     Args:
         n: how many blocks to remove.
-        criterion: "loss" (one ablation per block on the validation data) or "norm".
+        criterion: "loss" (one ablation per block on a fixed sample of at most 256 validation rows) or "norm".
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         distill: fine-tune from the teacher's class scores as well as the labels.
         **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
@@ -47,21 +70,29 @@ class DropBlocks(TrainingStep):
         n = hp.Int("drop_blocks", 0, min(count, 4), default=0)
         return cls(n) if n > 0 else None
 
-    def surgery(self, model: keras.Model, context: StepContext) -> tuple[keras.Model, list[str], dict[str, float]]:
-        """(the model without the `n` cheapest blocks, their names, every block's score), untrained."""
-        blocks = removable_blocks(model)
+    def surgery(self, model: keras.Model, context: StepContext) -> tuple[keras.Model, list[str], dict]:
+        """(the model without the `n` cheapest blocks, their names, notes: every block's score and
+        what scoring cost), untrained."""
+        graph = parse(model, flatten=True)
+        blocks = _blocks(graph)
         check_block_count(model, blocks, self.n)
-        data = context.validation.arrays(limit=SCORING_SAMPLES)
-        scores = score_blocks(model, blocks, self.criterion, data=data, loss=context_loss(context))
+        data = scoring_sample(context.validation)
+        start = time.perf_counter()
+        scores = _score(model, graph, blocks, self.criterion, data, context_loss(context))
+        seconds = time.perf_counter() - start
         dropped = sorted(scores, key=scores.get)[: self.n]
-        return drop_blocks(model, names=dropped), dropped, scores
+        notes = {
+            "scores": {k: round(v, 6) for k, v in scores.items()},
+            "scoring": {"seconds": round(seconds, 2), "samples": count_rows(data[0], "scoring sample"),
+                        "candidates": len(blocks)},
+        }
+        return _without(model, graph, [b for b in blocks if b.name in dropped]), dropped, notes
 
     def structure(self, model: keras.Model, context: StepContext) -> keras.Model:
         """The model this step hands on, before its fine-tuning: what `auto` measures first."""
         return self.surgery(model, context)[0]
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
-        smaller, dropped, scores = self.surgery(model, context)
+        smaller, dropped, notes = self.surgery(model, context)
         self.training_context(context).fit(smaller, distill=self.distill)
-        notes = {"dropped": dropped, "scores": {k: round(v, 6) for k, v in scores.items()}}
-        return StepResult(model=context.compile(smaller), notes={**notes, **size_notes(model, smaller)})
+        return StepResult(model=context.compile(smaller), notes={"dropped": dropped, **notes, **size_notes(model, smaller)})

@@ -131,3 +131,33 @@ def test_dropping_an_identity_conv_changes_no_prediction_and_keeps_the_other_wei
     np.testing.assert_array_equal(smaller.get_layer("wider").kernel.numpy(), model.get_layer("wider").kernel.numpy())
     # Ranked by "norm", the identity conv changes its input least: it goes first.
     assert [layer.name for layer in drop_blocks(model, 1, data=x).layers] == [layer.name for layer in smaller.layers]
+
+
+def test_loss_scores_from_the_gated_probe_equal_the_loss_of_each_model_without_its_block():
+    model = tiny_resnet()
+    model.compile(loss="sparse_categorical_crossentropy")
+    x, y = _data(24)
+    scores = score_blocks(model, removable_blocks(model), "loss", data=(x, y))
+    base = model.evaluate(x, y, verbose=0)
+    for name, score in scores.items():
+        smaller = drop_blocks(model, names=[name])
+        assert score == pytest.approx(smaller.evaluate(x, y, verbose=0) - base, abs=1e-5)
+    assert len(set(scores.values())) == 3  # three blocks, three distinct rises
+
+
+def test_drop_blocks_step_scores_on_a_fixed_sample_of_at_most_256_rows_and_notes_the_time():
+    import kstruct
+    from kstruct.engine.training import TrainingData
+    from kstruct.pruning.blocks_step import scoring_sample
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 8, 8, 2)).astype("float32"), rng.integers(0, 3, 300)
+    first, again = scoring_sample(TrainingData((x, y))), scoring_sample(TrainingData((x, y)))
+    assert len(first[0]) == 256 and np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], x[:256])  # drawn across the data, not its first rows
+    model = tiny_resnet()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    result = kstruct.optimize(model, "drop_blocks(1)", train_data=(x[:40], y[:40]), validation_data=(x, y),
+                              epochs=1, target="float32", verbose=0)
+    scoring = result.report.stages[-1].notes["scoring"]
+    assert scoring["samples"] == 256 and scoring["candidates"] == 3 and scoring["seconds"] > 0
