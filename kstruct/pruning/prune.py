@@ -11,9 +11,11 @@ import numpy as np
 from kstruct._graph import check_graph_model, fresh_copy, leaf_layers, rebuild
 from kstruct.engine.layer_selection import LayerSelector, select_layers
 from kstruct.engine.wrappers import strip_declared
-from kstruct.pruning.prunable import prunable_weight
+from kstruct.errors import PruningError
+from kstruct.pruning.prunable import prunable_weights, skip_reason
 from kstruct.pruning.schedules import PruningSchedule
 from kstruct.pruning.wrapper import PruneWrapper
+
 
 def prune(
     model: keras.Model,
@@ -40,24 +42,26 @@ def prune(
 
     Raises:
         UnsupportedModelError: for subclassed models.
+        PruningError: when the model has no layer kstruct can prune (the message
+            lists its layers and why each is left dense).
         ValueError: when `layers` selects no prunable layer.
     """
     check_graph_model(model, "kstruct.pruning.prune")
     if schedule is None and m_by_n is None:
         raise ValueError("Expected a `schedule` or `m_by_n`. Received neither; e.g. schedule=ConstantSparsity(0.5).")
-    prunable = [layer for layer in leaf_layers(model) if prunable_weight(layer) is not None]
+    prunable = [layer for layer in leaf_layers(model) if prunable_weights(layer)]
+    if not prunable:
+        raise PruningError(nothing_to_prune_message(model))
     chosen = {id(layer) for layer in select_layers(prunable, layers, kind="prunable")}
-    if not chosen:
-        raise ValueError("Model has no prunable layer (Dense, Conv, DepthwiseConv2D, SeparableConv2D).")
     skipped = []
     if m_by_n is not None:
         m = int(m_by_n[1])
         for layer in prunable:
-            how = prunable_weight(layer)
-            channels = getattr(layer, how.attribute).shape[how.input_axis]
-            if id(layer) in chosen and channels % m:
+            channels = {how.of(layer).shape[how.input_axis] for how in prunable_weights(layer)}
+            uneven = sorted(c for c in channels if c % m)
+            if id(layer) in chosen and uneven:
                 chosen.discard(id(layer))
-                skipped.append(f"{layer.name} ({channels} input channels)")
+                skipped.append(f"{layer.name} ({uneven[0]} input channels)")
         if skipped:
             warnings.warn(
                 f"kstruct: left dense for {m_by_n[0]}:{m} sparsity, input channels not a multiple of {m}: "
@@ -75,6 +79,21 @@ def prune(
         target.set_weights(original.get_weights())
 
     return rebuild(model, replace, copy_weights)
+
+
+def nothing_to_prune_message(model: keras.Model) -> str:
+    """Names each layer of `model` with weights and why pruning leaves it dense (and counts the rest)."""
+    layers = list(leaf_layers(model))
+    weighted = [layer for layer in layers if layer.weights]
+    described = "; ".join(f"{layer.name} ({type(layer).__name__}: {skip_reason(layer)})" for layer in weighted)
+    others = sorted({type(layer).__name__ for layer in layers if not layer.weights})
+    return (
+        f"kstruct.pruning.prune: model `{model.name}` has no layer kstruct can prune. "
+        + (f"Layers with weights: {described}. " if weighted else "It has no layer with weights. ")
+        + (f"Layers without weights: {', '.join(others)}. " if others else "")
+        + "kstruct prunes the kernels of Dense, Conv*, DepthwiseConv2D and SeparableConv2D layers and the kernel "
+        "and recurrent kernel of LSTM, GRU and SimpleRNN, also inside Bidirectional and TimeDistributed."
+    )
 
 
 def strip(model: keras.Model, *, check_updated: bool = True) -> keras.Model:
@@ -161,22 +180,27 @@ class SparsityReport:
 
 
 def sparsity(model: keras.Model) -> SparsityReport:
-    """Measures the fraction of zeros in every prunable weight of `model` (wrapped or stripped)."""
+    """Measures the fraction of zeros in every prunable weight of `model` (wrapped or stripped).
+
+    One entry per layer, by its original name; a recurrent layer's entry counts its kernel
+    and recurrent kernel (both directions of a Bidirectional) together.
+    """
     report = SparsityReport()
     for layer in leaf_layers(model):
         if isinstance(layer, PruneWrapper):
-            values = keras.ops.convert_to_numpy(layer.masked_weight())
+            values = [keras.ops.convert_to_numpy(value) for value in layer.masked_weights()]
             name = layer.layer.name
-        elif isinstance(layer, keras.layers.Wrapper) and prunable_weight(layer.layer) is not None:
-            # Another technique's wrapper (e.g. QAT) around a prunable layer: measure the inner weight.
+        elif isinstance(layer, keras.layers.Wrapper) and prunable_weights(layer.layer) and not prunable_weights(layer):
+            # Another technique's wrapper (e.g. QAT) around a prunable layer: measure the inner weights.
             inner = layer.layer
-            values = keras.ops.convert_to_numpy(getattr(inner, prunable_weight(inner).attribute))
+            values = [keras.ops.convert_to_numpy(how.of(inner)) for how in prunable_weights(inner)]
             name = inner.name
         else:
-            how = prunable_weight(layer)
-            if how is None or not layer.built:
+            how = prunable_weights(layer)
+            if not how or not layer.built:
                 continue
-            values = keras.ops.convert_to_numpy(getattr(layer, how.attribute))
+            values = [keras.ops.convert_to_numpy(h.of(layer)) for h in how]
             name = layer.name
-        report.layers.append(LayerSparsity(name, int(np.sum(values == 0)), int(values.size)))
+        zeros = sum(int(np.sum(v == 0)) for v in values)
+        report.layers.append(LayerSparsity(name, zeros, sum(int(v.size) for v in values)))
     return report

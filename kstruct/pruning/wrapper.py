@@ -1,11 +1,14 @@
-"""`PruneWrapper`: a layer wrapper that trains its layer with a magnitude mask on one weight.
+"""`PruneWrapper`: a layer wrapper that trains its layer with magnitude masks on its prunable weights.
 
 Why a wrapper that substitutes the weight instead of rewriting the layer's math:
 in Keras 3 `Dense.kernel` is read-only, and re-implementing every layer's `call`
 would drift from Keras. The wrapper owns the extra state (mask, step, update
 count) and runs the wrapped layer's own `call` inside a `keras.StatelessScope`
 that maps the kernel to `kernel * mask`. Gradients flow to the unmasked weights
-only, and the wrapped layer itself is never modified.
+only, and the wrapped layer itself is never modified. A recurrent layer (LSTM, GRU,
+SimpleRNN, also inside Bidirectional or TimeDistributed) has several prunable weights,
+each with its own mask; its cell reads the masked kernels at every time step, so the
+zeros hold inside the recurrence on every backend.
 
 The schedule advances inside `call(training=True)`: no callback to remember
 (tfmot's `UpdatePruningStep` trap). The step and the mask are weights, so they
@@ -18,7 +21,7 @@ import keras
 from keras import ops
 
 from kstruct.pruning.masks import magnitude_mask, n_by_m_mask
-from kstruct.pruning.prunable import prunable_weight
+from kstruct.pruning.prunable import prunable_weights, skip_reason
 from kstruct.pruning.schedules import ConstantSparsity, PruningSchedule
 
 
@@ -28,8 +31,9 @@ class PruneWrapper(keras.layers.Wrapper):
 
     Args:
         layer: a prunable layer (Dense, Conv1D/2D/3D, their Transpose variants,
-            DepthwiseConv2D or SeparableConv2D).
-        schedule: a `PruningSchedule`; when the mask is recomputed and to which sparsity.
+            DepthwiseConv2D, SeparableConv2D, LSTM, GRU, SimpleRNN, or a Bidirectional or
+            TimeDistributed holding one of them).
+        schedule: a `PruningSchedule`; when the masks are recomputed and to which sparsity.
         m_by_n: `(n, m)` to keep `n` of every `m` weights along the input-channel
             axis instead of unstructured magnitude pruning. The schedule then only
             says when the pattern is computed.
@@ -42,11 +46,12 @@ class PruneWrapper(keras.layers.Wrapper):
         m_by_n: tuple[int, int] | None = None,
         **kwargs,
     ):
-        how = prunable_weight(layer)
-        if how is None:
+        how = prunable_weights(layer)
+        if not how:
             raise TypeError(
-                f"Expected a prunable layer (Dense, Conv*, DepthwiseConv2D, SeparableConv2D). "
-                f"Received: layer `{layer.name}` of type {type(layer).__name__}"
+                "Expected a prunable layer (Dense, Conv*, DepthwiseConv2D, SeparableConv2D, LSTM, GRU, SimpleRNN, "
+                f"or Bidirectional/TimeDistributed around one). Received: layer `{layer.name}` of type "
+                f"{type(layer).__name__} ({skip_reason(layer)})"
             )
         kwargs.setdefault("name", f"pruned_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -61,27 +66,46 @@ class PruneWrapper(keras.layers.Wrapper):
             raise ValueError("Expected a `schedule` (a kstruct.pruning schedule) or `m_by_n`. Received neither.")
         self.schedule = schedule
         self.m_by_n = m_by_n
-        self._weight_attribute = how.attribute
-        self._input_axis = how.input_axis
+        self._how = how
+        # A mask (Embedding(mask_zero=True) before an LSTM) rides on the input tensor, so the
+        # wrapped layer's own call picks it up; the wrapper passes on the mask the layer computes.
+        self.supports_masking = layer.supports_masking
+
+    @property
+    def pruned_weights(self) -> list:
+        """The wrapped layer's variables the masks apply to, in the order of `masks`."""
+        return [how.of(self.layer) for how in self._how]
 
     @property
     def pruned_weight(self):
-        """The wrapped layer's variable that the mask applies to."""
-        return getattr(self.layer, self._weight_attribute)
+        """The first (for most layers the only) variable a mask applies to."""
+        return self.pruned_weights[0]
 
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
-        weight = self.pruned_weight
-        if self.m_by_n is not None and weight.shape[self._input_axis] % self.m_by_n[1]:
-            raise ValueError(
-                f"Layer `{self.layer.name}` has {weight.shape[self._input_axis]} input channels, not a "
-                f"multiple of m={self.m_by_n[1]}, so {self.m_by_n[0]}:{self.m_by_n[1]} sparsity cannot apply. "
-                "Leave it out with `layers=`."
+        weights = self.pruned_weights
+        if self.m_by_n is not None:
+            for how, weight in zip(self._how, weights):
+                if weight.shape[how.input_axis] % self.m_by_n[1]:
+                    raise ValueError(
+                        f"Layer `{self.layer.name}` has {weight.shape[how.input_axis]} input channels in "
+                        f"`{how.attribute}`, not a multiple of m={self.m_by_n[1]}, so "
+                        f"{self.m_by_n[0]}:{self.m_by_n[1]} sparsity cannot apply. Leave it out with `layers=`."
+                    )
+        # The first mask keeps the name "mask" and its place before the step counters, so files
+        # saved when the wrapper had a single mask load unchanged.
+        self.masks = [
+            self.add_weight(
+                name="mask" if i == 0 else f"mask_{i}",
+                shape=weight.shape,
+                initializer="ones",
+                trainable=False,
+                dtype=weight.dtype,
             )
-        self.mask = self.add_weight(
-            name="mask", shape=weight.shape, initializer="ones", trainable=False, dtype=weight.dtype
-        )
+            for i, weight in enumerate(weights)
+        ]
+        self.mask = self.masks[0]
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), initializer="zeros", trainable=False, dtype="int64"
         )
@@ -90,22 +114,31 @@ class PruneWrapper(keras.layers.Wrapper):
         )
         self.built = True
 
-    def _new_mask(self, sparsity):
-        current = self.pruned_weight * self.mask
-        if self.m_by_n is not None:
-            return n_by_m_mask(current, *self.m_by_n, axis=self._input_axis)
-        return magnitude_mask(current, sparsity)
+    def _new_masks(self, sparsity) -> list:
+        masks = []
+        for how, current in zip(self._how, self.masked_weights()):
+            if self.m_by_n is not None:
+                masks.append(n_by_m_mask(current, *self.m_by_n, axis=how.input_axis))
+            else:
+                masks.append(magnitude_mask(current, sparsity))
+        return masks
 
     def _advance_schedule(self):
         should_update, sparsity = self.schedule(self.pruning_step.value)
         if keras.backend.backend() == "jax":
-            # JAX traces the step without state: a branch cannot assign, so it returns the mask.
-            mask = ops.cond(should_update, lambda: self._new_mask(sparsity), lambda: ops.convert_to_tensor(self.mask))
-            self.mask.assign(mask)
+            # JAX traces the step without state: a branch cannot assign, so it returns the masks.
+            masks = ops.cond(
+                should_update,
+                lambda: tuple(self._new_masks(sparsity)),
+                lambda: tuple(ops.convert_to_tensor(mask) for mask in self.masks),
+            )
+            for mask, value in zip(self.masks, masks):
+                mask.assign(value)
         else:
             # Assigned inside the branch: the steps between updates (most of them) copy nothing.
             def update():
-                self.mask.assign(self._new_mask(sparsity))
+                for mask, value in zip(self.masks, self._new_masks(sparsity)):
+                    mask.assign(value)
                 return ops.ones((), "int64")
 
             ops.cond(should_update, update, lambda: ops.zeros((), "int64"))
@@ -113,25 +146,37 @@ class PruneWrapper(keras.layers.Wrapper):
         self.pruning_step.assign_add(1)
 
     def stripped_weights(self) -> list:
-        """The inner layer's weights with the mask baked in: what `strip` leaves (engine/wrappers.py)."""
-        pruned = self.pruned_weight
-        masked = keras.ops.convert_to_numpy(self.masked_weight())
-        return [masked if weight is pruned else keras.ops.convert_to_numpy(weight) for weight in self.layer.weights]
+        """The inner layer's weights with the masks baked in: what `strip` leaves (engine/wrappers.py)."""
+        masked = {id(w): m for w, m in zip(self.pruned_weights, self.masked_weights())}
+        return [keras.ops.convert_to_numpy(masked.get(id(weight), weight)) for weight in self.layer.weights]
+
+    def masked_weights(self) -> list:
+        """The pruned weights as the layer sees them: `weight * mask`, in the order of `masks`."""
+        return [weight * mask for weight, mask in zip(self.pruned_weights, self.masks)]
 
     def masked_weight(self):
-        """The pruned weight as the layer sees it: `weight * mask`."""
-        return self.pruned_weight * self.mask
+        """The first pruned weight as the layer sees it: `weight * mask`."""
+        return self.masked_weights()[0]
 
     def call(self, inputs, training=None):
         if training:
             self._advance_schedule()
-        weight = self.pruned_weight
+        pruned = {id(w): m for w, m in zip(self.pruned_weights, self.masked_weights())}
         # Every other variable maps to its current value, so nested stateless scopes
         # (JAX training) still see the trainer's values.
-        mapping = [(v, v.value) for v in self.layer.variables if v is not weight]
-        mapping.append((weight, self.masked_weight()))
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(inputs)
+        mapping = [(v, pruned.get(id(v), v.value)) for v in self.layer.variables]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            entered = [(v, scope.get_current_value(v)) for v in self.layer.variables if id(v) not in pruned]
+            outputs = self.layer(inputs)
+        # State the layer advanced inside the scope (a dropout seed) is written back to its variable.
+        for variable, value in entered:
+            current = scope.get_current_value(variable)
+            if current is not value:
+                variable.assign(current)
+        return outputs
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
