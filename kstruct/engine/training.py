@@ -13,6 +13,7 @@ import numpy as np
 
 from kstruct._graph.rebuild import copy_compile
 from kstruct.engine.arguments import MAX_COUNT, count_argument  # noqa: F401  (re-exported)
+from kstruct.engine.precision import match_loss_scaling, scale_losses_for
 from kstruct.engine.settings import TrainingSettings
 from kstruct.errors import DataError, KstructError, StrategyError
 
@@ -429,6 +430,7 @@ class StepContext:
         Raises:
             KstructError: the config names a loss or metric kstruct cannot find.
         """
+        match_loss_scaling(model)  # a mixed_float16 model trains with loss scaling, as the user's did
         if self.compile_source is not None and self.compile_source.compiled:
             source = self.compile_source.get_compile_config().get("optimizer")
             with self._loading_compile_config():
@@ -485,6 +487,7 @@ class StepContext:
                 )
             settings = {key: value for key, value in (("temperature", temperature), ("alpha", alpha)) if value is not None}
             trainer = self.distiller(self.teacher, model, sample=take(self.train.sample()[0], slice(None, 16)), **settings)
+            scale_losses_for(trainer, model)
         from kstruct.engine.tensorboard import epoch_callbacks
 
         history = trainer.fit(
