@@ -196,8 +196,9 @@ def _probe(model: keras.Model, graph: Graph, outputs=None, gates: dict | None = 
     probe, layers = build(changed, {}, {}, after=after)
     originals = layers_by_name(model)
     for name, layer in layers.items():
-        if graph.node(name).is_layer and layer.weights:
+        if graph.node(name).is_layer:
             layer.set_weights(originals[name].get_weights())
+            carry_state(originals[name], layer)  # scored on what the model computes: adapted preprocessing kept
     return probe
 
 
