@@ -4,6 +4,8 @@
   tensors between them); `build(graph, configs, aliases)` rebuilds it with edits.
 - `rebuild(model, replace, copy_weights, remove=, insert_after=)`: a live clone
   with layers replaced, wrapped, removed or inserted, weights carried over.
+- `carry_state(original, new)`: what `set_weights` misses (an adapted Normalization's
+  mean, a lookup's vocabulary), for code that builds layers itself (`build`).
 - `analyze(graph)`: the groups of coupled channels, with frozen ones and why.
 """
 
@@ -11,6 +13,7 @@ from kstruct._graph.channels import ChannelAnalysis, ChannelGroup, Member, Signa
 from kstruct._graph.checks import check_graph_model, is_graph_model, is_layer, leaf_layers
 from kstruct._graph.graph import OUTPUT, Call, Graph, Node, Ref, build, parse, tensor_refs
 from kstruct._graph.rebuild import copy_compile, copy_same_weights, fresh_copy, rebuild
+from kstruct._graph.state import carry_state
 
 __all__ = [
     "OUTPUT",
@@ -24,6 +27,7 @@ __all__ = [
     "Signature",
     "analyze",
     "build",
+    "carry_state",
     "check_graph_model",
     "copy_compile",
     "copy_same_weights",

@@ -315,6 +315,8 @@ class SearchSpace(keras_tuner.HyperModel):
             weights = self._weights_for(self.graph.node(name), keep)
             if weights:
                 layer.set_weights(weights)
+            if self.graph.node(name).is_layer:  # adapted preprocessing (Normalization) keeps its state
+                _graph.carry_state(self._source.get_layer(name), layer)
         self._compile(model)
         if self.training:  # compiled as before, then again with the trial's optimizer and learning rate
             settings = TrainingSettings(optimizer=hp.get("optimizer"), learning_rate=hp.get("learning_rate"))
