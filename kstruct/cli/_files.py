@@ -47,7 +47,7 @@ def import_modules(names: list[str]) -> None:
     The user names them on the command line: nothing read from a model file decides what is imported.
     """
     for name in names:
-        if not _MODULE_NAME.fullmatch(name):
+        if name.endswith(".py") or not _MODULE_NAME.fullmatch(name):  # "my_layers.py": a file name, not a module
             hint = Path(name).stem if name.endswith(".py") else None
             fix = f"; name the module, not the file: --import {hint}" if hint and _MODULE_NAME.fullmatch(hint) else ""
             raise UsageError(f"--import expects a Python module name such as my_layers. Received: {name!r}{fix}")
