@@ -243,8 +243,8 @@ def _score(model: keras.Model, graph: Graph, blocks: Sequence[Block], criterion:
     else:
         copy_compile(model, probe)
 
-    def evaluate() -> float:
-        return float(probe.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    def evaluate() -> float:  # batches of 128 rows: a forward pass has no optimizer state to bound it
+        return float(probe.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)["loss"])
 
     base, scores = evaluate(), {}
     for name, (gate, _) in gates.items():

@@ -1,9 +1,13 @@
 """The `drop_blocks` strategy step: score each removable block by ablation, remove the `n` cheapest, fine-tune.
 
 Scoring is bounded: every candidate is scored on one fixed sample of the validation
-data (at most `SCORING_SAMPLES` rows), through one probe model, so a deep model with
-dozens of candidate blocks costs dozens of forward passes over that sample, not dozens
-of rebuilt, retraced models over the whole validation set. The report notes the time.
+data, through one probe model (one trace), so a deep model with dozens of candidate
+blocks costs dozens of forward passes over that sample, not dozens of rebuilt,
+retraced models over the whole validation set. The sample holds at most
+`SCORING_SAMPLES` rows, and fewer when the model has many candidates and the training
+data is small (`scoring_rows`): the forward passes of all ablations together stay
+within about two thirds of one fine-tuning epoch (a training step costs about three
+forward passes). The report notes the time, the rows and the candidates.
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext, TrainingData, count_rows, take
 
 SCORING_SAMPLES = 256
+MIN_SCORING_SAMPLES = 32
+
+
+def scoring_rows(epoch_rows: int, candidates: int, criterion: str = "loss") -> int:
+    """Rows each block is scored on: all ablations together (`candidates` + the unablated
+    model) forward about twice `epoch_rows`, the rows of one fine-tuning epoch, within
+    [MIN_SCORING_SAMPLES, SCORING_SAMPLES]. "norm" needs one pass in all: the full sample."""
+    if criterion == "norm":
+        return SCORING_SAMPLES
+    return int(min(SCORING_SAMPLES, max(MIN_SCORING_SAMPLES, 2 * epoch_rows // (candidates + 1))))
 
 
 def scoring_sample(data: TrainingData, count: int = SCORING_SAMPLES, *, seed: int = 0):
@@ -40,7 +54,8 @@ class DropBlocks(TrainingStep):
 
     Args:
         n: how many blocks to remove.
-        criterion: "loss" (one ablation per block on a fixed sample of at most 256 validation rows) or "norm".
+        criterion: "loss" (one ablation per block on a fixed sample of at most 256 validation rows,
+            fewer when many blocks meet little training data: see `scoring_rows`) or "norm".
         epochs: fine-tuning epochs (default: optimize's `epochs`).
         distill: fine-tune from the teacher's class scores as well as the labels.
         **training: `optimizer`, `learning_rate`, `lr_schedule`, `batch_size` (see `TrainingStep`).
@@ -76,7 +91,9 @@ class DropBlocks(TrainingStep):
         graph = parse(model, flatten=True)
         blocks = _blocks(graph)
         check_block_count(model, blocks, self.n)
-        data = scoring_sample(context.validation)
+        train = self.training_context(context).train
+        rows = scoring_rows(train.steps_per_epoch() * train.batch_size, len(blocks), self.criterion)
+        data = scoring_sample(context.validation, rows)
         start = time.perf_counter()
         scores = _score(model, graph, blocks, self.criterion, data, context_loss(context))
         seconds = time.perf_counter() - start

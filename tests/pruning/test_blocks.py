@@ -145,19 +145,23 @@ def test_loss_scores_from_the_gated_probe_equal_the_loss_of_each_model_without_i
     assert len(set(scores.values())) == 3  # three blocks, three distinct rises
 
 
-def test_drop_blocks_step_scores_on_a_fixed_sample_of_at_most_256_rows_and_notes_the_time():
+def test_drop_blocks_step_scores_on_a_fixed_sample_bounded_by_one_epoch_and_notes_the_time():
     import kstruct
     from kstruct.engine.training import TrainingData
-    from kstruct.pruning.blocks_step import scoring_sample
+    from kstruct.pruning.blocks_step import scoring_rows, scoring_sample
 
+    # All ablations (candidates + 1 passes) forward about two epochs' rows, within [32, 256] each.
+    assert scoring_rows(50_000, 18) == 256 and scoring_rows(256, 18) == 32 and scoring_rows(256, 3) == 128
+    assert scoring_rows(64, 3, "norm") == 256  # one pass in all
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(300, 8, 8, 2)).astype("float32"), rng.integers(0, 3, 300)
-    first, again = scoring_sample(TrainingData((x, y))), scoring_sample(TrainingData((x, y)))
+    first, again = scoring_sample(TrainingData((x, y)), 256), scoring_sample(TrainingData((x, y)), 256)
     assert len(first[0]) == 256 and np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert not np.array_equal(first[0], x[:256])  # drawn across the data, not its first rows
     model = tiny_resnet()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    result = kstruct.optimize(model, "drop_blocks(1)", train_data=(x[:40], y[:40]), validation_data=(x, y),
+    result = kstruct.optimize(model, "drop_blocks(1)", train_data=(x[:96], y[:96]), validation_data=(x, y),
                               epochs=1, target="float32", verbose=0)
     scoring = result.report.stages[-1].notes["scoring"]
-    assert scoring["samples"] == 256 and scoring["candidates"] == 3 and scoring["seconds"] > 0
+    # 3 batches of 32 a epoch, 3 candidates: 2 * 96 // 4 rows.
+    assert scoring["samples"] == 48 and scoring["candidates"] == 3 and scoring["seconds"] > 0
