@@ -106,7 +106,7 @@ def _say_unwrapped(path: str, rewrites: Rewrites) -> None:
             f"{path}: {len(rewrites.quantized)} tfmot quantization wrapper(s) unwrapped to plain float layers and "
             f"{len(rewrites.removed)} QuantizeLayer(s) removed; their fake-quant ranges are dropped, so the model "
             "predicts in float. Quantize it again with kstruct's 'qat' or 'ptq' step.",
-            stacklevel=3,
+            stacklevel=4,  # the caller of load_model
         )
 
 
