@@ -20,6 +20,7 @@ from tflite_export._isolate import run_isolated
 from tflite_export.precision import float32_twin
 from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
 from tflite_export._via_tensorflow import convert_in_tensorflow_child
+from tflite_export._zero_scales import nonzero_weight_scales
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
 from tflite_export import runtime
@@ -377,6 +378,8 @@ def convert(
     else:
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
         blob = _run_converter(converter, *options)
+    if spec.needs_data:  # a pruned all-zero channel must not get a scale of 0, which XNNPACK refuses
+        blob = nonzero_weight_scales(blob)
 
     analysis = analyze(blob, gpu_analyzer=spec.op_check == "gpu", gzip_size=False)  # ops only
     if analysis.uses_flex and not allow_flex:

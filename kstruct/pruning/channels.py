@@ -180,7 +180,14 @@ def prune_channels(
     layers_named = layers_by_name(model)
     chosen = [g for g in found.prunable if any(wanted(layers_named[p]) for p in g.producers)]
     if not chosen:
-        frozen = "; ".join(f"{'+'.join(g.producers)}: {g.reasons[0]}" for g in found.frozen) or "none"
+        frozen = "; ".join(f"{'+'.join(g.producers)}: {g.reasons[0]}" for g in found.frozen)
+        if not frozen:  # not one group: say what the model holds instead
+            held = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in leaf_layers(model) if layer.weights)
+            frozen = (
+                f"none, since no Conv/Dense layer's output channels can be removed: its layers with weights are "
+                f"{held or 'none'} (recurrent layers and Bidirectional/TimeDistributed wrappers are not "
+                "channel-pruned; prune(...) prunes their weights)"
+            )
         raise PruningError(
             f"kstruct.pruning.prune_channels: model `{model.name}` has no channel group to prune"
             + (f" among layers={layers!r}" if layers is not None else "")

@@ -6,8 +6,7 @@ import keras
 import numpy as np
 
 from kstruct._graph import leaf_layers
-from kstruct.pruning.prunable import prunable_weight
-
+from kstruct.pruning.prunable import prunable_weights
 
 
 def _deployed_kernel(layer: keras.layers.Layer) -> tuple[str, np.ndarray] | None:
@@ -16,22 +15,35 @@ def _deployed_kernel(layer: keras.layers.Layer) -> tuple[str, np.ndarray] | None
     Wrappers declare what they compute with: a pruning wrapper its masked weight,
     a QAT wrapper its fake-quantized kernels; no wrapper class is imported.
     """
-    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
-    how = prunable_weight(inner)
-    if how is None or not inner.built:
+    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) and not prunable_weights(layer) else layer
+    how = prunable_weights(inner)
+    if not how or not inner.built:
         return None
     if hasattr(layer, "quantized_weights"):
-        value = layer.quantized_weights()[0].get(how.attribute, getattr(inner, how.attribute))
-    elif hasattr(layer, "masked_weight"):
-        value = layer.masked_weight()
+        quantized = layer.quantized_weights()[0]
+        values = [quantized.get(h.attribute, h.of(inner)) for h in how]
+    elif hasattr(layer, "masked_weights"):
+        values = layer.masked_weights()
     else:
-        value = getattr(inner, how.attribute)
-    kernel = np.asarray(keras.ops.convert_to_numpy(value))
-    if isinstance(inner, keras.layers.DepthwiseConv2D):
+        values = [h.of(inner) for h in how]
+    kernels = [np.asarray(keras.ops.convert_to_numpy(value)) for value in values]
+    if len(kernels) > 1:
+        # A recurrent layer: kernel and recurrent kernel (of each direction) share their
+        # output columns (gates x units), so their rows stack into one matrix.
+        return inner.name, np.concatenate([k.reshape(-1, k.shape[-1]) for k in kernels], axis=0)
+    kernel, single = kernels[0], how[0]
+    if isinstance(_leaf(inner), keras.layers.DepthwiseConv2D):
         kernel = kernel.reshape(kernel.shape[:-2] + (-1,))  # in_channels * multiplier outputs
-    elif how.input_axis == -1:  # transposed convolutions keep output channels at -2
+    elif single.input_axis == -1:  # transposed convolutions keep output channels at -2
         kernel = np.moveaxis(kernel, -2, -1)
     return inner.name, kernel
+
+
+def _leaf(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer a TimeDistributed holds (nested ones opened), or `layer` itself."""
+    while isinstance(layer, keras.layers.TimeDistributed):
+        layer = layer.layer
+    return layer
 
 
 def layer_stats(model: keras.Model) -> dict[str, dict[str, float | int]]:
