@@ -161,9 +161,17 @@ class SparsityReport:
     layers: list[LayerSparsity] = field(default_factory=list)
 
     @property
+    def size(self) -> int:
+        """How many weights the sparsity is over: every prunable weight of the model."""
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def zeros(self) -> int:
+        return sum(layer.zeros for layer in self.layers)
+
+    @property
     def overall(self) -> float:
-        size = sum(layer.size for layer in self.layers)
-        return sum(layer.zeros for layer in self.layers) / size if size else 0.0
+        return self.zeros / self.size if self.size else 0.0
 
     def as_dict(self) -> dict:
         return {

@@ -66,7 +66,6 @@ def measure_stage(
     timing = tflite_export.benchmark(blob, threads=1, runs=latency_runs)
     params, nonzero = count_parameters(model)
     measured = sparsity(model)
-    prunable = sum(layer.size for layer in measured.layers)
     return StageReport(
         stage=stage,
         keras_accuracy=head["keras"] if accuracy_like else None,
@@ -89,6 +88,7 @@ def measure_stage(
         mean_abs_diff=head["mean_abs_diff"],
         mean_top1_margin=head.get("mean_top1_margin"),
         outputs=outputs,
-        prunable_params=int(prunable),
+        prunable_params=measured.size,
+        prunable_layers=len(measured.layers),
         not_prunable=not_prunable(model, {layer.name for layer in measured.layers}),
     )

@@ -22,8 +22,11 @@ class StageReport:
         agreement: fraction of predictions on which Keras and TFLite agree (argmax,
             or the same side of the threshold); None for regression.
         max_abs_diff: the largest |Keras - TFLite| over all outputs.
-        sparsity: zeros over the prunable weights (`prunable_params` of them);
-            `not_prunable` names layers with weight matrices pruning did not cover.
+        sparsity: zeros over the prunable weights (`prunable_params` of them, in
+            `prunable_layers` layers); `not_prunable` names layers with weight matrices
+            pruning did not cover. `nonzero_params / params` is the whole model's
+            non-zero fraction, which `sparsity_headline` puts beside it: a model whose
+            weights sit mostly in a layer pruning skips (an Embedding) stays mostly dense.
         task / metric: the task ("classification", "binary", "regression",
             "multi-output") and the name of the headline metric; `keras_metric` /
             `tflite_metric` are its values (the compiled loss, for regression).
@@ -58,6 +61,28 @@ class StageReport:
     prunable_params: int | None = None
     not_prunable: list[str] = field(default_factory=list)
     backend: str | None = None
+    prunable_layers: int | None = None
+
+    @property
+    def nonzero_fraction(self) -> float:
+        """The whole model's non-zero parameters over all its parameters."""
+        return self.nonzero_params / self.params if self.params else 0.0
+
+    def sparsity_headline(self) -> str:
+        """The sparsity with what it is over, and the whole model's non-zero fraction beside it.
+
+        E.g. "sparsity 50.0% of the 424 weights in 2 prunable layers (model: 65.9% of 621 parameters non-zero)".
+        """
+        over = ""
+        if self.prunable_params is not None:
+            layers = "" if self.prunable_layers is None else f" in {self.prunable_layers} prunable layer" + (
+                "" if self.prunable_layers == 1 else "s"
+            )
+            over = f" of the {self.prunable_params:,} weights{layers}"
+        return (
+            f"sparsity {self.sparsity:.1%}{over} (model: {self.nonzero_fraction:.1%} of "
+            f"{self.params:,} parameters non-zero)"
+        )
 
     def summary_line(self, target: str) -> str:
         """One progress line for this stage."""
@@ -65,7 +90,7 @@ class StageReport:
         tfl = "n/a" if self.tflite_metric is None else f"{self.tflite_metric:.4f}"
         return (
             f"kstruct: {self.stage}: {self.metric} {acc} (keras), {tfl} ({target} tflite), "
-            f"sparsity {self.sparsity:.1%}, {self.tflite_gzip_bytes / 1024:.1f} KiB gzipped, "
+            f"{self.sparsity_headline()}, {self.tflite_gzip_bytes / 1024:.1f} KiB gzipped, "
             f"{self.latency_ms:.3f} ms/image, {self.seconds:.1f} s"
         )
 
@@ -144,11 +169,16 @@ class Report:
         out += self._output_lines()
         return "\n".join(out)
 
-    def _not_prunable_lines(self) -> list[str]:
-        skipped = self.final.not_prunable if self.stages else []
-        if not skipped:
+    def _not_prunable_lines(self, *, markdown: bool = False) -> list[str]:
+        """What the sparsity column is over, beside the model's non-zero fraction; the layers left out."""
+        if not self.stages:
             return []
-        return ["", f"not prunable (left dense, outside the sparsity column): {', '.join(skipped)}"]
+        final = self.final
+        lines = ["", f"final {final.sparsity_headline()}"]
+        if final.not_prunable:
+            lines += [""] * markdown  # its own paragraph in Markdown
+            lines.append(f"not prunable (left dense, outside the sparsity column): {', '.join(final.not_prunable)}")
+        return lines
 
     def _output_lines(self) -> list[str]:
         """One line per output and stage, for models with several outputs."""
@@ -170,7 +200,7 @@ class Report:
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join("---" for _ in header) + "|")
         out += ["| " + " | ".join(r) + " |" for r in self._cells()]
-        out += self._not_prunable_lines()
+        out += self._not_prunable_lines(markdown=True)
         extra = self._output_lines()
         if extra:
             out += ["", "```", *extra[1:], "```"]
