@@ -54,6 +54,9 @@ class PruneWrapper(keras.layers.Wrapper):
                 f"{type(layer).__name__} ({skip_reason(layer)})"
             )
         kwargs.setdefault("name", f"pruned_{layer.name}")
+        # The wrapper's own math (masks) runs in the layer's variable dtype, the inner layer computes in its
+        # own policy: under mixed_float16's autocast scope torch would assign each mask to a float16 copy.
+        kwargs.setdefault("dtype", layer.dtype_policy.variable_dtype)
         super().__init__(layer, **kwargs)
         if m_by_n is not None:
             n, m = (int(v) for v in m_by_n)
