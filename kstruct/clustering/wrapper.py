@@ -75,6 +75,7 @@ class ClusterWrapper(keras.layers.Wrapper):
         if isinstance(n_clusters, bool) or int(n_clusters) < 2:
             raise ValueError(f"Expected `n_clusters` >= 2. Received: n_clusters={n_clusters}")
         kwargs.setdefault("name", f"clustered_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy.variable_dtype)  # as PruneWrapper: own math in the variables' dtype
         super().__init__(layer, **kwargs)
         self.n_clusters = int(n_clusters)
         self.init = check_init(init)

@@ -73,6 +73,7 @@ class ChannelMaskWrapper(keras.layers.Wrapper):
                 f"Received: layer `{layer.name}` of type {type(layer).__name__}"
             )
         kwargs.setdefault("name", f"channels_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy.variable_dtype)  # as PruneWrapper: own math in the variables' dtype
         super().__init__(layer, **kwargs)
         self.schedule = schedule
         self.round_to = int(round_to)
