@@ -94,7 +94,7 @@ def _as_functional(model: keras.Model) -> keras.Model:
         if "layers" in model.get_config():
             return model
         return keras.Model(model.input, model.output, name=model.name)
-    clone = keras.models.clone_model(model)
+    clone = keras.models.clone_model(model, clone_function=fresh_copy)  # a live Lambda's function, not its config
     clone.set_weights(model.get_weights())
     for original, copied in zip(model.layers, clone.layers):  # cluster-preserving QAT: keep the declarations
         if hasattr(original, KERNEL_VALUES_ATTRIBUTE):
