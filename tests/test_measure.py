@@ -168,20 +168,34 @@ def test_parameter_count_is_keras_count_params_frozen_layers_included_wrappers_e
 
 
 def test_sparsity_is_over_the_prunable_weights_and_the_layers_left_dense_are_named():
+    """A 2,000-word Embedding holds 99.8% of the weights and pruning skips it: the headline says what its
+    50% is over, with the model's non-zero fraction beside it."""
     model = keras.Sequential([
         keras.Input((5,), dtype="int32"),
-        keras.layers.Embedding(50, 8, name="tokens"),
+        keras.layers.Embedding(2000, 8, name="tokens"),
         keras.layers.GlobalAveragePooling1D(name="pool"),
         keras.layers.Dense(3, activation="softmax", name="out"),
     ])
     model.compile("adam", "sparse_categorical_crossentropy")
-    x, y = RNG.integers(0, 50, (48, 5)), RNG.integers(0, 3, 48)
+    x, y = RNG.integers(0, 2000, (48, 5)), RNG.integers(0, 3, 48)
     result = kstruct.optimize(model, "prune(0.5)", train_data=(x, y), epochs=2, batch_size=8,
                               target="float32", verbose=0)
-    final = result.report.final
-    assert final.prunable_params == 8 * 3 and final.not_prunable == ["tokens"]
-    assert final.sparsity == pytest.approx(0.5, abs=0.05)
-    assert "not prunable (left dense, outside the sparsity column): tokens" in result.report.to_text()
+    original, final = result.report.stages
+    assert (final.prunable_params, final.prunable_layers, final.not_prunable) == (8 * 3, 1, ["tokens"])
+    assert final.sparsity == 0.5 and final.params == 2000 * 8 + 8 * 3 + 3
+    nonzero = sum(int(np.count_nonzero(w)) for w in result.model.get_weights())
+    assert final.nonzero_params == nonzero and 0.99 < nonzero / final.params < 1.0
+    headline = (f"sparsity 50.0% of the 24 weights in 1 prunable layer (model: {nonzero / 16027:.1%} of 16,027 "
+                "parameters non-zero)")
+    assert final.sparsity_headline() == headline
+    assert f"(float32 tflite), {headline}, " in final.summary_line("float32")
+    assert original.sparsity_headline().startswith("sparsity 0.0% of the 24 weights in 1 prunable layer (model: ")
+    text, markdown = result.report.to_text(), result.report.to_markdown()
+    assert text.splitlines()[-2:] == [
+        f"final {headline}", "not prunable (left dense, outside the sparsity column): tokens",
+    ]
+    assert markdown.endswith(f"\n\nfinal {headline}\n\nnot prunable (left dense, outside the sparsity column): tokens")
+    assert result.report.to_dict()["stages"][1]["prunable_layers"] == 1
 
 
 @pytest.mark.parametrize(
