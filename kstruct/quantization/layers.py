@@ -551,18 +551,29 @@ class FloatPassthrough(_Wrapper):
     keyword arguments, no `compute_output_shape` (a user's custom layer): the call
     is forwarded as made, and the layer builds itself on it.
 
+    A pruned layer left in float (a grouped convolution, Conv3D, a recurrent layer)
+    keeps its zeros, as `QuantizeWrapper` does, with `preserve_sparsity`: each
+    of its kernels (see `sparse_kernels`) runs as `w * stop_gradient(w != 0)`. That
+    is `w` itself, but a zero weight gets no gradient, so no optimizer step moves
+    it (Adam, SGD, RMSprop and weight decay all leave a weight with zero gradient
+    and zero moments where it is), and the int8 file holds it as zero. No mask
+    variable is needed: which weights are zero is read from the weights, which a
+    layer left in float may only create on its first call.
+
     Args:
         layer: the layer, run as is.
         reason: why it is not quantized (shown in the quantization report).
         ema_decay: decay of the moving output range.
+        preserve_sparsity: keep the exact zeros of its kernels zero.
     """
 
     _prefix = "float_"
-    _config_args = ("reason", "ema_decay")
+    _config_args = ("reason", "ema_decay", "preserve_sparsity")
 
-    def __init__(self, layer, reason: str = "", ema_decay: float = 0.99, **kwargs):
+    def __init__(self, layer, reason: str = "", ema_decay: float = 0.99, preserve_sparsity: bool = False, **kwargs):
         super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self.reason = str(reason)
+        self.preserve_sparsity = bool(preserve_sparsity)
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
     def build(self, input_shape=None):
@@ -575,9 +586,45 @@ class FloatPassthrough(_Wrapper):
         self.output_quantizer.build()
         self.built = True
 
+    def _sparse_call(self, *args, **kwargs):
+        """The layer's own call with each kernel's zeros cut off from the gradient (see the class)."""
+        matrices = {id(v) for v in sparse_kernels(self.layer)}
+        mapping = []
+        for variable in self.layer.variables:
+            value = variable.value
+            if id(variable) in matrices:
+                value = value * ops.stop_gradient(ops.cast(ops.not_equal(value, 0), value.dtype))
+            mapping.append((variable, value))  # every variable mapped: nested stateless scopes (JAX) see the trainer's
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            current = {id(v): scope.get_current_value(v) for v in self.layer.variables}
+            outputs = self.layer(*args, **kwargs)
+        # State the layer updates as it runs (moving statistics) only went to the scope: write it back.
+        for variable in self.layer.variables:
+            value = scope.get_current_value(variable)
+            if value is not current[id(variable)]:
+                variable.assign(value)
+        return outputs
+
     def call(self, *args, **kwargs):
-        outputs = self.layer(*args, **kwargs)
+        # Unbuilt (a layer that builds on its first call) it has no weights to keep sparse yet.
+        sparse = self.preserve_sparsity and self.layer.built
+        outputs = self._sparse_call(*args, **kwargs) if sparse else self.layer(*args, **kwargs)
         # One float tensor gets an int8 range; several outputs, or integer ones, stay as they are.
         if hasattr(outputs, "dtype") and keras.backend.is_float_dtype(outputs.dtype):
             return self.output_quantizer(outputs)
         return outputs
+
+
+def sparse_kernels(layer: keras.layers.Layer) -> list:
+    """The weights of `layer` (nested ones included) whose zeros `FloatPassthrough` keeps: its trainable kernels.
+
+    Keras names a layer's weight matrices `kernel` (`recurrent_kernel`,
+    `depthwise_kernel`, ...): those are what pruning zeroes. Biases are left
+    free even when rank 2 (GRU's) and zero-initialized.
+    """
+    return [v for v in layer.trainable_variables if "kernel" in v.name and len(v.shape) >= 2]
+
+
+def has_sparse_weights(layer: keras.layers.Layer) -> bool:
+    """Whether a kernel of `layer` (see `sparse_kernels`) holds an exact zero: sparsity to keep."""
+    return layer.built and any(bool(np.any(keras.ops.convert_to_numpy(v) == 0)) for v in sparse_kernels(layer))

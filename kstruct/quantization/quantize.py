@@ -16,6 +16,7 @@ from kstruct.quantization.layers import (
     QuantizeOutput,
     QuantizeRescaling,
     QuantizeWrapper,
+    has_sparse_weights,
     kernel_spec,
 )
 from kstruct.quantization.plan import LayerPlan, plan_model
@@ -161,7 +162,8 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
             return fresh_copy(layer)
         if plan.kind == "nested":
             return _quantize_graph(layer, scheme, preserve_sparsity, quantize_inputs=False)
-        return FloatPassthrough(fresh_copy(layer), reason=plan.reason, ema_decay=decay)
+        sparse = preserve_sparsity and has_sparse_weights(layer)
+        return FloatPassthrough(fresh_copy(layer), reason=plan.reason, ema_decay=decay, preserve_sparsity=sparse)
 
     def copy_weights(original, new_layer, plan: LayerPlan):
         if plan.kind == "weighted":
