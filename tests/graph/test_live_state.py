@@ -91,6 +91,22 @@ def test_a_rebuild_before_any_training_predicts_what_the_original_predicts(model
     np.testing.assert_allclose(rebuilt.predict(X, verbose=0), model.predict(X, verbose=0), atol=1e-6)
 
 
+def sequential_model() -> keras.Model:
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(X)
+    layers = [keras.layers.Lambda(lambda t: clip(t), name="clip"), norm, keras.layers.Conv2D(4, 3, name="conv"),
+              keras.layers.GlobalAveragePooling2D(name="pool"), keras.layers.Dense(4, name="head")]
+    return keras.Sequential([keras.Input((8, 8, 3)), *layers])
+
+
+@pytest.mark.parametrize("make", [_graph.rebuild, kstruct.quantization.quantize], ids=["rebuild", "quantize"])
+def test_a_sequential_model_keeps_its_lambda_and_normalization(make):
+    model = sequential_model()
+    rebuilt = make(model)
+    _assert_normalizes(rebuilt, model)
+    _assert_runs_the_users_lambda(rebuilt, model)
+
+
 def test_quantize_keeps_an_adapted_normalization_and_the_lambda(model):
     quantized = kstruct.quantization.quantize(model)
     _assert_normalizes(quantized, model)
@@ -134,4 +150,6 @@ def test_a_rebuilt_string_lookup_keeps_its_adapted_vocabulary():
     words = np.array([["a"], ["b"], ["c"], ["z"]])
     rebuilt = _graph.rebuild(model)
     assert rebuilt.get_layer("lookup").get_vocabulary() == ["[UNK]", "b", "a", "c"]
-    np.testing.assert_array_equal(np.asarray(rebuilt(words)), np.asarray(model(words)))
+    if keras.backend.backend() == "tensorflow":  # string tensors exist only there (elsewhere: in tf.data)
+        np.testing.assert_array_equal(np.asarray(rebuilt(words)), [[2], [1], [3], [0]])
+        np.testing.assert_array_equal(np.asarray(rebuilt(words)), np.asarray(model(words)))
