@@ -13,12 +13,13 @@ import tflite_export
 
 @contextlib.contextmanager
 def global_policy(name: str):
-    """The global dtype policy set to `name` inside the block, float32 again after it (even on failure)."""
+    """The global dtype policy set to `name` inside the block, and the one before it again after it (even on failure)."""
+    before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(before)
 
 
 def mixed_cnn(policy: str = "mixed_float16", *, adapted: np.ndarray | None = None) -> keras.Model:
