@@ -164,3 +164,38 @@ def test_prune_channels_on_a_tagger_says_it_has_no_conv_or_dense_channels_to_rem
         "wrappers are not channel-pruned; prune(...) prunes their weights). Prune a model with Conv/Dense layers "
         "whose outputs are not model outputs."
     )
+
+
+def test_the_console_script_prunes_a_saved_tagger_and_prints_what_the_sparsity_is_over(sentences, tmp_path):
+    from tests.console import kstruct as console
+
+    x, y = sentences
+    tagger().save(tmp_path / "tagger.keras")
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    done = console("optimize", tmp_path / "tagger.keras", "--strategy", "prune(0.5)", "--data", tmp_path / "data.npz",
+                   "--target", "float32", "--epochs", "1", "--batch-size", "8", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "kstruct: prune(0.5): " in done.stdout
+    assert "sparsity 50.0% of the 424 weights in 2 prunable layers (model: " in done.stdout
+    assert "not prunable (left dense, outside the sparsity column): tokens" in done.stdout
+    saved = keras.models.load_model(tmp_path / "out" / "model.keras", compile=False)
+    assert sparsity(saved).overall == 0.5 and type(saved.get_layer("encoder")) is keras.layers.Bidirectional
+
+
+def test_the_cli_says_in_one_line_that_a_model_has_nothing_to_prune(sentences, tmp_path, capsys):
+    from kstruct.cli import main
+
+    x, y = sentences
+    inputs = keras.Input((STEPS,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D(name="pool")(keras.layers.Embedding(VOCAB, 4, name="tokens")(inputs))
+    lookups = keras.Model(inputs, keras.layers.LayerNormalization(name="norm")(h), name="lookups")
+    lookups.compile("adam", "mse")
+    lookups.save(tmp_path / "lookups.keras")
+    np.savez(tmp_path / "data.npz", x=x, y=np.zeros((len(x), 4), "float32"))
+    code = main(["optimize", str(tmp_path / "lookups.keras"), "--strategy", "prune(0.5)", "--data",
+                 str(tmp_path / "data.npz"), "--target", "float32", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("kstruct: error: kstruct.pruning.prune: model `lookups` has no layer kstruct can prune. "
+                          "Layers with weights: tokens (Embedding: a lookup table")
+    assert not (tmp_path / "out").exists()
