@@ -27,7 +27,7 @@ from kstruct.pruning.schedules import ConstantSparsity, PruningSchedule
 
 @keras.saving.register_keras_serializable(package="kstruct")
 class PruneWrapper(keras.layers.Wrapper):
-    """Masks the prunable weight of `layer` by magnitude while training.
+    """Masks the prunable weights of `layer` by magnitude while training.
 
     Args:
         layer: a prunable layer (Dense, Conv1D/2D/3D, their Transpose variants,

@@ -22,8 +22,10 @@ def _deployed_kernel(layer: keras.layers.Layer) -> tuple[str, np.ndarray] | None
     if hasattr(layer, "quantized_weights"):
         quantized = layer.quantized_weights()[0]
         values = [quantized.get(h.attribute, h.of(inner)) for h in how]
-    elif hasattr(layer, "masked_weights"):
+    elif hasattr(layer, "masked_weights"):  # one per prunable weight (recurrent layers hold several)
         values = layer.masked_weights()
+    elif hasattr(layer, "masked_weight"):  # a channel mask's wrapper
+        values = [layer.masked_weight()]
     else:
         values = [h.of(inner) for h in how]
     kernels = [np.asarray(keras.ops.convert_to_numpy(value)) for value in values]

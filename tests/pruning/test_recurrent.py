@@ -128,6 +128,9 @@ def test_optimize_prunes_a_tagger_and_its_int8_file_keeps_every_zero(sentences):
     assert pruned.not_prunable == ["tokens"]
     assert [type(layer).__name__ for layer in result.model.layers] == ["Embedding", "Bidirectional", "TimeDistributed"]
     assert pruned.max_abs_diff < 0.02 and ptq.max_abs_diff < 0.02
+    rows = {row["layer"]: row for row in result.report.layers}  # layers.png: before and after, per layer
+    assert rows["encoder"]["before"]["sparsity"] == 0.0 and rows["encoder"]["after"]["sparsity"] == 0.5
+    assert rows["encoder"]["after"]["channels"] == 16 and rows["tags"]["after"]["sparsity"] == 0.5
     # The converter unrolls the LSTM into FULLY_CONNECTED ops whose int8 weights are the kernels,
     # transposed: each Keras kernel's zeros are exactly the zeros of one of the file's tensors.
     # (A recurrent-kernel column left all zero used to get a zero scale that XNNPACK refused.)
