@@ -234,20 +234,24 @@ def _inline(graph: Graph, model: keras.Model) -> Graph:
         calls = [Call(_map(c.args, outer), _map(c.kwargs, outer)) for c in node.calls]
         node = Node(node.name, node.config, calls, node.is_layer, node.is_model)
         sub = nested.get(node.name) if node.is_model else None
-        reason = _not_inlinable(node, sub, taken)
+        reason = _not_inlinable(node, sub)
         if sub is None or reason:
             if sub is not None:
                 kept[node.name] = reason
             nodes.append(node)
             continue
         inner = parse(sub, shapes=False, flatten=True)
-        kept.update(inner.kept_nested)
         arguments = [tensor_refs(call) for call in node.calls]
-        if any(len(refs) != len(inner.inputs) for refs in arguments):
+        counts = {n.name: len(n.calls) for n in inner.nodes}
+        clash = sorted(taken & set(counts))
+        if clash:
+            kept[node.name] = f"its layer names repeat names outside it ({', '.join(clash[:3])})"
+        elif any(len(refs) != len(inner.inputs) for refs in arguments):
             kept[node.name] = f"called on {len(arguments[0])} tensors, made for {len(inner.inputs)} inputs"
+        if node.name in kept:
             nodes.append(node)
             continue
-        counts = {n.name: len(n.calls) for n in inner.nodes}
+        kept.update(inner.kept_nested)
 
         def local(ref: Ref, k: int, refs: list[Ref]) -> Ref:
             for (name, _, _), argument in zip(inner.inputs, refs):
@@ -273,16 +277,13 @@ def _inline(graph: Graph, model: keras.Model) -> Graph:
     return Graph(graph.name, sequential, graph.inputs, nodes, outputs, flattened=flattened, kept_nested=kept)
 
 
-def _not_inlinable(node: Node, sub, taken: set[str]) -> str:
+def _not_inlinable(node: Node, sub) -> str:
     if sub is None:
         return ""
     if not is_graph_model(sub):
         return f"a subclassed model ({type(sub).__name__})"
     if any(v is not None and not isinstance(v, Ref) for call in node.calls for v in _leaves(call.kwargs)):
         return "called with arguments other than tensors (e.g. training=False)"
-    clash = sorted(taken & {layer.name for layer in _all_layers(sub)})
-    if clash:
-        return f"its layer names repeat names outside it ({', '.join(clash[:3])})"
     return ""
 
 

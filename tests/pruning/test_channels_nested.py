@@ -56,6 +56,11 @@ def images():
     return rng.normal(size=(48, 8, 8, 3)).astype("float32"), rng.integers(0, 10, 48)
 
 
+def _walk(model):
+    for layer in model.layers:
+        yield from _walk(layer) if isinstance(layer, keras.Model) else [layer]
+
+
 def _filters(blob: bytes) -> list[int]:
     """Output channels of each 4-D CONV weight tensor read back from a TFLite file (3x3 or 1x1 kernels)."""
     interpreter = Interpreter(model_content=blob)
@@ -111,3 +116,24 @@ def test_siamese_tower_filters_halve_when_both_calls_keep_the_same_channels(imag
     assert model.get_layer("tower").get_layer("tower_conv").filters == 16
     keras_out = result.model.predict([left[:6], right[:6]], verbose=0)
     np.testing.assert_allclose(tflite_export.predict(result.tflite, [left[:6], right[:6]]), keras_out, atol=1e-5)
+
+
+def test_the_transfer_pattern_on_mobilenet_v2_keeps_at_most_0_6_of_its_parameters():
+    """The issue's pattern: Sequential([Input, MobileNetV2(alpha=0.35, include_top=False), GAP, Dense(10)])."""
+    backbone_v2 = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False,
+                                                 weights=None)
+    model = keras.Sequential([keras.Input((32, 32, 3)), backbone_v2, keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10)])
+    groups = kstruct.pruning.channel_groups(model)
+    assert len(groups.prunable) == 25  # before: none ("Frozen groups: dense: a model output")
+    blocks = [b.name for b in kstruct.pruning.removable_blocks(model)]  # before: none
+    assert [b for b in blocks if b.endswith("_add")] == [f"block_{i}_add" for i in (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)]
+    masked = kstruct.pruning.prune_channels(model, 0.5)
+    wrappers = [layer for layer in _walk(masked) if isinstance(layer, kstruct.pruning.ChannelMaskWrapper)]
+    assert wrappers and all(w.name.startswith("channels_") for w in wrappers)
+    for wrapper in wrappers:
+        wrapper.mask_now(0.5)  # the final masks at once, as the step's `structure` does before training
+    smaller = kstruct.pruning.strip(masked)
+    assert smaller.count_params() <= 0.6 * model.count_params()
+    sample = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    assert smaller.predict(sample, verbose=0).shape == (2, 10)
