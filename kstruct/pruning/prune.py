@@ -183,7 +183,7 @@ class SparsityReport:
         lines = [f"{'layer':<32} {'sparsity':>9} {'zeros':>10} {'size':>10}"]
         for layer in self.layers:
             lines.append(f"{layer.name:<32} {layer.sparsity:>9.2%} {layer.zeros:>10} {layer.size:>10}")
-        lines.append(f"{'overall':<32} {self.overall:>9.2%}")
+        lines.append(f"{'overall':<32} {self.overall:>9.2%} {self.zeros:>10} {self.size:>10}")
         return "\n".join(lines)
 
 

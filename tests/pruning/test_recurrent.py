@@ -126,6 +126,7 @@ def test_optimize_prunes_a_tagger_and_its_int8_file_keeps_every_zero(sentences):
     original, pruned, ptq = result.report.stages
     assert (pruned.sparsity, pruned.prunable_params, pruned.prunable_layers) == (0.5, 424, 2)
     assert pruned.not_prunable == ["tokens"]
+    assert str(sparsity(result.model)).splitlines()[-1].split() == ["overall", "50.00%", "212", "424"]
     assert [type(layer).__name__ for layer in result.model.layers] == ["Embedding", "Bidirectional", "TimeDistributed"]
     assert pruned.max_abs_diff < 0.02 and ptq.max_abs_diff < 0.02
     rows = {row["layer"]: row for row in result.report.layers}  # layers.png: before and after, per layer
