@@ -111,6 +111,19 @@ def test_two_of_four_sparsity_holds_along_the_input_axis_of_every_recurrent_kern
         assert np.all(np.sum(groups != 0, axis=1) == 2), name
 
 
+def test_dropout_inside_a_pruned_lstm_draws_new_masks_at_every_step():
+    """The wrapper runs the layer in a stateless scope; the seed the layer advances there is written back."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((STEPS, 3)), keras.layers.LSTM(4, dropout=0.5, recurrent_dropout=0.3)])
+    pruned = prune(model, ConstantSparsity(0.5, begin_step=0, frequency=1))
+    seed = next(v for v in pruned.layers[0].layer.variables if "seed_generator" in v.path)
+    before = keras.ops.convert_to_numpy(seed).copy()
+    x = np.ones((2, STEPS, 3), "float32")
+    first, second = (keras.ops.convert_to_numpy(pruned(x, training=True)) for _ in range(2))
+    assert not np.array_equal(keras.ops.convert_to_numpy(seed), before)
+    assert np.abs(first - second).max() > 0
+
+
 def _file_weights(blob: bytes) -> list[np.ndarray]:
     """Each distinct weight tensor (input 1) of the file's FULLY_CONNECTED ops, read back with LiteRT."""
     interpreter = Interpreter(model_content=blob, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
