@@ -13,7 +13,6 @@ import pytest
 import tflite_export
 from kstruct.pruning import ConstantSparsity, prune, strip
 from kstruct.quantization import FloatPassthrough, QuantizeWrapper, quantize
-from qat_helpers import interpreter
 
 L = keras.layers
 
@@ -73,39 +72,49 @@ def _nonzero(model) -> dict[str, int]:
     return counts
 
 
-def _fit(model, x, y):
-    # Eager: two batches train faster than tracing the recurrent layers into a graph.
-    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
+def _fit(model, x, y, run_eagerly: bool):
+    model.compile("adam", "sparse_categorical_crossentropy", run_eagerly=run_eagerly)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     return model
 
 
-@pytest.fixture(scope="module")
-def pruned_then_qat():
+def pruned_then_trained_qat(model: keras.Model, run_eagerly: bool = True):
+    """(pruned model, QAT model after one epoch, x): `prune(0.5)` stripped, then `quantize` and `fit`."""
     rng = np.random.default_rng(0)
-    x, y = rng.random((32, 8, 8, 4), dtype="float32"), np.arange(32) % 3
-    pruned = strip(_fit(prune(every_prunable_kind(), schedule=ConstantSparsity(0.5, begin_step=0, frequency=1)), x, y))
+    x, y = rng.random((32, 8, 8, 4), dtype="float32"), np.arange(32) % 3  # both chains take 8x8x4 images
+    schedule = ConstantSparsity(0.5, begin_step=0, frequency=1)
+    pruned = strip(_fit(prune(model, schedule=schedule), x, y, run_eagerly))
     with pytest.warns(UserWarning, match="grouped_conv2d"):  # left in float, with the others QAT does not quantize
         qat = quantize(pruned)
     before = [np.array(keras.ops.convert_to_numpy(v)) for v in qat.trainable_weights]
-    _fit(qat, x, y)
+    _fit(qat, x, y, run_eagerly)
     moved = [not np.array_equal(b, keras.ops.convert_to_numpy(v)) for b, v in zip(before, qat.trainable_weights)]
     assert sum(moved) > len(moved) // 2  # QAT did train
+    return pruned, qat, x
+
+
+@pytest.fixture(scope="module")
+def pruned_then_qat():
+    # Eager on TensorFlow: two batches train faster than tracing the recurrent layers into a graph.
+    pruned, qat, x = pruned_then_trained_qat(every_prunable_kind(), run_eagerly=True)
     return pruned, qat, tflite_export.convert(qat, "int8", representative_data=x[:8])
 
 
-def test_every_prunable_kind_keeps_its_nonzero_count_through_qat(pruned_then_qat):
-    pruned, qat, _ = pruned_then_qat
+def check_nonzero_counts(pruned, qat, kinds) -> None:
+    """Each kind was pruned, and holds as many non-zero weights after QAT training as after pruning."""
     after_prune, after_qat = _nonzero(pruned), _nonzero(qat)
-    assert sorted(after_prune) == sorted(KINDS)
+    assert sorted(after_prune) == sorted(kinds)
     sizes = {layer.name: sum(k.size for k in _kernels(layer).values()) for layer in pruned.layers}
-    assert all(after_prune[name] < sizes[name] for name in KINDS), after_prune  # each kind was pruned
+    assert all(after_prune[name] < sizes[name] for name in kinds), after_prune  # each kind was pruned
     assert after_qat == after_prune
 
 
-def test_qat_computes_with_the_pruned_zeros_of_every_kind(pruned_then_qat):
+def test_every_prunable_kind_keeps_its_nonzero_count_through_qat(pruned_then_qat):
+    check_nonzero_counts(*pruned_then_qat[:2], KINDS)
+
+
+def check_deployed_zeros(pruned, qat) -> None:
     """What each wrapper computes with (its fake-quantized or float kernels) is zero wherever pruning left a zero."""
-    pruned, qat, _ = pruned_then_qat
     for wrapper in qat.layers:
         if isinstance(wrapper, QuantizeWrapper):
             deployed = {name: keras.ops.convert_to_numpy(k) for name, k in wrapper.quantized_weights()[0].items()}
@@ -119,8 +128,14 @@ def test_qat_computes_with_the_pruned_zeros_of_every_kind(pruned_then_qat):
             assert np.all(deployed[name][kernel == 0] == 0), f"{wrapper.layer.name}/{name}"
 
 
+def test_qat_computes_with_the_pruned_zeros_of_every_kind(pruned_then_qat):
+    check_deployed_zeros(*pruned_then_qat[:2])
+
+
 def _file_kernels(blob: bytes) -> list[tuple[tuple, int]]:
     """(sorted dimensions without 1s, zero count) of each constant tensor of rank >= 2 in the file."""
+    from qat_helpers import interpreter  # here: tests/backends imports this module without tests/quantization on the path
+
     it = interpreter(blob)
     found = []
     for tensor in it.get_tensor_details():
