@@ -1,0 +1,115 @@
+"""Which layers int8 hurts most: the ranking for a per-layer float fallback (the most sensitive first).
+
+Why measured this way: Intel Neural Compressor's accuracy-aware tuning sends the ops that lose most
+back to float, found by one trial per op. A trial of `auto` is a whole fine-tuning run, so the
+ranking is measured once, before the search, from the float model alone: for each layer that
+`quantize` makes int8, one forward pass on a validation sample with only that layer rounded the
+way the int8 file rounds it. A layer with one outlier weight (its per-tensor scale set by the
+outlier, every other weight rounded to zero) or a huge activation range ranks first.
+
+Not yet in `auto`'s space: a full-integer file cannot keep a layer in float today (the converter
+calibrates a QAT model's float layers to int8 too; see issue 21's notes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import numpy as np
+
+from kstruct._graph import rebuild
+from kstruct.quantization.layers import kernel_spec
+from kstruct.quantization.plan import plan_model
+from kstruct.quantization.quantizers import FakeQuant, quantize_weight
+
+logger = logging.getLogger("kstruct")
+
+SAMPLES = 64  # validation inputs per forward pass: the ranking, not the accuracy, is what is measured
+
+
+def _first(x: Any, count: int) -> Any:
+    return keras.tree.map_structure(lambda a: np.asarray(a)[:count], x)
+
+
+def _outputs(model: keras.Model, x: Any) -> np.ndarray:
+    flat = keras.tree.flatten(model(x, training=False))
+    return np.concatenate([np.asarray(keras.ops.convert_to_numpy(t), dtype="float64").ravel() for t in flat])
+
+
+def _functional(model: keras.Model) -> keras.Model | None:
+    """A functional view of `model` over its own layers (nothing copied), or None for a subclassed model."""
+    if isinstance(model, keras.Sequential):
+        try:
+            inputs, outputs = model.inputs, model.outputs
+        except (AttributeError, ValueError):  # a Sequential never built on an Input
+            return None
+        if not inputs:
+            return None
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0] if len(outputs) == 1 else outputs,
+                           name=model.name)
+    return model if "layers" in model.get_config() else None
+
+
+def _with_one_layer_int8(model: keras.Model, name: str, tail: str, value_range: tuple[float, float]) -> keras.Model:
+    """A copy of `model` in which only layer `name` is int8: its kernels, and the output of `tail`."""
+    spec = kernel_spec(model.get_layer(name))
+
+    def copy_weights(original, new):
+        new.set_weights(original.get_weights())
+        if original.name == name:
+            for attribute, axis in spec.kernels.items():
+                kernel = getattr(new, attribute)
+                kernel.assign(quantize_weight(kernel, axis(tuple(kernel.shape))))
+
+    return rebuild(model, copy_weights=copy_weights, insert_after={tail: lambda: FakeQuant(value_range=value_range)})
+
+
+def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES) -> list[tuple[str, float]]:
+    """`(layer name, sensitivity)` for each layer int8 QAT quantizes, most sensitive first.
+
+    A layer's sensitivity is how far the model's outputs move on `x` when that layer alone
+    is int8: its weights rounded as TFLite stores them (symmetric; per channel for
+    convolutions, per tensor for Dense) and its output (after a folded BatchNormalization and
+    fused activation) rounded to 256 levels over the range it takes on `x`. It is the mean
+    absolute change of the outputs over their mean absolute value. Layers inside nested
+    models and shared layers are not ranked.
+
+    Args:
+        model: a Sequential or functional Keras model (not modified).
+        x: model inputs (the validation inputs); the first `samples` are used.
+
+    Returns:
+        The ranking; empty for a model kstruct cannot rewrite or without weighted layers.
+    """
+    functional = _functional(model)
+    if functional is None or x is None:
+        return []
+    x = _first(x, samples)
+    plans = plan_model(functional)
+    tails = {name: plan.activation or plan.batch_norm or name for name, plan in plans.items() if plan.kind == "weighted"}
+    probes, names = [], []
+    for name, tail in tails.items():
+        try:
+            probes.append(functional.get_layer(tail).output)
+            names.append(name)
+        except (AttributeError, ValueError):  # a shared layer has no single output
+            continue
+    if not names:
+        return []
+    reference = _outputs(functional, x)
+    scale = float(np.mean(np.abs(reference))) + 1e-12
+    activations = keras.Model(functional.input, probes)(x, training=False)
+    ranking = []
+    for name, activation in zip(names, keras.tree.flatten(activations)):
+        values = keras.ops.convert_to_numpy(activation)
+        low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+        if high - low < 1e-6:
+            high = low + 1e-3
+        changed = _outputs(_with_one_layer_int8(functional, name, tails[name], (low, high)), x)
+        ranking.append((name, float(np.mean(np.abs(changed - reference))) / scale))
+    ranking.sort(key=lambda item: -item[1])
+    logger.info("kstruct: int8 sensitivity, most sensitive first: %s",
+                ", ".join(f"{name} {value:.4f}" for name, value in ranking))
+    return ranking
