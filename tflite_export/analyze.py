@@ -182,81 +182,103 @@ def analyze(model: bytes | str | os.PathLike, *, gpu_analyzer: bool = True, gzip
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
     fb = schema.ModelT.InitFromPackedBuf(blob, 0)
-    buffers = fb.buffers or []
+    code_names = _operator_code_names(fb, op_names, schema)
+    main = fb.subgraphs[0]
+    ops = [code_names[op.opcodeIndex] for op in main.operators or []]
+    tensors = _tensor_stats(fb, type_names)
+    has_dynamic = bool(tensors.dynamic_tensors) or any(op in targets_lib.DYNAMIC_SHAPE_OPS for op in ops)
+    analyzer_text = _gpu_analyzer_text(blob) if gpu_analyzer else ""
+    gpu_problems = _gpu_problems(ops, tensors.dynamic_tensors, has_dynamic, analyzer_text)
+    return Analysis(
+        size_bytes=len(blob),
+        gzip_bytes=len(gzip.compress(blob, compresslevel=9, mtime=0)) if gzip_size else None,
+        ops=ops,
+        op_counts=dict(Counter(ops)),
+        custom_ops=sorted({name for name in code_names if name not in op_names.values()}),
+        dtype_counts=dict(tensors.dtype_counts),
+        tensors_not_int8_int32=tensors.not_int8_int32,
+        constant_bytes=tensors.constant_bytes,
+        weight_count=tensors.weight_count,
+        zero_weight_fraction=tensors.zero_count / tensors.weight_count if tensors.weight_count else 0.0,
+        sparse_tensors=tensors.sparse_tensors,
+        inputs=[_tensor_info(main.tensors[i], type_names) for i in main.inputs],
+        outputs=[_tensor_info(main.tensors[i], type_names) for i in main.outputs],
+        dynamic_tensors=tensors.dynamic_tensors,
+        has_dynamic_shape_ops=has_dynamic,
+        gpu_compatible=not gpu_problems,
+        gpu_problems=gpu_problems,
+        gpu_analyzer_text=analyzer_text,
+    )
 
-    code_names = []
+
+def _operator_code_names(fb, op_names: dict[int, str], schema) -> list[str]:
+    """The name of each operator code: the builtin's name, or a custom op's own."""
+    names = []
     for code in fb.operatorCodes or []:
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         if builtin == schema.BuiltinOperator.CUSTOM:
             custom = code.customCode
-            code_names.append(custom.decode() if isinstance(custom, bytes) else str(custom))
+            names.append(custom.decode() if isinstance(custom, bytes) else str(custom))
         else:
-            code_names.append(op_names.get(builtin, f"BUILTIN_{builtin}"))
+            names.append(op_names.get(builtin, f"BUILTIN_{builtin}"))
+    return names
 
-    main = fb.subgraphs[0]
-    ops = [code_names[op.opcodeIndex] for op in main.operators or []]
-    custom_ops = sorted({name for name in code_names if name not in op_names.values()})
 
-    dtype_counts: Counter = Counter()
-    not_int8_int32: list[tuple[str, str]] = []
-    dynamic_tensors: list[str] = []
-    constant_bytes = weight_count = zero_count = sparse_tensors = 0
+@dataclasses.dataclass
+class _TensorStats:
+    dtype_counts: Counter = dataclasses.field(default_factory=Counter)
+    not_int8_int32: list = dataclasses.field(default_factory=list)
+    dynamic_tensors: list = dataclasses.field(default_factory=list)
+    constant_bytes: int = 0
+    weight_count: int = 0
+    zero_count: int = 0
+    sparse_tensors: int = 0
+
+
+def _tensor_stats(fb, type_names: dict[int, str]) -> _TensorStats:
+    """Dtypes, constant bytes and the zeros of the weight tensors (2-D and up) over every subgraph.
+
+    A quantized weight's zero is its zero point; a sparse tensor stores only its non-zeros.
+    """
+    buffers = fb.buffers or []
+    stats = _TensorStats()
     for subgraph_index, subgraph in enumerate(fb.subgraphs):
         for tensor in subgraph.tensors or []:
             info = _tensor_info(tensor, type_names)
-            dtype_counts[info.dtype] += 1
+            stats.dtype_counts[info.dtype] += 1
             if info.dtype not in ("int8", "int32"):
-                not_int8_int32.append((info.name, info.dtype))
+                stats.not_int8_int32.append((info.name, info.dtype))
             if subgraph_index == 0 and any(d < 0 for d in info.shape):
-                dynamic_tensors.append(info.name)
+                stats.dynamic_tensors.append(info.name)
             data = buffers[tensor.buffer].data if 0 < tensor.buffer < len(buffers) else None
             if data is None or len(data) == 0:
                 continue
             raw = np.asarray(data, dtype=np.uint8)
-            constant_bytes += raw.nbytes
+            stats.constant_bytes += raw.nbytes
             shape = tensor.shape if tensor.shape is not None else []
             if info.dtype not in _WEIGHT_DTYPES or len(shape) < 2:
                 continue
             values = raw.view(_NUMPY_DTYPES[info.dtype])
             zero = info.zero_point[0] if info.zero_point and info.dtype in ("int8", "uint8") else 0
             dense = int(np.prod(shape))
-            weight_count += dense
+            stats.weight_count += dense
             if tensor.sparsity is not None:
-                sparse_tensors += 1
-                zero_count += dense - int(np.count_nonzero(values != zero))
+                stats.sparse_tensors += 1
+                stats.zero_count += dense - int(np.count_nonzero(values != zero))
             else:
-                zero_count += int(np.count_nonzero(values == zero))
+                stats.zero_count += int(np.count_nonzero(values == zero))
+    return stats
 
-    has_dynamic = bool(dynamic_tensors) or any(op in targets_lib.DYNAMIC_SHAPE_OPS for op in ops)
 
-    gpu_problems = []
+def _gpu_problems(ops: list[str], dynamic_tensors: list[str], has_dynamic: bool, analyzer_text: str) -> list[str]:
+    """What keeps the file off the GPU delegate: dynamic shapes, ops outside its table, the analyzer's warnings."""
+    problems = []
     if has_dynamic:
-        gpu_problems.append("dynamic shapes (" + ", ".join(
+        problems.append("dynamic shapes (" + ", ".join(
             sorted({op for op in ops if op in targets_lib.DYNAMIC_SHAPE_OPS}) or dynamic_tensors[:3]) + ")")
     for index, op in enumerate(ops):
         if op not in targets_lib.GPU_OPS and op not in targets_lib.GPU_CUSTOM_OPS:
-            gpu_problems.append(f"op #{index} {op} is not supported by the GPU delegate")
-    analyzer_text = _gpu_analyzer_text(blob) if gpu_analyzer else ""
+            problems.append(f"op #{index} {op} is not supported by the GPU delegate")
     # The analyzer marks failing ops with this phrase; keep its own words.
-    gpu_problems += [line.strip() for line in analyzer_text.splitlines() if "GPU COMPATIBILITY WARNING" in line]
-
-    return Analysis(
-        size_bytes=len(blob),
-        gzip_bytes=len(gzip.compress(blob, compresslevel=9, mtime=0)) if gzip_size else None,
-        ops=ops,
-        op_counts=dict(Counter(ops)),
-        custom_ops=custom_ops,
-        dtype_counts=dict(dtype_counts),
-        tensors_not_int8_int32=not_int8_int32,
-        constant_bytes=constant_bytes,
-        weight_count=weight_count,
-        zero_weight_fraction=zero_count / weight_count if weight_count else 0.0,
-        sparse_tensors=sparse_tensors,
-        inputs=[_tensor_info(main.tensors[i], type_names) for i in main.inputs],
-        outputs=[_tensor_info(main.tensors[i], type_names) for i in main.outputs],
-        dynamic_tensors=dynamic_tensors,
-        has_dynamic_shape_ops=has_dynamic,
-        gpu_compatible=not gpu_problems,
-        gpu_problems=gpu_problems,
-        gpu_analyzer_text=analyzer_text,
-    )
+    problems += [line.strip() for line in analyzer_text.splitlines() if "GPU COMPATIBILITY WARNING" in line]
+    return problems

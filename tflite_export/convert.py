@@ -315,19 +315,7 @@ def convert(
     >>> open("model_int8.tflite", "wb").write(blob)  # doctest: +SKIP
     """
     spec = targets_lib.get_target(target)
-    io_dtype = spec.io_dtypes[0] if io_dtype is None else io_dtype
-    if io_dtype not in spec.io_dtypes:
-        raise ExportError(f"Expected `io_dtype` to be one of {spec.io_dtypes} for target={target!r}. Received: io_dtype={io_dtype!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ExportError(f"Expected `batch_size` to be a positive int. Received: batch_size={batch_size!r}")
-    if spec.batch_one and batch_size != 1:
-        raise ExportError(f"Expected `batch_size` to be 1 for target={target!r}. Received: batch_size={batch_size}")
-    if spec.needs_data and representative_data is None:
-        raise ExportError(
-            f"target={target!r} quantizes activations and needs calibration inputs: pass "
-            "representative_data=x_train[:200] (an array of model inputs)"
-        )
-
+    io_dtype = _check_arguments(spec, io_dtype, batch_size, representative_data)
     # A mixed-precision model traces to float16 kernels LiteRT lacks; its float32 twin is what
     # converts (and what a JAX or PyTorch model sends to the TensorFlow child).
     keras_model = float32_twin(_load_keras_model(model))
@@ -348,18 +336,9 @@ def convert(
         unrolled = rolled_recurrent_layers(keras_model)
         keras_model = unroll_recurrent(keras_model)
 
-    import keras
     import tensorflow as tf
 
-    # One tensor per input, named after its keras.Input; outputs flattened in
-    # keras.tree order, which `verify` relies on to pair them with Keras's.
-    structure = runtime.keras_input_structure(keras_model)
-    traced = tf.function(
-        lambda *xs: keras.tree.flatten(keras_model(keras.tree.pack_sequence_as(structure, list(xs)), training=False))
-    )
-    names = [name for name, _, _ in signature] if len(signature) > 1 else ["input"]
-    specs = [tf.TensorSpec((batch_size,) + shape[1:], dtype, name=n) for n, (_, shape, dtype) in zip(names, signature)]
-    concrete = traced.get_concrete_function(*specs)
+    concrete = _trace(keras_model, signature, batch_size)
     control_flow = _control_flow_ops(concrete.graph)
     # The legacy calibrating quantizer cannot read a QAT graph's FakeQuant ops (it
     # refuses their CAST/DEQUANTIZE), so it only takes unrolled float recurrent graphs.
@@ -380,7 +359,49 @@ def convert(
         blob = _run_converter(converter, *options)
     if spec.needs_data:  # a pruned all-zero channel must not get a scale of 0, which XNNPACK refuses
         blob = nonzero_weight_scales(blob)
+    _check_file(blob, spec, unrolled, allow_flex=allow_flex, strict=strict)
+    return blob
 
+
+def _check_arguments(spec: targets_lib.Target, io_dtype: str | None, batch_size: Any, representative_data: Any) -> str:
+    """Refuses bad arguments before any tracing; returns the file's I/O dtype."""
+    target = spec.name
+    io_dtype = spec.io_dtypes[0] if io_dtype is None else io_dtype
+    if io_dtype not in spec.io_dtypes:
+        raise ExportError(f"Expected `io_dtype` to be one of {spec.io_dtypes} for target={target!r}. Received: io_dtype={io_dtype!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ExportError(f"Expected `batch_size` to be a positive int. Received: batch_size={batch_size!r}")
+    if spec.batch_one and batch_size != 1:
+        raise ExportError(f"Expected `batch_size` to be 1 for target={target!r}. Received: batch_size={batch_size}")
+    if spec.needs_data and representative_data is None:
+        raise ExportError(
+            f"target={target!r} quantizes activations and needs calibration inputs: pass "
+            "representative_data=x_train[:200] (an array of model inputs)"
+        )
+    return io_dtype
+
+
+def _trace(keras_model, signature: list, batch_size: int):
+    """The model as one concrete TensorFlow function of a static batch.
+
+    One tensor per input, named after its keras.Input; outputs flattened in keras.tree order,
+    which `verify` relies on to pair them with Keras's.
+    """
+    import keras
+    import tensorflow as tf
+
+    structure = runtime.keras_input_structure(keras_model)
+    traced = tf.function(
+        lambda *xs: keras.tree.flatten(keras_model(keras.tree.pack_sequence_as(structure, list(xs)), training=False))
+    )
+    names = [name for name, _, _ in signature] if len(signature) > 1 else ["input"]
+    specs = [tf.TensorSpec((batch_size,) + shape[1:], dtype, name=n) for n, (_, shape, dtype) in zip(names, signature)]
+    return traced.get_concrete_function(*specs)
+
+
+def _check_file(blob: bytes, spec: targets_lib.Target, unrolled: list[str], *, allow_flex: bool, strict: bool) -> None:
+    """Refuses a file that breaks its target's op set (edgetpu without `strict`: a warning)."""
+    target = spec.name
     analysis = analyze(blob, gpu_analyzer=spec.op_check == "gpu", gzip_size=False)  # ops only
     if analysis.uses_flex and not allow_flex:
         raise ExportError(f"The converter emitted Flex ops without allow_flex=True: {', '.join(analysis.custom_ops)}")
@@ -394,10 +415,9 @@ def convert(
                 "'float16', 'int8' or 'int16x8')"
             )
         if spec.op_check == "edgetpu" and not strict:
-            warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=2)
+            warnings.warn(message, EdgeTpuCpuFallbackWarning, stacklevel=3)  # the caller of convert
         else:
             raise CompatibilityError(message, target=target, ops=tuple(result.unsupported_ops))
-    return blob
 
 
 def _convert_saved(path: str, target: str, samples: np.ndarray | None, options: dict[str, Any]):
