@@ -13,6 +13,7 @@ every oracle ranks an infeasible trial last and the one that missed least first 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import json
 import logging
@@ -33,6 +34,7 @@ from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.training import StepContext
 from kstruct.errors import KstructError
 from kstruct.report.measure import measure_stage
+from kstruct.search._memory import trial_gradients_dropped
 from kstruct.search.budget import BudgetError, SearchError
 from kstruct.engine.step import Step
 
@@ -157,7 +159,12 @@ class _ChainTuner(keras_tuner.Tuner):
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         try:
-            row = self.auto.run_trial(trial.hyperparameters, trial.trial_id, Path(self.get_trial_dir(trial.trial_id)))
+            with trial_gradients_dropped():  # each trial's traced training graphs die with it (search does the same)
+                row = self.auto.run_trial(trial.hyperparameters, trial.trial_id, Path(self.get_trial_dir(trial.trial_id)))
+            # As Keras Tuner does before each model it builds: Keras's global state (TensorFlow's graph
+            # and name scopes) forgets the trial's models, so memory stays flat across trials.
+            keras.backend.clear_session()
+            gc.collect()
         except Exception as error:  # a bug, not a bad chain: stop the search and raise it as it is
             self.auto.error = error
             raise keras_tuner.errors.FatalError(str(error)) from error
