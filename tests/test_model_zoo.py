@@ -5,6 +5,8 @@ one epoch. Each must come through with the figures its task is judged by, and an
 file that reproduces the QAT model; the user's model is left as it was.
 """
 
+import re
+
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
@@ -24,9 +26,17 @@ EXPECTED = {
     "custom_layer": CLASSIFICATION,
     "raw_ops": CLASSIFICATION,
     "segmentation": CLASSIFICATION,
+    "unet": CLASSIFICATION,  # per-pixel accuracy over (16, 16) labels
+    "mixed_cnn": CLASSIFICATION,
+    "tagger": CLASSIFICATION,  # per-token accuracy over (16,) labels
+    "siamese": ("binary", "thresholded accuracy"),
     "mobilenet_v3_small": CLASSIFICATION,
     "efficientnet_b0": CLASSIFICATION,
     "densenet121": CLASSIFICATION,
+    "convnext_tiny": CLASSIFICATION,
+    "nasnet_mobile": CLASSIFICATION,
+    "resnet50_v2": CLASSIFICATION,
+    "nested_transfer": CLASSIFICATION,
 }
 # Layers QAT leaves in float (the qat stage's notes name them): Embedding and the recurrent layers
 # (the converter's calibration quantizes them), MultiHeadAttention and LayerNormalization, an unquantizable custom layer,
@@ -38,12 +48,35 @@ FLOAT_LAYERS = {
     "attention": {"mha", "norm"},
     "custom_layer": {"scale"},
     "efficientnet_b0": {"normalization"},
+    # Its BatchNormalization follows a ReLU, so there is no Conv to fold it into (a pattern users write).
+    "mixed_cnn": {"bn"},
+    "tagger": {"embed", "bilstm", "tags"},
 }
 # The keras.applications models are marked slow: 2 to 8 minutes each on 2 shared cores, mostly
 # TensorFlow tracing the train step of a 150- to 430-layer graph (see the README's "Model zoo").
-APPLICATIONS = {"mobilenet_v3_small", "efficientnet_b0", "densenet121"}
-# The two deepest are also `heavy`: `make test` (CI's 15-minute budget) leaves them to `make test-heavy`.
-HEAVY = {"efficientnet_b0", "densenet121"}
+# The nested transfer model is one of them: a MobileNetV2 backbone inside a Sequential model.
+APPLICATIONS = {
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "densenet121",
+    "convnext_tiny",
+    "nasnet_mobile",
+    "resnet50_v2",
+    "nested_transfer",
+}
+# All but the smallest are also `heavy`: `make test` (8 minutes on 2 cores) leaves them to `make test-heavy`.
+HEAVY = APPLICATIONS - {"mobilenet_v3_small"}
+# Models whose untrained outputs are nearly uniform, so one int8 step flips an argmax: the deep
+# applications, and the tagger (an untrained BiLSTM's 5 tag scores are all near 0.2; 60% per-token
+# agreement at a max difference of one int8 step, 0.004). Their parity is judged by the difference alone.
+NEAR_UNIFORM = APPLICATIONS | {"tagger"}
+# A functional model records `mask=None` in each recurrent layer's call; PruneWrapper.call takes no `mask`,
+# so the prune step's rebuild fails with Keras's "got an unexpected keyword argument 'mask'" (a
+# Sequential tagger, as tests/pruning builds, never records it). Strict: the marker goes when the fix lands.
+RECURRENT_MASK_BUG = pytest.mark.xfail(
+    raises=TypeError, strict=True, reason="PruneWrapper.call has no `mask` argument (functional recurrent models)"
+)
+MARKS = {"lstm": [RECURRENT_MASK_BUG], "gru": [RECURRENT_MASK_BUG], "tagger": [RECURRENT_MASK_BUG]}
 # EfficientNetB0's int8 file is up to 0.047 (12 int8 steps of a softmax) off its QAT model: a known
 # gap, not yet explained (README "Not supported yet"); a broken file is off by the scores' size.
 MAX_DIFF = {"efficientnet_b0": 0.08}
@@ -62,7 +95,9 @@ def _io_dtypes(blob: bytes) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=[pytest.mark.slow, *([pytest.mark.heavy] if n in HEAVY else [])]) if n in APPLICATIONS else n
+        pytest.param(n, marks=[pytest.mark.slow, *([pytest.mark.heavy] if n in HEAVY else [])])
+        if n in APPLICATIONS
+        else pytest.param(n, marks=MARKS.get(n, []))
         for n in EXPECTED
     ],
 )
@@ -89,7 +124,7 @@ def test_prune_then_qat_to_int8_keeps_the_task_figures_and_the_int8_file_matches
     if task == "regression":
         assert qat.max_abs_diff <= 0.05
         assert qat.tflite_metric == pytest.approx(qat.keras_metric, rel=0.05)
-    elif name in APPLICATIONS:
+    elif name in NEAR_UNIFORM:
         # Untrained deep models put out nearly uniform class scores (the report's mean top-1
         # margin): a difference of one int8 step flips the argmax, so agreement says little.
         assert qat.mean_top1_margin is not None
@@ -137,3 +172,19 @@ def test_adapted_normalization_runs_in_float_with_its_adapted_statistics_in_qat_
     expected = qat.predict(x, verbose=0)
     blob = tflite_export.convert(qat, "int8", representative_data=x)
     assert np.abs(np.asarray(tflite_export.predict(blob, x)) - expected).max() <= 0.1 * np.abs(expected).max()
+
+
+def test_the_matrix_prints_ok_or_kstructs_one_line_refusal_per_strategy(capsys):
+    """`benchmarks/model_zoo.py --matrix`: the README's model x strategy table comes from these rows."""
+    from benchmarks.model_zoo import matrix
+
+    matrix(["regression"], ("ptq", "drop_blocks(1)"))
+    header, rule, row = capsys.readouterr().out.splitlines()
+    assert header == "| model | `ptq` | `drop_blocks(1)` |"
+    assert rule == "|---|---|---|"
+    # A plain Dense stack has no residual block: drop_blocks refuses with kstruct's error, not a crash.
+    assert re.fullmatch(
+        r"\| regression \| ok \| refused: PruningError: drop_blocks\(1\): model `functional(_\d+)?` has 0 removable "
+        r"block\(s\) \(none\); ask for at most 0\. \|",
+        row,
+    ), row
