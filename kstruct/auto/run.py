@@ -34,6 +34,7 @@ from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.training import StepContext
 from kstruct.errors import KstructError
 from kstruct.report.measure import measure_stage
+from kstruct.search import _project
 from kstruct.search._memory import trial_gradients_dropped
 from kstruct.search.budget import BudgetError, SearchError
 from kstruct.engine.step import Step
@@ -50,6 +51,7 @@ PRECHECK_TOLERANCE = 0.1  # an untrained structure is refused only if it misses 
 ROW_FILE = "kstruct_auto_trial.json"
 SETTINGS_FILE = "kstruct_auto.json"  # what a project folder was searched for; a resume must match it
 LATENCY_RUNS = 200  # per timing; a small model's file runs in microseconds, where one run is mostly noise
+WORKER_WAIT = 60.0  # seconds a worker waits for its chief's settings file
 LATENCY_REPEATS = 3  # timings per file; the fastest median counts (noise only ever adds time)
 
 
@@ -229,6 +231,7 @@ class AutoSearch:
         self.error: Exception | None = None
         self.kept: dict[str, tuple[keras.Model, bytes]] = {}  # the best trial so far, in memory
         self.started = time.perf_counter()
+        self.role = _project.role()  # "single", or "chief"/"worker" from Keras Tuner's KERASTUNER_* variables
         self.original, self.original_blob = self._measure_original()
 
     def _convert(self, model: keras.Model) -> bytes:
@@ -367,6 +370,13 @@ class AutoSearch:
             "seed": self.seed,
         }
         path = Path(self.directory) / SETTINGS_FILE
+        if self.role == "worker":  # the chief writes the settings; a worker checks it searches the same
+            deadline = time.monotonic() + WORKER_WAIT
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not path.exists():
+                raise SearchError(f"No chief wrote {path} within {WORKER_WAIT:.0f} s; start the chief first, "
+                                  "with the same directory=.")
         if path.exists():
             recorded = json.loads(path.read_text())
             if recorded != settings:
@@ -378,7 +388,9 @@ class AutoSearch:
                 )
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings))
+        partial = path.with_suffix(".partial")  # atomic: a worker never reads half a file
+        partial.write_text(json.dumps(settings))
+        partial.replace(path)
 
     def run(self) -> AutoResult:
         """Runs the trials and returns the best one within budget.
@@ -393,11 +405,13 @@ class AutoSearch:
             directory=self.directory, project_name="auto", overwrite=False,
         )
         try:
-            tuner.search(verbose=0)
+            tuner.search(verbose=0)  # on a chief: serves the oracle to the workers until the trials are done
         except keras_tuner.errors.FatalError:
             if self.error is not None:
                 raise self.error from None
             raise
+        if self.role == "worker":  # told to stop: the other workers' last trials still count
+            _project.wait_for_all_trials(str(Path(self.directory) / "auto"), timeout=WORKER_WAIT * 10)
         rows = self.rows()
         best = self.best_row()
         if best is None:
