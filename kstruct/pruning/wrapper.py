@@ -17,6 +17,8 @@ are saved in `.keras` files and training resumes where it stopped.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -161,16 +163,19 @@ class PruneWrapper(keras.layers.Wrapper):
         """The first pruned weight as the layer sees it: `weight * mask`."""
         return self.masked_weights()[0]
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         if training:
             self._advance_schedule()
+        # A functional model records `mask=None` on a recurrent layer's node, and a masking layer
+        # (Embedding(mask_zero=True)) hands a real mask: both go to a layer whose call takes one.
+        keyword = {"mask": mask} if mask is not None and "mask" in inspect.signature(self.layer.call).parameters else {}
         pruned = {id(w): m for w, m in zip(self.pruned_weights, self.masked_weights())}
         # Every other variable maps to its current value, so nested stateless scopes
         # (JAX training) still see the trainer's values.
         mapping = [(v, pruned.get(id(v), v.value)) for v in self.layer.variables]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             entered = [(v, scope.get_current_value(v)) for v in self.layer.variables if id(v) not in pruned]
-            outputs = self.layer(inputs)
+            outputs = self.layer(inputs, **keyword)
         # State the layer advanced inside the scope (a dropout seed) is written back to its variable.
         for variable, value in entered:
             current = scope.get_current_value(variable)

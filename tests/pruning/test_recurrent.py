@@ -216,3 +216,20 @@ def test_the_cli_says_in_one_line_that_a_model_has_nothing_to_prune(sentences, t
     assert err.startswith("kstruct: error: kstruct.pruning.prune: model `lookups` has no layer kstruct can prune. "
                           "Layers with weights: tokens (Embedding: a lookup table")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_functional_model_passes_its_recurrent_layers_their_masks(sentences):
+    """A functional graph records `mask=` on a recurrent layer's call (None, or Embedding(mask_zero)'s):
+    the wrapper takes it and hands it on, so the masked model computes what the original does."""
+    x, _ = sentences
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((STEPS,), dtype="int32")
+    hidden = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(inputs)
+    hidden = keras.layers.LSTM(4, return_sequences=True)(hidden)
+    outputs = keras.layers.Dense(TAGS)(keras.layers.LSTM(4)(hidden))
+    model = keras.Model(inputs, outputs)
+    wrapped = prune(model, ConstantSparsity(0.5, begin_step=10**6))  # masks all ones until step 10**6
+    np.testing.assert_allclose(_run(wrapped, x), _run(model, x), atol=1e-6)
+    unmasked = keras.Model(inputs, keras.layers.Dense(TAGS)(keras.layers.LSTM(4)(keras.layers.LSTM(4, return_sequences=True)(
+        keras.layers.Embedding(VOCAB, 8)(inputs)))))
+    assert isinstance(prune(unmasked, ConstantSparsity(0.5, begin_step=0)).layers[2], PruneWrapper)
