@@ -1,6 +1,8 @@
-"""Which models kstruct can read as a graph, and the one error for those it cannot."""
+"""Which models kstruct can read as a graph, the one error for those it cannot, and what a layer's call accepts."""
 
 from __future__ import annotations
+
+import inspect
 
 import keras
 
@@ -46,3 +48,15 @@ def leaf_layers(model):
             yield from leaf_layers(layer)
         else:
             yield layer
+
+
+def accepted_keywords(layer, kwargs: dict) -> dict:
+    """`kwargs` less a `mask=None` the layer's call does not take.
+
+    Keras records `mask=None` on the node of a layer whose call takes a mask (a recurrent layer, or
+    a wrapper around one); the layer that replaces it (the stripped inner layer) may not take one.
+    """
+    if kwargs.get("mask", 0) is None and callable(getattr(layer, "call", None)):
+        if "mask" not in inspect.signature(layer.call).parameters:
+            return {key: value for key, value in kwargs.items() if key != "mask"}
+    return kwargs

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import keras
 
-from kstruct._graph.checks import is_graph_model, is_layer
+from kstruct._graph.checks import accepted_keywords, is_graph_model, is_layer
 from kstruct._graph.lambdas import lambda_from_parts, live_lambdas
 
 
@@ -365,7 +365,8 @@ def build(
             if not ready(call):
                 waiting.append((node, k, call))
                 continue
-            output = layers[node.name](*_map(call.args, resolve), **_map(call.kwargs, resolve))
+            layer = layers[node.name]
+            output = layer(*_map(call.args, resolve), **accepted_keywords(layer, _map(call.kwargs, resolve)))
             if after and node.name in after and k == 0:
                 output = after[node.name](output, resolve)
             for i, tensor in enumerate(keras.tree.flatten(output)):

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import keras
 
-from kstruct._graph.checks import check_graph_model, is_layer
+from kstruct._graph.checks import accepted_keywords, check_graph_model, is_layer
 from kstruct._graph.lambdas import copy_lambda, is_lambda
 from kstruct._graph.state import carry_state
 
@@ -86,7 +86,7 @@ def rebuild(
         original = originals[id(new)]
         if original.name in remove:
             return keras.tree.flatten(args)[0]
-        outputs = new(*args, **kwargs)
+        outputs = new(*args, **accepted_keywords(new, kwargs))
         if original.name in insert_after:
             outputs = insert_after[original.name]()(outputs)
         return outputs
