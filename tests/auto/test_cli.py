@@ -17,12 +17,21 @@ from tests.search.conftest import blobs, tiny_cnn
 
 
 def _completed(folder: Path) -> dict[str, dict]:
-    """Trials Keras Tuner recorded as finished, with auto's row for each."""
+    """Trials Keras Tuner recorded as finished, with auto's row for each.
+
+    Finished means in the oracle's saved `end_order`: Keras Tuner writes a trial's own file first and
+    its oracle state after, and a kill between the two leaves the trial "ongoing", to be run again.
+    """
     done = {}
+    oracle = folder / "auto" / "oracle.json"
+    try:
+        ended = set(json.loads(oracle.read_text())["end_order"])
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return done
     for path in folder.glob("auto/trial_*/trial.json"):
         trial = json.loads(path.read_text())
         row = path.parent / "kstruct_auto_trial.json"
-        if trial["status"] == "COMPLETED" and row.exists():
+        if trial["status"] == "COMPLETED" and trial["trial_id"] in ended and row.exists():
             done[trial["trial_id"]] = json.loads(row.read_text())
     return done
 

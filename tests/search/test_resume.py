@@ -25,13 +25,19 @@ def start(directory, max_trials=4, epochs=3):
 
 
 def completed(project: Path) -> dict[str, dict]:
+    """Trials in the oracle's saved `end_order` (Keras Tuner writes a trial's file before its oracle
+    state, and a kill between the two leaves the trial "ongoing", to be run again)."""
     done = {}
+    try:
+        ended = set(json.loads((project / "oracle.json").read_text())["end_order"])
+    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
+        return done
     for path in project.glob("trial_*/trial.json"):
         try:
             trial = json.loads(path.read_text())
         except ValueError:
             continue
-        if trial["status"] == "COMPLETED":
+        if trial["status"] == "COMPLETED" and trial["trial_id"] in ended:
             done[trial["trial_id"]] = trial
     return done
 
