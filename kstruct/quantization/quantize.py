@@ -136,49 +136,6 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
             input_quantized[id(value)] = quantizer(value)
         return input_quantized[id(value)]
 
-    def make(layer, plan: LayerPlan):
-        decay = scheme.ema_decay
-        if plan.kind == "weighted":
-            batch_norm = fresh_copy(layers[plan.batch_norm]) if plan.batch_norm else None
-            activation = fresh_copy(layers[plan.activation]) if plan.activation else None
-            kernels = kernel_spec(layer).kernels
-            return QuantizeWrapper(
-                fresh_copy(layer),
-                batch_norm=batch_norm,
-                activation=activation,
-                quantize_output=plan.quantize_output,
-                preserve_sparsity=preserve_sparsity and _has_zeros(layer, kernels),
-                ema_decay=decay,
-                kernel_values=kernel_values(layer, kernels),
-            )
-        if plan.kind == "output":
-            activation = fresh_copy(layers[plan.activation]) if plan.activation else None
-            return QuantizeOutput(fresh_copy(layer), activation=activation, quantize_output=plan.quantize_output, ema_decay=decay)
-        if plan.kind == "activation":
-            return QuantizeActivation(fresh_copy(layer), ema_decay=decay)
-        if plan.kind == "rescaling":
-            return QuantizeRescaling(fresh_copy(layer), ema_decay=decay)
-        if plan.kind == "same_scale":
-            return fresh_copy(layer)
-        if plan.kind == "nested":
-            return _quantize_graph(layer, scheme, preserve_sparsity, quantize_inputs=False)
-        sparse = preserve_sparsity and has_sparse_weights(layer)
-        return FloatPassthrough(fresh_copy(layer), reason=plan.reason, ema_decay=decay, preserve_sparsity=sparse)
-
-    def copy_weights(original, new_layer, plan: LayerPlan):
-        if plan.kind == "weighted":
-            new_layer.layer.set_weights(original.get_weights())
-            if plan.batch_norm:
-                new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
-            if new_layer.preserve_sparsity:
-                new_layer.capture_sparsity()
-            new_layer.capture_kernel_values()
-        elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
-            target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
-            target.set_weights(original.get_weights())
-            if hasattr(target, "finalize_state"):  # state derived from weights (Normalization), as Keras's loading does
-                target.finalize_state()
-
     def call(operation, *args, **kwargs):
         args, kwargs = keras.tree.map_structure(quantized_input, (args, kwargs))
         # Masks are not part of int8 inference; Keras records `mask=None` on some nodes.
@@ -194,11 +151,58 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
             return args[0]
         first = operation.name not in built
         if first:
-            built[operation.name] = make(operation, plan)
+            built[operation.name] = _quantized_layer(operation, plan, layers, scheme, preserve_sparsity)
         outputs = built[operation.name](*args, **kwargs)
         if first:
-            copy_weights(operation, built[operation.name], plan)
+            _copy_weights(operation, built[operation.name], plan, layers)
         return outputs
 
     return keras.models.clone_model(model, input_tensors=input_tensors if len(input_tensors) > 1 else input_tensors[0],
                                     clone_function=lambda layer: layer, call_function=call)
+
+
+def _quantized_layer(layer, plan: LayerPlan, layers: dict, scheme: QuantizationScheme, preserve_sparsity: bool):
+    """The new layer `plan` says `layer` becomes: a quantizing wrapper, a fresh copy, or a float passthrough."""
+    decay = scheme.ema_decay
+    if plan.kind == "weighted":
+        batch_norm = fresh_copy(layers[plan.batch_norm]) if plan.batch_norm else None
+        activation = fresh_copy(layers[plan.activation]) if plan.activation else None
+        kernels = kernel_spec(layer).kernels
+        return QuantizeWrapper(
+            fresh_copy(layer),
+            batch_norm=batch_norm,
+            activation=activation,
+            quantize_output=plan.quantize_output,
+            preserve_sparsity=preserve_sparsity and _has_zeros(layer, kernels),
+            ema_decay=decay,
+            kernel_values=kernel_values(layer, kernels),
+        )
+    if plan.kind == "output":
+        activation = fresh_copy(layers[plan.activation]) if plan.activation else None
+        return QuantizeOutput(fresh_copy(layer), activation=activation, quantize_output=plan.quantize_output, ema_decay=decay)
+    if plan.kind == "activation":
+        return QuantizeActivation(fresh_copy(layer), ema_decay=decay)
+    if plan.kind == "rescaling":
+        return QuantizeRescaling(fresh_copy(layer), ema_decay=decay)
+    if plan.kind == "same_scale":
+        return fresh_copy(layer)
+    if plan.kind == "nested":
+        return _quantize_graph(layer, scheme, preserve_sparsity, quantize_inputs=False)
+    sparse = preserve_sparsity and has_sparse_weights(layer)
+    return FloatPassthrough(fresh_copy(layer), reason=plan.reason, ema_decay=decay, preserve_sparsity=sparse)
+
+
+def _copy_weights(original, new_layer, plan: LayerPlan, layers: dict) -> None:
+    """Fills a just-built new layer from the original (and its folded BatchNorm's) weights."""
+    if plan.kind == "weighted":
+        new_layer.layer.set_weights(original.get_weights())
+        if plan.batch_norm:
+            new_layer.batch_norm.set_weights(layers[plan.batch_norm].get_weights())
+        if new_layer.preserve_sparsity:
+            new_layer.capture_sparsity()
+        new_layer.capture_kernel_values()
+    elif plan.kind in ("output", "activation", "same_scale", "float", "rescaling"):
+        target = new_layer.layer if isinstance(new_layer, keras.layers.Wrapper) else new_layer
+        target.set_weights(original.get_weights())
+        if hasattr(target, "finalize_state"):  # state derived from weights (Normalization), as Keras's loading does
+            target.finalize_state()
