@@ -195,7 +195,8 @@ def tagger() -> keras.Model:
     inputs = keras.Input((16,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(50, 8, name="embed")(inputs)
     x = keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True), name="bilstm")(x)
-    return keras.Model(inputs, keras.layers.TimeDistributed(keras.layers.Dense(5, activation="softmax"), name="tags")(x))
+    tags = keras.layers.TimeDistributed(keras.layers.Dense(5, activation="softmax"), name="tags")
+    return keras.Model(inputs, tags(x))
 
 
 def siamese() -> keras.Model:
@@ -336,7 +337,8 @@ def _one_line(error: BaseException) -> str:
 
 def _where(error: BaseException) -> str:
     """` (at path:line)`: the innermost frame of kstruct or tflite_export that the error passed through."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if re.search(r"/(kstruct|tflite_export)/", f.filename)]
+    ours = re.compile(r"/(kstruct|tflite_export)/")
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if ours.search(frame.filename)]
     if not frames:
         return ""
     path = re.sub(r".*/(?=(kstruct|tflite_export)/)", "", frames[-1].filename)
@@ -372,7 +374,8 @@ def matrix(
         for strategy in strategies:
             started = time.perf_counter()
             cells.append(cell(name, strategy, samples=samples, eager=eager))
-            print(f"<!-- {name} / {strategy}: {time.perf_counter() - started:.1f} s: {cells[-1]} -->", file=sys.stderr, flush=True)
+            seconds = time.perf_counter() - started
+            print(f"<!-- {name} / {strategy}: {seconds:.1f} s: {cells[-1]} -->", file=sys.stderr, flush=True)
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -400,7 +403,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--matrix", action="store_true", help="model x strategy: ok / refused, with the reason")
     parser.add_argument("--strategies", nargs="+", default=list(MATRIX_STRATEGIES), help="the matrix's columns")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="training rows (validation stays 32)")
-    parser.add_argument("--eager", action="store_true", help="compile with run_eagerly=True (deep models: less tracing)")
+    parser.add_argument("--eager", action="store_true", help="compile with run_eagerly=True (less tracing)")
     parser.add_argument("--profile", metavar="NAME", help="cProfile of one model's run")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in ZOO]
