@@ -14,6 +14,7 @@ kstruct's error. `tests/test_model_zoo.py` runs the same builders.
 `--matrix` runs every model through each of MATRIX_STRATEGIES instead (same data, 1 epoch,
 int8) and prints one Markdown row per model: `ok`, `refused: <kstruct's one line>`, or
 `crash: <exception>` for an error that is not kstruct's (a bug to fix, not a refusal).
+`--strategy S` (repeatable) picks the columns; crashes' tracebacks go to stderr.
 `--samples N` trains on N rows instead of 64 and `--eager` compiles with run_eagerly=True
 (the deep models' runs are mostly tracing and conversion: eager steps skip the tracing).
 """
@@ -356,7 +357,7 @@ def cell(name: str, strategy: str, *, samples: int = SAMPLES, eager: bool = Fals
     except (KstructError, ExportError) as error:
         return f"refused: {_one_line(error)}"
     except Exception as error:  # noqa: BLE001 - the matrix records a crash and goes on to the next cell
-        logging.getLogger("model_zoo").debug("%s under %s", name, strategy, exc_info=True)
+        logging.getLogger("model_zoo").warning("%s under %s crashed", name, strategy, exc_info=True)
         return f"crash: {_one_line(error)}{_where(error)}"
     finally:
         keras.backend.clear_session()
@@ -401,7 +402,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"zoo models (default: all): {', '.join(ZOO)}")
     parser.add_argument("--matrix", action="store_true", help="model x strategy: ok / refused, with the reason")
-    parser.add_argument("--strategies", nargs="+", default=list(MATRIX_STRATEGIES), help="the matrix's columns")
+    parser.add_argument("--strategy", action="append", help="a matrix column (repeatable; default: MATRIX_STRATEGIES)")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="training rows (validation stays 32)")
     parser.add_argument("--eager", action="store_true", help="compile with run_eagerly=True (less tracing)")
     parser.add_argument("--profile", metavar="NAME", help="cProfile of one model's run")
@@ -417,6 +418,7 @@ if __name__ == "__main__":
     if args.profile:
         profile(args.profile)
     elif args.matrix:
-        matrix(args.names or list(ZOO), tuple(args.strategies), samples=args.samples, eager=args.eager)
+        strategies = tuple(args.strategy or MATRIX_STRATEGIES)
+        matrix(args.names or list(ZOO), strategies, samples=args.samples, eager=args.eager)
     else:
         main(args.names or list(ZOO))
