@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tflite_export._clone import clone_rebuilding
 from tflite_export.errors import ExportError
 
 
@@ -77,22 +78,13 @@ def unroll_recurrent(model):
     names = rolled_recurrent_layers(model)
     if not names:
         return model
-    import keras
 
-    rebuilt = []
-
-    def clone_function(layer):
+    def unrolled_layer(layer):
         config = _unrolled_config(layer)
-        if config is None:
-            return layer  # shared with the user's model, unchanged
-        clone = type(layer).from_config(config)
-        rebuilt.append((layer, clone))
-        return clone
+        return None if config is None else type(layer).from_config(config)
 
     try:
-        unrolled = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-        for layer, clone in rebuilt:
-            clone.set_weights(layer.get_weights())
+        unrolled = clone_rebuilding(model, unrolled_layer, lambda layer, clone: clone.set_weights(layer.get_weights()))
     except Exception as error:  # Keras raises ValueError or TypeError here
         raise ExportError(
             f"The recurrent layers {names} run as a TFLite WHILE loop, which int8 calibration and the GPU "

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tflite_export._clone import clone_rebuilding
 from tflite_export.errors import ExportError
 
 _HALF = ("float16", "bfloat16")
@@ -142,22 +143,13 @@ def float32_twin(model):
     names = half_precision_layers(model)
     if not names:
         return model
-    import keras
 
-    rebuilt = []
-
-    def clone_function(layer):
+    def float32_layer(layer):
         config = _half_config(layer)
-        if config is None:
-            return layer  # shared with the user's model, unchanged
-        clone = _float32_copy(layer, config)
-        rebuilt.append((layer, clone))
-        return clone
+        return None if config is None else _float32_copy(layer, config)
 
     try:
-        twin = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-        for layer, clone in rebuilt:
-            _copy_state(layer, clone)
+        twin = clone_rebuilding(model, float32_layer, _copy_state)
     except ExportError:
         raise
     except Exception as error:  # Keras raises ValueError or TypeError here
