@@ -331,9 +331,15 @@ def main(names: list[str]) -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    """An error as one Markdown table cell: its first line, pipes escaped."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".replace("|", "\\|")
+    """An error as one Markdown table cell: its first line, pipes escaped.
+
+    Keras wraps an error raised inside a layer's call as "Exception encountered when calling
+    X.call()." with the cause on a later line: the cell keeps both.
+    """
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    wrapped = bool(lines) and lines[0].startswith("Exception encountered when calling")
+    text = " ".join(lines[: 2 if wrapped else 1])
+    return f"{type(error).__name__}: {text}".replace("|", "\\|")
 
 
 def _where(error: BaseException) -> str:
