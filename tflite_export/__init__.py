@@ -22,6 +22,7 @@ from tflite_export.precision import float32_twin
 from tflite_export.runtime import predict, read_model
 from tflite_export.targets import TARGET_TABLE, TARGETS, Target
 from tflite_export.verify import OutputDiff, Verification, paired_outputs, verify
+from tflite_export.weights import WeightTensor, quantized_weights
 
 __all__ = [
     "TARGETS",
@@ -45,6 +46,8 @@ __all__ = [
     "run_on_gpu",
     "GpuVerdict",
     "read_model",
+    "quantized_weights",
+    "WeightTensor",
     "ExportError",
     "CompatibilityError",
     "EdgeTpuCpuFallbackWarning",

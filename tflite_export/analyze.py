@@ -22,12 +22,13 @@ import numpy as np
 
 from tflite_export import runtime
 from tflite_export import targets as targets_lib
+from tflite_export.weights import unpack_int4
 
 _NUMPY_DTYPES = {
     "float32": np.float32, "float16": np.float16, "float64": np.float64, "int8": np.int8,
     "uint8": np.uint8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
 }
-_WEIGHT_DTYPES = ("float32", "float16", "int8", "uint8")
+_WEIGHT_DTYPES = ("float32", "float16", "int8", "uint8", "int4")
 
 
 def _enum_names(enum_cls) -> dict[int, str]:
@@ -71,6 +72,8 @@ class Analysis:
         has_dynamic_shape_ops: SHAPE/RANK ops or dynamic tensors are present.
         gpu_compatible / gpu_problems: our verdict for LiteRT's GPU accelerator.
         gpu_analyzer_text: TensorFlow's analyzer output, captured (empty without TF).
+        weight_dtypes: weight tensors (rank >= 2 constants) per dtype, `{"int4": 3, "float32": 1}`.
+        weight_bytes: bytes those weight tensors take per dtype (an int4 tensor: two values a byte).
     """
 
     size_bytes: int
@@ -91,6 +94,8 @@ class Analysis:
     gpu_compatible: bool
     gpu_problems: list[str]
     gpu_analyzer_text: str = dataclasses.field(repr=False, default="")
+    weight_dtypes: dict[str, int] = dataclasses.field(default_factory=dict)
+    weight_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def uses_flex(self) -> bool:
@@ -119,6 +124,9 @@ class Analysis:
             "tensor dtypes: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.dtype_counts.items())),
             f"weights: {self.weight_count} elements, {self.zero_weight_fraction:.1%} zeros, "
             f"{self.sparse_tensors} sparse tensors",
+            "weight tensors: " + (", ".join(
+                f"{dtype} x{count} ({self.weight_bytes.get(dtype, 0)} bytes)"
+                for dtype, count in sorted(self.weight_dtypes.items())) or "none"),
             "inputs:", *map(sig, self.inputs), "outputs:", *map(sig, self.outputs),
             f"dynamic shapes: {'yes' if self.has_dynamic_shape_ops else 'no'}"
             + (f" ({', '.join(self.dynamic_tensors[:5])})" if self.dynamic_tensors else ""),
@@ -208,6 +216,8 @@ def analyze(model: bytes | str | os.PathLike, *, gpu_analyzer: bool = True, gzip
         gpu_compatible=not gpu_problems,
         gpu_problems=gpu_problems,
         gpu_analyzer_text=analyzer_text,
+        weight_dtypes=dict(tensors.weight_dtypes),
+        weight_bytes=dict(tensors.weight_bytes),
     )
 
 
@@ -233,6 +243,8 @@ class _TensorStats:
     weight_count: int = 0
     zero_count: int = 0
     sparse_tensors: int = 0
+    weight_dtypes: Counter = dataclasses.field(default_factory=Counter)
+    weight_bytes: Counter = dataclasses.field(default_factory=Counter)
 
 
 def _tensor_stats(fb, type_names: dict[int, str]) -> _TensorStats:
@@ -258,9 +270,11 @@ def _tensor_stats(fb, type_names: dict[int, str]) -> _TensorStats:
             shape = tensor.shape if tensor.shape is not None else []
             if info.dtype not in _WEIGHT_DTYPES or len(shape) < 2:
                 continue
-            values = raw.view(_NUMPY_DTYPES[info.dtype])
-            zero = info.zero_point[0] if info.zero_point and info.dtype in ("int8", "uint8") else 0
             dense = int(np.prod(shape))
+            values = unpack_int4(raw, dense) if info.dtype == "int4" else raw.view(_NUMPY_DTYPES[info.dtype])
+            zero = info.zero_point[0] if info.zero_point and info.dtype in ("int8", "uint8", "int4") else 0
+            stats.weight_dtypes[info.dtype] += 1
+            stats.weight_bytes[info.dtype] += raw.nbytes
             stats.weight_count += dense
             if tensor.sparsity is not None:
                 stats.sparse_tensors += 1

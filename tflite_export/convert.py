@@ -23,7 +23,7 @@ from tflite_export._via_tensorflow import convert_in_tensorflow_child
 from tflite_export._zero_scales import nonzero_weight_scales
 from tflite_export.analyze import analyze
 from tflite_export.check import check, describe_failure
-from tflite_export import runtime
+from tflite_export import int4, runtime
 from tflite_export import targets as targets_lib
 from tflite_export.errors import CompatibilityError, EdgeTpuCpuFallbackWarning, ExportError
 
@@ -276,7 +276,8 @@ def convert(
         model: a `keras.Model` whose inputs have static non-batch shapes, or a path
             to a `.keras` file (the way to export a model trained on JAX or PyTorch:
             save it, then load it here under the TensorFlow backend).
-        target: one of `TARGETS` (see `targets.TARGET_TABLE` and docs/deployment.md).
+        target: one of `TARGETS` (see `targets.TARGET_TABLE` and docs/deployment.md). `int4` and
+            `int4-weights` are made by ai-edge-quantizer from the float32 file (see `tflite_export.int4`).
         representative_data: calibration inputs for the integer targets (int8,
             int16x8, edgetpu, micro): an array `(n, *input_shape)` (a list or dict
             of arrays for a multi-input model) or an iterable of such batches (or of
@@ -316,6 +317,9 @@ def convert(
     """
     spec = targets_lib.get_target(target)
     io_dtype = _check_arguments(spec, io_dtype, batch_size, representative_data)
+    if spec.quantize in ("int4", "int4-weights"):
+        return _convert_int4(model, spec, representative_data, batch_size=batch_size, allow_flex=allow_flex,
+                             isolate=isolate, preload=preload)
     # A mixed-precision model traces to float16 kernels LiteRT lacks; its float32 twin is what
     # converts (and what a JAX or PyTorch model sends to the TensorFlow child).
     keras_model = float32_twin(_load_keras_model(model))
@@ -361,6 +365,16 @@ def convert(
         blob = nonzero_weight_scales(blob)
     _check_file(blob, spec, unrolled, allow_flex=allow_flex, strict=strict)
     return blob
+
+
+def _convert_int4(model: Any, spec: targets_lib.Target, representative_data: Any, **options) -> bytes:
+    """The float32 file, then ai-edge-quantizer's 4-bit file from it (see `int4`)."""
+    float_blob = convert(model, "float32", **options)
+    samples = None
+    if spec.needs_data:
+        samples = _calibration_samples(representative_data, _input_signature(float32_twin(_load_keras_model(model))))
+        _check_finite(samples)
+    return int4.quantize_float_file(float_blob, spec.name, samples)
 
 
 def _check_arguments(spec: targets_lib.Target, io_dtype: str | None, batch_size: Any, representative_data: Any) -> str:

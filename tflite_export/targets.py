@@ -21,7 +21,8 @@ class Target:
         name: the name users pass as `target=`.
         summary: one line for docs and `--help`.
         runtime: the LiteRT backend or device the file is meant for.
-        quantize: `None` (float32), `"dynamic"`, `"float16"`, `"int8"` or `"int16x8"`.
+        quantize: `None` (float32), `"dynamic"`, `"float16"`, `"int8"`, `"int16x8"`, or
+            `"int4"` / `"int4-weights"` (made by ai-edge-quantizer from the float32 file, see `int4`).
         io_dtypes: allowed input/output dtypes; the first is the default.
         needs_data: whether calibration (`representative_data`) is required.
         batch_one: whether only `batch_size=1` is allowed.
@@ -47,6 +48,8 @@ _TARGET_ROWS = (
     Target("gpu", "float16 weights, static shapes, only ops the GPU delegate runs", "LiteRT GPU accelerator", "float16", ("float32",), op_check="gpu"),
     Target("edgetpu", "full-integer, batch 1, ops checked against the Edge TPU list", "Coral Edge TPU (after edgetpu_compiler)", "int8", ("uint8", "int8"), needs_data=True, batch_one=True, op_check="edgetpu"),
     Target("micro", "full-integer, static shapes, only ops TFLite Micro implements", "TFLite Micro (microcontrollers)", "int8", ("int8", "uint8"), needs_data=True, batch_one=True, op_check="micro"),
+    Target("int4", "4-bit weights (Dense, Conv), int8 activations, by ai-edge-quantizer", "CPU (XNNPACK)", "int4", ("int8",), needs_data=True),
+    Target("int4-weights", "4-bit weights dequantized to float, float activations, by ai-edge-quantizer", "CPU (XNNPACK)", "int4-weights", ("float32",)),
 )
 
 TARGET_TABLE: dict[str, Target] = {t.name: t for t in _TARGET_ROWS}

@@ -114,7 +114,7 @@ def test_sparse_weights_shrinks_a_pruned_model():
 
 
 def test_unknown_target_is_rejected_with_valid_names(tiny_dense):
-    with pytest.raises(ExportError, match=r"Expected `target` to be one of \('float32', .*'micro'\). Received: target='foo'"):
+    with pytest.raises(ExportError, match=r"Expected `target` to be one of \('float32', .*'int4-weights'\). Received: target='foo'"):
         tflite_export.convert(tiny_dense, "foo")
 
 

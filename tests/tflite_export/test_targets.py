@@ -5,7 +5,9 @@ from tflite_export.targets import get_target
 
 
 def test_targets_are_the_documented_names_in_order():
-    assert tflite_export.TARGETS == ("float32", "dynamic", "float16", "int8", "int16x8", "gpu", "edgetpu", "micro")
+    assert tflite_export.TARGETS == (
+        "float32", "dynamic", "float16", "int8", "int16x8", "gpu", "edgetpu", "micro", "int4", "int4-weights"
+    )
 
 
 def test_every_target_row_has_its_default_io_dtype_first():
@@ -20,6 +22,6 @@ def test_unknown_target_error_lists_valid_targets():
         get_target("foo")
     assert str(info.value) == (
         "Expected `target` to be one of ('float32', 'dynamic', 'float16', 'int8', 'int16x8', "
-        "'gpu', 'edgetpu', 'micro'). Received: target='foo'"
+        "'gpu', 'edgetpu', 'micro', 'int4', 'int4-weights'). Received: target='foo'"
     )
     assert isinstance(info.value, ValueError)
