@@ -26,6 +26,7 @@ _EXPORTS = {
     "Prune": "kstruct.pruning.step",
     "PruneChannels": "kstruct.pruning.channels_step",
     "DropBlocks": "kstruct.pruning.blocks_step",
+    "Factorize": "kstruct.factorize.step",
     "QAT": "kstruct.quantization.step",
     "PTQ": "kstruct.quantization.step",
     "Search": "kstruct.search.step",
@@ -45,7 +46,7 @@ _EXPORTS = {
     "ModelFileError": "kstruct.errors",
     "load_model": "kstruct.loading",
 }
-_SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "distillation", "plots", "data", "models", "outputs", "errors")
+_SUBPACKAGES = ("pruning", "quantization", "clustering", "search", "distillation", "factorize", "plots", "data", "models", "outputs", "errors")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 

@@ -36,3 +36,7 @@ class ModelFileError(KstructError, ValueError):
     def __init__(self, message: str, *, reason: str | None = None, detail: str = ""):
         super().__init__(message)
         self.reason, self.detail = reason, detail
+
+
+class FactorizationError(KstructError, ValueError):
+    """Low-rank factorization found nothing to do (no layer it knows, or none it would make cheaper)."""

@@ -5,8 +5,8 @@ module adds what every kstruct transformation needs around it: recursion into
 nested models, weights carried over only for layers (raw ops hold none) together
 with the state `set_weights` misses (adapted preprocessing, see `state.py`), live
 Lambda layers copied from their function rather than their config (`lambdas.py`),
-removal and insertion of layers, and the original's compile settings. The
-original model is never modified.
+removal and insertion of layers, one layer replaced by a chain of several (low-rank
+factorization), and the original's compile settings. The original model is never modified.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from kstruct._graph.checks import accepted_keywords, check_graph_model, is_layer
 from kstruct._graph.lambdas import copy_lambda, is_lambda
 from kstruct._graph.state import carry_state
 
-Replace = Callable[[keras.layers.Layer], keras.layers.Layer]
-CopyWeights = Callable[[keras.layers.Layer, keras.layers.Layer], None]
+# `replace` may return a list of layers: a chain called in order in the original's place.
+Replace = Callable[[keras.layers.Layer], "keras.layers.Layer | list[keras.layers.Layer]"]
+CopyWeights = Callable[[keras.layers.Layer, "keras.layers.Layer | list[keras.layers.Layer]"], None]
 
 
 def fresh_copy(operation):
@@ -52,10 +53,13 @@ def rebuild(
     Args:
         model: a built Sequential or functional model; not modified.
         replace: `replace(layer)` returns the new layer for an original one
-            (default: a fresh copy). Raw ops are always freshly copied.
-        copy_weights: `copy_weights(original, new)` fills each new layer once the
-            graph is built (default: the original's weights as they are); the state
-            weights do not hold (an adapted Normalization's mean) follows on its own.
+            (default: a fresh copy), or a list of new layers called one after the
+            other in its place (the first gets its inputs, the last gives its output).
+            Raw ops are always freshly copied.
+        copy_weights: `copy_weights(original, new)` fills each new layer (or list
+            of them) once the graph is built (default: the original's weights as they
+            are); the state weights do not hold (an adapted Normalization's mean)
+            follows on its own.
         remove: names of single-input layers to drop: their output becomes their input.
         insert_after: layer name -> a function returning a new layer applied to that
             layer's output (its weights are its own).
@@ -86,6 +90,8 @@ def rebuild(
         original = originals[id(new)]
         if original.name in remove:
             return keras.tree.flatten(args)[0]
+        if isinstance(new, list):
+            return _call_chain(new, args, kwargs)
         outputs = new(*args, **accepted_keywords(new, kwargs))
         if original.name in insert_after:
             outputs = insert_after[original.name]()(outputs)
@@ -103,14 +109,24 @@ def rebuild(
     return new_model
 
 
+def _call_chain(chain: list, args: tuple, kwargs: dict):
+    """The layers of a chain called in order: the first on the original call's arguments."""
+    outputs = chain[0](*args, **accepted_keywords(chain[0], kwargs))
+    for layer in chain[1:]:
+        outputs = layer(outputs)
+    return outputs
+
+
 def _rebuild_sequential(model: keras.Sequential, clone, remove: set, insert_after: dict) -> keras.Sequential:
-    if not remove and not insert_after:
-        return keras.models.clone_model(model, clone_function=clone)
+    clones = {id(layer): clone(layer) for layer in model.layers if layer.name not in remove}
+    if not remove and not insert_after and not any(isinstance(new, list) for new in clones.values()):
+        return keras.models.clone_model(model, clone_function=lambda layer: clones[id(layer)])
     layers = []
     for layer in model.layers:
         if layer.name in remove:
             continue
-        layers.append(clone(layer))
+        new = clones[id(layer)]
+        layers.extend(new if isinstance(new, list) else [new])
         if layer.name in insert_after:
             layers.append(insert_after[layer.name]())
     source = model.inputs[0]

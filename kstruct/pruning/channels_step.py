@@ -5,38 +5,18 @@ from __future__ import annotations
 import logging
 
 import keras
-import numpy as np
 
 from kstruct._graph import leaf_layers
 from kstruct.errors import PruningError
 from kstruct.pruning.channels import _check_ratio, channel_wrappers, prune_channels, strip_channels
 from kstruct.pruning.channels_criteria import CRITERIA
 from kstruct.pruning.step import Prune
+from kstruct.engine.macs import macs
 from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 TAYLOR_SAMPLES = 128
 logger = logging.getLogger(__name__)
-
-
-def macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one sample through the Conv, Depthwise, Separable and Dense layers."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += macs(layer)
-            continue
-        kind = type(layer).__name__
-        if kind not in ("Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D",
-                        "SeparableConv1D", "SeparableConv2D") or not layer.built:
-            continue
-        positions = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) > 2 else 1
-        if kind.startswith("Separable"):
-            depthwise, pointwise = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
-            total += positions * (int(np.prod(depthwise)) + int(np.prod(pointwise)))
-        else:
-            total += positions * int(np.prod(layer.kernel.shape))
-    return total
 
 
 def widths(model: keras.Model) -> dict[str, int]:

@@ -99,3 +99,25 @@ def test_rebuild_replaces_layers_and_copies_weights_as_asked():
     new = _graph.rebuild(model, replace, copy_weights)
     assert new.get_layer("out").bias is None
     np.testing.assert_array_equal(new.get_layer("out").kernel.numpy(), model.get_layer("out").kernel.numpy())
+
+
+def test_replace_may_return_a_chain_of_layers_called_in_the_original_place():
+    for model in (sequential(), resnet_style()):
+        x = sample(model)
+
+        def replace(layer):
+            if layer.name in ("conv", "stem"):
+                return [keras.layers.Identity(name=f"{layer.name}_before"), _graph.fresh_copy(layer)]
+            return _graph.fresh_copy(layer)
+
+        def copy_weights(original, new):
+            for layer in new if isinstance(new, list) else [new]:
+                if layer.weights:
+                    layer.set_weights(original.get_weights())
+
+        new = _graph.rebuild(model, replace, copy_weights)
+        names = [layer.name for layer in new.layers]
+        replaced = "conv" if "conv" in names else "stem"
+        assert names[names.index(replaced) - 1] == f"{replaced}_before"
+        assert len(new.layers) == len(model.layers) + 1
+        assert np.abs(np.asarray(new(x)) - np.asarray(model(x))).max() == 0.0
