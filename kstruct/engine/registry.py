@@ -76,6 +76,7 @@ for _name, _where in (
     ("cluster", "kstruct.clustering.step:Cluster"),
     ("prune_channels", "kstruct.pruning.channels_step:PruneChannels"),
     ("drop_blocks", "kstruct.pruning.blocks_step:DropBlocks"),
+    ("factorize", "kstruct.factorize.step:Factorize"),
     ("auto", "kstruct.auto.step:Auto"),
 ):
     register_step(_name, _where)

@@ -24,6 +24,7 @@ CHECKED = {
     "distill": "test_steps.py::test_distill_trains_a_student_from_its_teacher_off_tensorflow",
     "prune_channels": "test_steps.py::test_prune_channels_taylor_criterion_trains_off_tensorflow_and_strips_exactly",
     "drop_blocks": "test_steps.py::test_drop_blocks_removes_a_residual_block_off_tensorflow",
+    "factorize": "test_steps.py::test_factorize_is_exact_at_full_rank_and_trains_off_tensorflow",
     "auto": "test_steps.py::test_auto_trains_its_trials_off_tensorflow_and_meets_a_params_budget",
 }
 
@@ -138,6 +139,26 @@ def test_drop_blocks_removes_a_residual_block_off_tensorflow():
     assert smaller.count_params() < model.count_params()
     assert len(removable_blocks(smaller)) == len(blocks) - 1
     assert smaller.predict(x, verbose=0).shape == model.predict(x, verbose=0).shape
+
+
+@off_tensorflow
+def test_factorize_is_exact_at_full_rank_and_trains_off_tensorflow(small_mnist):
+    from kstruct import factorize
+    from tests.factorize.test_decompose import _every_kind_inputs, every_kind
+
+    # Every form (spatial split, Tucker-2 with strides and "same" padding, causal Conv1D, masked Embedding)
+    # computes the original on this backend's convolutions.
+    model = every_kind()
+    x = _every_kind_inputs(np.random.default_rng(0))
+    full = factorize.decompose(model, rank=1.0, only_if_cheaper=False, layers=lambda layer: True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(full(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-4)
+    # A truncated one trains with fit.
+    (digits, labels), _ = small_mnist
+    small = compiled(factorize.decompose(tiny_cnn(), rank=0.5))
+    before = [w.copy() for w in small.get_weights()]
+    history = small.fit(digits[:128], labels[:128], epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(before, small.get_weights()))
 
 
 @off_tensorflow
