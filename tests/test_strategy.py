@@ -172,8 +172,11 @@ def test_quantizing_steps_declare_exactly_the_integer_targets_they_serve():
     import tflite_export
 
     integer = tuple(name for name, row in tflite_export.TARGET_TABLE.items() if row.quantize == "int8")
+    four_bit = tuple(name for name, row in tflite_export.TARGET_TABLE.items() if row.quantize == "int4")
     assert kstruct.QAT.targets == integer  # QAT simulates int8 only
-    assert kstruct.PTQ.targets == (*integer, "int16x8")  # the converter calibrates int16 activations too
+    assert kstruct.QAT(bits=4).targets == four_bit  # its file is ai-edge-quantizer's, with 4-bit kernels
+    # The converter calibrates int16 activations too; ai-edge-quantizer makes the int4 file from the float one.
+    assert kstruct.PTQ.targets == (*integer, "int16x8", *four_bit)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +200,7 @@ def test_quantizing_steps_declare_exactly_the_integer_targets_they_serve():
          "Invalid strategy 'qat' for target 'float32': qat serves only the targets int8, edgetpu, micro. "
          "Pass one of them as target (CLI: --target), or drop qat."),
         ("ptq", "gpu",
-         "Invalid strategy 'ptq' for target 'gpu': ptq serves only the targets int8, edgetpu, micro, int16x8. "
+         "Invalid strategy 'ptq' for target 'gpu': ptq serves only the targets int8, edgetpu, micro, int16x8, int4. "
          "Pass one of them as target (CLI: --target), or drop ptq."),
     ],
 )

@@ -93,6 +93,10 @@ WEIGHTED_LAYERS: dict[type, KernelSpec] = {
 }
 
 
+# Layers whose kernels may train on the 4-bit grid: the ones LiteRT runs with int4 weights and int8
+# activations (FULLY_CONNECTED, CONV_2D; Conv1D converts to CONV_2D), per output channel.
+FOUR_BIT_LAYERS: tuple[type, ...] = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
+
 DECLARATION = "kstruct_quantize"
 
 
@@ -121,6 +125,11 @@ def declared_spec(layer: keras.layers.Layer) -> KernelSpec | None:
         )
     kernels = {name: (lambda shape, axis=axis: axis) for name, axis in declared.items()}
     return KernelSpec(kernels, folded=None, scale=None, split_activation=False)
+
+
+def supports_4_bits(layer: keras.layers.Layer) -> bool:
+    """Whether `layer`'s kernel can be a 4-bit tensor in the int4 file (exact types: not Conv2DTranspose)."""
+    return type(layer) in FOUR_BIT_LAYERS
 
 
 def kernel_spec(layer: keras.layers.Layer) -> KernelSpec | None:
@@ -272,6 +281,8 @@ class QuantizeWrapper(_ActivationStage):
         ema_decay: decay of the moving activation ranges.
         kernel_values: `{kernel name: {"values": ..., "axis": ...}}`, the values a
             kernel may take (declared by clustering); see `kstruct.quantization.kernel_values`.
+        weight_bits: 8, or 4 for a Dense/Conv1D/Conv2D kernel fake-quantized per output
+            channel on the 4-bit grid (the `int4` target's kernels).
     """
 
     def __init__(
@@ -283,6 +294,7 @@ class QuantizeWrapper(_ActivationStage):
         preserve_sparsity: bool = True,
         ema_decay: float = 0.99,
         kernel_values: dict | None = None,
+        weight_bits: int = 8,
         **kwargs,
     ):
         spec = kernel_spec(layer)
@@ -303,8 +315,14 @@ class QuantizeWrapper(_ActivationStage):
             layer = layer.__class__.from_config(config)
         if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
             raise TypeError(f"Expected `batch_norm` to be a BatchNormalization. Received: {type(batch_norm).__name__}")
+        if weight_bits not in (8, 4) or (weight_bits == 4 and not supports_4_bits(layer)):
+            raise ValueError(
+                "Expected `weight_bits` 8, or 4 for a Dense, Conv1D or Conv2D layer. Received: "
+                f"weight_bits={weight_bits!r} for layer `{layer.name}` of type {type(layer).__name__}"
+            )
         super().__init__(layer, ema_decay=ema_decay, **kwargs)
         self._spec = spec
+        self.weight_bits = int(weight_bits)
         self.batch_norm = batch_norm
         self.preserve_sparsity = bool(preserve_sparsity)
         self.kernel_values = dict(kernel_values or {})  # cluster-preserving QAT
@@ -314,7 +332,7 @@ class QuantizeWrapper(_ActivationStage):
             self.intermediate_quantizer = FakeQuant(ema_decay=ema_decay, name="intermediate_quantizer")
 
     _sublayer_args = ("batch_norm", "activation")
-    _config_args = ("quantize_output", "preserve_sparsity", "ema_decay", "kernel_values")
+    _config_args = ("quantize_output", "preserve_sparsity", "ema_decay", "kernel_values", "weight_bits")
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -370,7 +388,9 @@ class QuantizeWrapper(_ActivationStage):
 
     @property
     def quantized_kernels(self) -> dict[str, int | None]:
-        """`{kernel attribute: per-channel axis, or None for per-tensor}`."""
+        """`{kernel attribute: per-channel axis, or None for per-tensor}`; 4-bit kernels: per output channel."""
+        if self.weight_bits == 4:
+            return {name: -1 for name in self._spec.kernels}
         return {name: axis(tuple(getattr(self.layer, name).shape)) for name, axis in self._spec.kernels.items()}
 
     def _bias(self):
@@ -396,7 +416,9 @@ class QuantizeWrapper(_ActivationStage):
     def _quantize(self, kernels: dict) -> dict:
         axes = self.quantized_kernels
         reshape = self._spec.as_tflite or (lambda kernel: kernel)
-        return {name: quantize_weight(reshape(kernel), axes[name]) for name, kernel in kernels.items()}
+        return {
+            name: quantize_weight(reshape(kernel), axes[name], bits=self.weight_bits) for name, kernel in kernels.items()
+        }
 
     def folded_weights(self) -> tuple[dict, object]:
         """The float kernels and bias TFLite's int8 kernel is quantized from (BN folded, masks applied)."""

@@ -18,7 +18,9 @@ from kstruct.quantization.layers import (
     QuantizeWrapper,
     has_sparse_weights,
     kernel_spec,
+    supports_4_bits,
 )
+from kstruct.engine.layer_selection import LayerSelector, select_layers
 from kstruct.quantization.plan import LayerPlan, plan_model
 from kstruct.quantization.quantizers import FakeQuant
 from kstruct.quantization.report import quantization_report
@@ -29,6 +31,9 @@ def quantize(
     model: keras.Model,
     scheme: str | QuantizationScheme = "int8",
     preserve_sparsity: bool = True,
+    *,
+    bits: int = 8,
+    layers: LayerSelector = None,
 ) -> keras.Model:
     """Returns a quantization-aware training copy of `model` that converts to an exact int8 TFLite file.
 
@@ -47,6 +52,11 @@ def quantize(
         scheme: "int8" or a `QuantizationScheme`.
         preserve_sparsity: keep the kernels' zeros (from `kstruct.pruning.strip`)
             exactly zero through training and in the int8 file.
+        bits: 4 trains Dense, Conv1D and Conv2D kernels on the 4-bit grid, per output
+            channel, for the `int4` target (see `int4_file`); activations stay 8-bit.
+        layers: with `bits=4`, which of those layers get 4 bits (a name, a regex, a list,
+            or a predicate); the others keep 8-bit kernels: per-layer mixed precision.
+            Default: all of them.
 
     Returns:
         A functional model, compiled like `model` if it was. Train it with `fit`;
@@ -62,12 +72,17 @@ def quantize(
     """
     check_graph_model(model, "kstruct.quantization.quantize")
     scheme = get_scheme(scheme)
+    if bits not in (8, 4):
+        raise ValueError(f"Expected `bits` to be 8 or 4. Received: bits={bits!r}")
+    if layers is not None and bits != 4:
+        raise ValueError(f"`layers` picks the layers that get 4 bits; pass it with bits=4. Received: layers={layers!r}, bits={bits}")
     model = _without_pruning_wrappers(model)
     # QAT simulates the int8 file, which accumulates in int32 and rescales in float32: a
     # mixed_float16 layer would round every product to float16 first (and TF's fake-quant
     # kernels take float32 only). So the QAT model computes in float32, whatever the policy.
     model = tflite_export.float32_twin(model)
-    qat_model = _quantize_graph(model, scheme, bool(preserve_sparsity), quantize_inputs=True)
+    four_bit = _four_bit_names(model, layers) if bits == 4 else frozenset()
+    qat_model = _quantize_graph(model, scheme, bool(preserve_sparsity), quantize_inputs=True, four_bit=four_bit)
     copy_compile(model, qat_model)
     skipped = quantization_report(qat_model).skipped
     if skipped:
@@ -77,6 +92,21 @@ def quantize(
             stacklevel=2,
         )
     return qat_model
+
+
+def _four_bit_names(model: keras.Model, layers: LayerSelector) -> frozenset[str]:
+    """Names of the layers (nested models' included) whose kernels train on the 4-bit grid."""
+    candidates = [layer for layer in _all_layers(model) if supports_4_bits(layer)]
+    return frozenset(layer.name for layer in select_layers(candidates, layers, kind="4-bit capable (Dense, Conv1D, Conv2D)"))
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += _all_layers(layer)
+    return found
 
 
 def _without_pruning_wrappers(model: keras.Model) -> keras.Model:
@@ -117,7 +147,9 @@ def _has_zeros(layer: keras.layers.Layer, kernel_names) -> bool:
     return any(bool((getattr(layer, name).numpy() == 0).any()) for name in kernel_names)
 
 
-def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, quantize_inputs: bool) -> keras.Model:
+def _quantize_graph(
+    model, scheme: QuantizationScheme, preserve_sparsity: bool, quantize_inputs: bool, four_bit: frozenset = frozenset()
+) -> keras.Model:
     model = _as_functional(model)
     plans = plan_model(model, fold_batch_norm=scheme.fold_batch_norm)
     layers = {layer.name: layer for layer in model.layers}
@@ -151,7 +183,7 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
             return args[0]
         first = operation.name not in built
         if first:
-            built[operation.name] = _quantized_layer(operation, plan, layers, scheme, preserve_sparsity)
+            built[operation.name] = _quantized_layer(operation, plan, layers, scheme, preserve_sparsity, four_bit)
         outputs = built[operation.name](*args, **kwargs)
         if first:
             _copy_weights(operation, built[operation.name], plan, layers)
@@ -161,7 +193,9 @@ def _quantize_graph(model, scheme: QuantizationScheme, preserve_sparsity: bool, 
                                     clone_function=lambda layer: layer, call_function=call)
 
 
-def _quantized_layer(layer, plan: LayerPlan, layers: dict, scheme: QuantizationScheme, preserve_sparsity: bool):
+def _quantized_layer(
+    layer, plan: LayerPlan, layers: dict, scheme: QuantizationScheme, preserve_sparsity: bool, four_bit: frozenset
+):
     """The new layer `plan` says `layer` becomes: a quantizing wrapper, a fresh copy, or a float passthrough."""
     decay = scheme.ema_decay
     if plan.kind == "weighted":
@@ -176,6 +210,7 @@ def _quantized_layer(layer, plan: LayerPlan, layers: dict, scheme: QuantizationS
             preserve_sparsity=preserve_sparsity and _has_zeros(layer, kernels),
             ema_decay=decay,
             kernel_values=kernel_values(layer, kernels),
+            weight_bits=4 if layer.name in four_bit else 8,
         )
     if plan.kind == "output":
         activation = fresh_copy(layers[plan.activation]) if plan.activation else None
@@ -187,7 +222,7 @@ def _quantized_layer(layer, plan: LayerPlan, layers: dict, scheme: QuantizationS
     if plan.kind == "same_scale":
         return fresh_copy(layer)
     if plan.kind == "nested":
-        return _quantize_graph(layer, scheme, preserve_sparsity, quantize_inputs=False)
+        return _quantize_graph(layer, scheme, preserve_sparsity, quantize_inputs=False, four_bit=four_bit)
     sparse = preserve_sparsity and has_sparse_weights(layer)
     return FloatPassthrough(fresh_copy(layer), reason=plan.reason, ema_decay=decay, preserve_sparsity=sparse)
 

@@ -10,10 +10,36 @@ over the full [-128, 127] range with a zero point that makes 0.0 exact.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 import keras
 from keras import ops
 
 NUM_BITS = 8
+WEIGHT_BITS = (8, 4)  # 4: the int4 target's kernels (tflite_export.int4)
+
+# Set while a QAT model is traced or run for its float twin (see `float_export`).
+_FLOAT_EXPORT: contextvars.ContextVar = contextvars.ContextVar("kstruct_float_export", default=None)
+
+
+@contextlib.contextmanager
+def float_export(record: list | None = None) -> Iterator[None]:
+    """Runs a QAT model as the float file ai-edge-quantizer starts from (the `int4` target).
+
+    Inside, every `FakeQuant` passes its input through (appending `(layer, input)` to
+    `record` when given, on eager calls), and weights are rounded to their grid with
+    plain ops the converter folds into float constants instead of FakeQuant ops it
+    would keep as QUANTIZE/DEQUANTIZE. The float file so holds exactly the QAT
+    model's fake-quantized kernels, and `record` says which activation each range
+    belongs to.
+    """
+    token = _FLOAT_EXPORT.set([] if record is None else record)
+    try:
+        yield
+    finally:
+        _FLOAT_EXPORT.reset(token)
 
 # TFLite fixes the output scale of some int8 kernels; simulating any other range
 # would make the converter insert a requantize step (or fail).
@@ -21,8 +47,10 @@ UNIT_RANGE = (0.0, 255.0 / 256.0)  # LOGISTIC, SOFTMAX: scale 1/256, zero point 
 TANH_RANGE = (-1.0, 127.0 / 128.0)  # TANH: scale 1/128, zero point 0
 
 
-def fake_quant(x, min_value, max_value, *, narrow_range: bool = False, axis: int | None = None):
-    """Quantizes `x` to 8 bits over `[min_value, max_value]` and back to float (straight-through gradient).
+def fake_quant(
+    x, min_value, max_value, *, narrow_range: bool = False, axis: int | None = None, num_bits: int = NUM_BITS
+):
+    """Quantizes `x` to `num_bits` (8 unless a 4-bit kernel) over `[min_value, max_value]` and back to float (straight-through gradient).
 
     Per channel (`axis` set), the channel axis is moved last around Keras's op:
     off TensorFlow, `fake_quant_with_min_max_vars` broadcasts per-channel ranges
@@ -33,12 +61,12 @@ def fake_quant(x, min_value, max_value, *, narrow_range: bool = False, axis: int
     """
     if axis is None or axis % len(x.shape) == len(x.shape) - 1:
         return keras.quantizers.fake_quant_with_min_max_vars(
-            x, min_value, max_value, num_bits=NUM_BITS, narrow_range=narrow_range, axis=axis
+            x, min_value, max_value, num_bits=num_bits, narrow_range=narrow_range, axis=axis
         )
     axis = axis % len(x.shape)
     last = len(x.shape) - 1
     outputs = keras.quantizers.fake_quant_with_min_max_vars(
-        ops.swapaxes(x, axis, last), min_value, max_value, num_bits=NUM_BITS, narrow_range=narrow_range, axis=last
+        ops.swapaxes(x, axis, last), min_value, max_value, num_bits=num_bits, narrow_range=narrow_range, axis=last
     )
     return ops.swapaxes(outputs, axis, last)
 
@@ -62,15 +90,32 @@ def symmetric_range(weight, axis: int | None):
     return ops.where(bound > 0, bound, ops.ones_like(bound))
 
 
-def quantize_weight(weight, axis: int | None = None):
-    """Symmetric, narrow-range int8 fake quantization of a weight, per tensor or per `axis`.
+def quantize_weight(weight, axis: int | None = None, bits: int = NUM_BITS):
+    """Symmetric, narrow-range fake quantization of a weight to `bits` (8 or 4), per tensor or per `axis`.
 
     The range follows the weight (TFLite computes it from the final weight at
     conversion), with no gradient through it: the straight-through estimator
-    passes gradients to the weight inside the range.
+    passes gradients to the weight inside the range. The grid is
+    `k * max|w| / (2**(bits-1) - 1)`, `|k| <= 2**(bits-1) - 1`: zero stays exact, and at
+    4 bits it is the grid ai-edge-quantizer's symmetric int4 kernels store.
     """
+    if bits not in WEIGHT_BITS:
+        raise ValueError(f"Expected `bits` to be one of {WEIGHT_BITS}. Received: bits={bits!r}")
     bound = ops.stop_gradient(symmetric_range(weight, axis))
-    return fake_quant(weight, -bound, bound, narrow_range=True, axis=axis)
+    if _FLOAT_EXPORT.get() is not None:
+        return _rounded_to_grid(weight, bound, bits, axis)
+    return fake_quant(weight, -bound, bound, narrow_range=True, axis=axis, num_bits=bits)
+
+
+def _rounded_to_grid(weight, bound, bits: int, axis: int | None):
+    """What `quantize_weight` computes, in plain ops (rounding half up, as TensorFlow's FakeQuant does)."""
+    qmax = float(2 ** (bits - 1) - 1)
+    if axis is not None:
+        shape = [1] * len(weight.shape)
+        shape[axis % len(weight.shape)] = -1
+        bound = ops.reshape(bound, shape)
+    scale = bound / qmax
+    return ops.clip(ops.floor(weight / scale + 0.5), -qmax, qmax) * scale
 
 
 def quantize_fixed(x, value_range: tuple[float, float]):
@@ -155,11 +200,24 @@ class FakeQuant(keras.layers.Layer):
         self.observed.assign(1.0)
 
     def call(self, inputs, training=None):
+        record = _FLOAT_EXPORT.get()
+        if record is not None and not training:
+            try:  # an eager call: the value this range applies to (a traced one has none to keep)
+                record.append((self, ops.convert_to_numpy(inputs)))
+            except Exception:
+                pass
+            return inputs
         if self.value_range is not None:
             return inputs if training else quantize_fixed(inputs, self.value_range)
         if training:
             self.observe(inputs)
         return fake_quant(inputs, self.min_value, self.max_value)
+
+    def value_bounds(self) -> tuple[float, float]:
+        """The `(min, max)` this quantizer applies at inference: its fixed range or its learned one."""
+        if self.value_range is not None:
+            return self.value_range
+        return float(self.min_value.numpy()), float(self.max_value.numpy())
 
     def quantization_params(self) -> tuple[float, int]:
         """`(scale, zero_point)` of the int8 tensor this range gives, nudged as TensorFlow's FakeQuant does."""

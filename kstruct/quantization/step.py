@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from kstruct.errors import StrategyError
+from kstruct.quantization.int4_export import int4_file, weight_bits_by_layer
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
 from kstruct.engine.step import Step, StepResult, TrainingStep, positive_int_argument
@@ -14,6 +15,8 @@ from kstruct.engine.training import StepContext
 INT8_TARGET = "int8"
 # The full-integer targets (tflite_export rows with quantize="int8"); tests check the two agree.
 INTEGER_TARGETS = ("int8", "edgetpu", "micro")
+# What a 4-bit QAT model exports to: ai-edge-quantizer's file with its 4-bit kernels (int4_export).
+FOUR_BIT_TARGETS = ("int4",)
 
 
 def _top1(predictions: np.ndarray, y) -> float:
@@ -59,8 +62,16 @@ class QAT(TrainingStep):
     int8 TFLite accuracy and their top-1 agreement on the validation data, and the
     layers left in float.
 
+    With `bits=4`, Dense, Conv1D and Conv2D kernels train on the 4-bit grid (per
+    output channel; activations stay 8-bit) and the step makes the `int4` file with
+    ai-edge-quantizer from the model's own fake-quantized kernels and learned ranges
+    (`int4_export.int4_file`). `layers=` picks which of those layers get 4 bits; the
+    others keep 8-bit kernels in the same file (per-layer mixed precision).
+
     Args:
         epochs: fine-tuning epochs (default: the strategy's `epochs`).
+        bits: 8 (default), or 4 for the `int4` target.
+        layers: with `bits=4`, the layers that get 4 bits (a name, a regex, a list).
         preserve_sparsity: keep zeros from pruning exactly zero (default True).
         target: the integer TFLite target to check against (default: the
             strategy's target).
@@ -78,12 +89,20 @@ class QAT(TrainingStep):
     targets = INTEGER_TARGETS  # the export targets it can serve: its fake quantization is int8's
 
     def __init__(
-        self, *, epochs: int | None = None, preserve_sparsity: bool = True, target: str | None = None,
-        distill: bool = False, **training,
+        self, *, epochs: int | None = None, bits: int = 8, layers: str | list[str] | None = None,
+        preserve_sparsity: bool = True, target: str | None = None, distill: bool = False, **training,
     ):
         self.init_training(epochs, distill, training)
+        if bits not in (8, 4):
+            raise StrategyError(f"Expected `bits` to be 8 or 4 in qat. Received: bits={bits!r}")
+        if layers is not None and bits != 4:
+            raise StrategyError(f"qat's `layers` picks the layers that get 4 bits; pass bits=4 with it. Received: layers={layers!r}")
+        self.bits = int(bits)
+        self.layers = layers
         self.preserve_sparsity = bool(preserve_sparsity)
         self.target = target
+        if self.bits == 4:
+            self.targets = FOUR_BIT_TARGETS
 
     @classmethod
     def search_space(cls, hp, space) -> "QAT | None":
@@ -96,20 +115,27 @@ class QAT(TrainingStep):
         import tflite_export
 
         target = _integer_target(self, context)
-        qat_model = quantize(model, preserve_sparsity=self.preserve_sparsity)
+        qat_model = quantize(
+            model, preserve_sparsity=self.preserve_sparsity, bits=self.bits, layers=self.layers if self.bits == 4 else None
+        )
         self.training_context(context).fit(qat_model, distill=self.distill)
-        blob = tflite_export.convert(qat_model, target, representative_data=context.representative_inputs())
+        if self.bits == 4:
+            blob = int4_file(qat_model, context.representative_inputs())
+        else:
+            blob = tflite_export.convert(qat_model, target, representative_data=context.representative_inputs())
         x, y = context.validation.arrays()
         report = quantization_report(qat_model)
         notes = {"target": target, "float_layers": {entry.name: entry.detail for entry in report.skipped}}
+        if self.bits == 4:
+            notes["weight_bits"] = weight_bits_by_layer(qat_model)
         if _class_scores(qat_model, y):  # other tasks and outputs: the stage report's figures
             keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
             tflite_predictions = np.asarray(tflite_export.predict(blob, x))
-            notes.update(
-                keras_qat_accuracy=_top1(keras_predictions, y),
-                int8_accuracy=_top1(tflite_predictions, y),
-                top1_agreement=float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
-            )
+            notes.update({
+                "keras_qat_accuracy": _top1(keras_predictions, y),
+                "int4_accuracy" if self.bits == 4 else "int8_accuracy": _top1(tflite_predictions, y),
+                "top1_agreement": float(np.mean(keras_predictions.argmax(-1) == tflite_predictions.argmax(-1))),
+            })
         return StepResult(model=qat_model, notes=notes, tflite=blob if target == context.target else None)
 
 
@@ -130,7 +156,7 @@ class PTQ(Step):
     name = "ptq"
     quantizes = True
     search_rank = 90
-    targets = (*INTEGER_TARGETS, "int16x8")
+    targets = (*INTEGER_TARGETS, "int16x8", *FOUR_BIT_TARGETS)
 
     def __init__(self, *, samples: int = 200, target: str | None = None):
         self.samples = positive_int_argument("samples", samples)
