@@ -36,6 +36,8 @@ from kstruct.errors import KstructError
 from kstruct.report.measure import measure_stage
 from kstruct.search import _project
 from kstruct.search._memory import trial_gradients_dropped
+
+_RANKING_SAMPLES = 64  # validation inputs a step's space may rank layers on (SpaceInfo.validation_inputs)
 from kstruct.search.budget import BudgetError, SearchError
 from kstruct.engine.step import Step
 
@@ -218,6 +220,7 @@ class AutoSearch:
         self.model, self.budget, self.directory, self.say, self.seed = model, budget, directory, say, seed
         self.context = dataclasses.replace(context, verbose=0, tensorboard_dir=None, histories=[])
         self.max_epochs = budget.epochs or context.epochs
+        self.x_val, self.y_val = context.validation.arrays()
         self.space = SpaceInfo(
             model=model,
             target=context.target,
@@ -225,8 +228,9 @@ class AutoSearch:
             size_by_gzip=budget.size_by_gzip,
             array_data=context.train.is_arrays,
             max_epochs=self.max_epochs,
+            four_bit_target=TARGET_TABLE[context.target].quantize == "int4",
+            validation_inputs=keras.tree.map_structure(lambda a: a[:_RANKING_SAMPLES], self.x_val),
         )
-        self.x_val, self.y_val = context.validation.arrays()
         self.higher_is_better = next(iter(context.tasks.values())).task != "regression" if context.tasks else True
         self.error: Exception | None = None
         self.kept: dict[str, tuple[keras.Model, bytes]] = {}  # the best trial so far, in memory

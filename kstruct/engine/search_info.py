@@ -19,6 +19,9 @@ class SpaceInfo:
             values pay and `prune` and `cluster` take part.
         array_data: the training data is (x, y) arrays, so `batch_size` can be searched.
         max_epochs: the most fine-tuning epochs a step may get.
+        four_bit_target: the target stores 4-bit kernels (`int4`), so the chain ends in `ptq` or
+            `qat(bits=4)`, which chooses how many layers keep 8 bits.
+        validation_inputs: a few validation inputs, for a space that ranks layers by a forward pass.
     """
 
     model: Any
@@ -27,3 +30,5 @@ class SpaceInfo:
     size_by_gzip: bool
     array_data: bool
     max_epochs: int
+    four_bit_target: bool = False
+    validation_inputs: Any = None

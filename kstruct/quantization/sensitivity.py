@@ -7,8 +7,10 @@ ranking is measured once, before the search, from the float model alone: for eac
 way the int8 file rounds it. A layer with one outlier weight (its per-tensor scale set by the
 outlier, every other weight rounded to zero) or a huge activation range ranks first.
 
-Not yet in `auto`'s space: a full-integer file cannot keep a layer in float today (the converter
-calibrates a QAT model's float layers to int8 too; see issue 21's notes).
+Not yet in `auto`'s space as a float fallback: a full-integer file cannot keep a layer in float today
+(the converter calibrates a QAT model's float layers to int8 too; see issue 21's notes). At `bits=4` the
+same ranking orders the Dense/Conv layers for the `int4` target, where `auto` keeps the most sensitive
+ones at 8 bits (`QAT.search_space`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import keras
 import numpy as np
 
 from kstruct._graph import rebuild
-from kstruct.quantization.layers import kernel_spec
+from kstruct.quantization.layers import kernel_spec, supports_4_bits
 from kstruct.quantization.plan import plan_model
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 
@@ -52,8 +54,10 @@ def _functional(model: keras.Model) -> keras.Model | None:
     return model if "layers" in model.get_config() else None
 
 
-def _with_one_layer_int8(model: keras.Model, name: str, tail: str, value_range: tuple[float, float]) -> keras.Model:
-    """A copy of `model` in which only layer `name` is int8: its kernels, and the output of `tail`."""
+def _with_one_layer_int8(
+    model: keras.Model, name: str, tail: str, value_range: tuple[float, float], bits: int = 8
+) -> keras.Model:
+    """A copy of `model` in which only layer `name` is quantized: its kernels (`bits`), and the output of `tail`."""
     spec = kernel_spec(model.get_layer(name))
 
     def copy_weights(original, new):
@@ -61,12 +65,14 @@ def _with_one_layer_int8(model: keras.Model, name: str, tail: str, value_range: 
         if original.name == name:
             for attribute, axis in spec.kernels.items():
                 kernel = getattr(new, attribute)
-                kernel.assign(quantize_weight(kernel, axis(tuple(kernel.shape))))
+                # 4-bit kernels are per output channel, as the int4 file stores them (QuantizeWrapper).
+                channel_axis = -1 if bits == 4 else axis(tuple(kernel.shape))
+                kernel.assign(quantize_weight(kernel, channel_axis, bits=bits))
 
     return rebuild(model, copy_weights=copy_weights, insert_after={tail: lambda: FakeQuant(value_range=value_range)})
 
 
-def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES) -> list[tuple[str, float]]:
+def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES, bits: int = 8) -> list[tuple[str, float]]:
     """`(layer name, sensitivity)` for each layer int8 QAT quantizes, most sensitive first.
 
     A layer's sensitivity is how far the model's outputs move on `x` when that layer alone
@@ -79,6 +85,8 @@ def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES) -> 
     Args:
         model: a Sequential or functional Keras model (not modified).
         x: model inputs (the validation inputs); the first `samples` are used.
+        bits: 8, or 4 to rank the layers that can take 4-bit kernels (Dense, Conv1D, Conv2D)
+            by their 4-bit per-channel kernels (the `int4` target's).
 
     Returns:
         The ranking; empty for a model kstruct cannot rewrite or without weighted layers.
@@ -88,7 +96,11 @@ def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES) -> 
         return []
     x = _first(x, samples)
     plans = plan_model(functional)
-    tails = {name: plan.activation or plan.batch_norm or name for name, plan in plans.items() if plan.kind == "weighted"}
+    tails = {
+        name: plan.activation or plan.batch_norm or name
+        for name, plan in plans.items()
+        if plan.kind == "weighted" and (bits == 8 or supports_4_bits(functional.get_layer(name)))
+    }
     probes, names = [], []
     for name, tail in tails.items():
         try:
@@ -107,9 +119,9 @@ def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES) -> 
         low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
         if high - low < 1e-6:
             high = low + 1e-3
-        changed = _outputs(_with_one_layer_int8(functional, name, tails[name], (low, high)), x)
+        changed = _outputs(_with_one_layer_int8(functional, name, tails[name], (low, high), bits), x)
         ranking.append((name, float(np.mean(np.abs(changed - reference))) / scale))
     ranking.sort(key=lambda item: -item[1])
-    logger.info("kstruct: int8 sensitivity, most sensitive first: %s",
+    logger.info("kstruct: %d-bit sensitivity, most sensitive first: %s", bits,
                 ", ".join(f"{name} {value:.4f}" for name, value in ranking))
     return ranking

@@ -9,6 +9,7 @@ from kstruct.errors import StrategyError
 from kstruct.quantization.int4_export import int4_file, weight_bits_by_layer
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
+from kstruct.quantization.sensitivity import layer_sensitivity
 from kstruct.engine.step import Step, StepResult, TrainingStep, positive_int_argument
 from kstruct.engine.training import StepContext
 
@@ -106,10 +107,23 @@ class QAT(TrainingStep):
 
     @classmethod
     def search_space(cls, hp, space) -> "QAT | None":
-        """For an integer target `auto` chooses between `qat` and `ptq` (one choice, both steps read it)."""
-        if not space.integer_target:
+        """For an integer target `auto` chooses between `qat` and `ptq` (one choice, both steps read it).
+
+        For the `int4` target `qat` trains 4-bit kernels, and `auto` also chooses how many of
+        the layers 4 bits hurt most keep 8-bit kernels (`eight_bit_layers`), from the 4-bit
+        sensitivity ranking of the model (`layer_sensitivity(bits=4)` on the validation inputs).
+        """
+        if not (space.integer_target or space.four_bit_target):
             return None
-        return cls() if hp.Choice("quantization", ["ptq", "qat"], default="ptq") == "qat" else None
+        if hp.Choice("quantization", ["ptq", "qat"], default="ptq") != "qat":
+            return None
+        if not space.four_bit_target:
+            return cls()
+        ranking = [name for name, _ in layer_sensitivity(space.model, space.validation_inputs, bits=4)]
+        if len(ranking) < 2:
+            return cls(bits=4)
+        eight_bit = hp.Int("eight_bit_layers", 0, len(ranking) - 1, default=0)
+        return cls(bits=4, layers=sorted(ranking[eight_bit:]) if eight_bit else None)
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export
@@ -165,7 +179,7 @@ class PTQ(Step):
     @classmethod
     def search_space(cls, hp, space) -> "PTQ | None":
         """See `QAT.search_space`: the same choice."""
-        if not space.integer_target:
+        if not (space.integer_target or space.four_bit_target):
             return None
         return cls() if hp.Choice("quantization", ["ptq", "qat"], default="ptq") == "ptq" else None
 

@@ -109,3 +109,22 @@ def cnn_int4_file(float_cnn, digits, tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(tflite_export.convert(float_cnn, "int4", digits[0][:100]))
     return path
+
+
+def test_auto_space_for_int4_keeps_the_layers_4_bits_hurt_most_at_8_bits(float_cnn, digits):
+    import keras_tuner
+
+    from kstruct.engine.search_info import SpaceInfo
+    from kstruct.quantization import QAT
+    from kstruct.quantization.sensitivity import layer_sensitivity
+
+    x = digits[2][:64]
+    ranking = [name for name, _ in layer_sensitivity(float_cnn, x, bits=4)]
+    assert sorted(ranking) == ["classifier", "conv1", "conv2", "dense1"]
+    space = SpaceInfo(model=float_cnn, target="int4", integer_target=False, size_by_gzip=False, array_data=True,
+                      max_epochs=1, four_bit_target=True, validation_inputs=x)
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(quantization="qat", eight_bit_layers=1)
+    step = QAT.search_space(hp, space)
+    assert step.bits == 4 and sorted(step.layers) == sorted(ranking[1:])  # the most sensitive one keeps 8 bits
+    kstruct.Strategy([step]).validate("int4")
