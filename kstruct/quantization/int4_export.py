@@ -6,7 +6,10 @@ The TensorFlow converter cannot write 4-bit tensors, so the file is made the way
 
 - the float file is the QAT model run in `float_export`: its kernels are already the
   fake-quantized ones (on the 4-bit grid per channel, or the 8-bit grid of an 8-bit
-  layer), so the quantizer stores them unchanged (it keeps a kernel's grid);
+  layer), so the quantizer stores them unchanged (it keeps a kernel's grid). The
+  model converted is `FloatExport(qat_model)`, a saved layer that enters `float_export`
+  whenever it runs: off TensorFlow `convert` saves the model and traces it in a
+  TensorFlow child, where a context entered in this process would not reach;
 - each activation gets the range the QAT model learned, not a calibrated one. The
   float file's tensors carry converter-made names, so ranges are matched by value: the
   QAT model and the float file run on the same samples, and a tensor whose values
@@ -76,6 +79,32 @@ def activation_ranges(qat_model: keras.Model, float_blob: bytes, samples) -> dic
     return ranges
 
 
+@keras.saving.register_keras_serializable(package="kstruct")
+class FloatExport(keras.layers.Wrapper):
+    """Runs a QAT model in `float_export` (activation quantizers passed through, kernels rounded in plain ops).
+
+    What `int4_file` converts to the float file. The switch lives in the layer, not in
+    the caller's context, so it survives `model.save` and the TensorFlow child that
+    converts a model trained on JAX or PyTorch (`tflite_export.convert`), and the child
+    traces exactly the ops this process would.
+    """
+
+    def call(self, inputs):
+        with float_export():
+            return self.layer(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+
+def float_export_model(qat_model: keras.Model) -> keras.Model:
+    """`qat_model` as the float model ai-edge-quantizer starts from: same inputs (names, order), `FloatExport` inside."""
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name), qat_model.input
+    )
+    return keras.Model(inputs, FloatExport(qat_model, name="float_export")(inputs), name=f"{qat_model.name}_float")
+
+
 def int4_file(qat_model: keras.Model, representative_data) -> bytes:
     """The `int4` TFLite file of a QAT model (`quantize(model, bits=4)`): its kernels and ranges exactly.
 
@@ -88,8 +117,7 @@ def int4_file(qat_model: keras.Model, representative_data) -> bytes:
         The `.tflite` bytes: 4-bit kernels where the model trained 4-bit ones, 8-bit
         kernels elsewhere, int8 activations with the model's ranges.
     """
-    with float_export():
-        float_blob = tflite_export.convert(qat_model, "float32")
+    float_blob = tflite_export.convert(float_export_model(qat_model), "float32")
     samples = _samples(representative_data, _MAX_CALIBRATION)
     ranges = activation_ranges(qat_model, float_blob, samples[:_MATCH_SAMPLES])
     return int4.quantize_float_file(float_blob, "int4", samples, activation_ranges=ranges)
