@@ -74,6 +74,9 @@ class Analysis:
         gpu_analyzer_text: TensorFlow's analyzer output, captured (empty without TF).
         weight_dtypes: weight tensors (rank >= 2 constants) per dtype, `{"int4": 3, "float32": 1}`.
         weight_bytes: bytes those weight tensors take per dtype (an int4 tensor: two values a byte).
+        float_ops: `(op, output tensor name)` of each op (subgraph 0) that computes in float: its
+            output is float32 or float16 (DEQUANTIZE excluded). Empty for a full-integer file; in an
+            int8 file made with `float_layers=`, the ops of those layers.
     """
 
     size_bytes: int
@@ -96,6 +99,7 @@ class Analysis:
     gpu_analyzer_text: str = dataclasses.field(repr=False, default="")
     weight_dtypes: dict[str, int] = dataclasses.field(default_factory=dict)
     weight_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+    float_ops: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def uses_flex(self) -> bool:
@@ -104,6 +108,7 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["tensors_not_int8_int32"] = [list(t) for t in self.tensors_not_int8_int32]
+        d["float_ops"] = [list(t) for t in self.float_ops]
         d["uses_flex"] = self.uses_flex
         return d
 
@@ -127,6 +132,9 @@ class Analysis:
             "weight tensors: " + (", ".join(
                 f"{dtype} x{count} ({self.weight_bytes.get(dtype, 0)} bytes)"
                 for dtype, count in sorted(self.weight_dtypes.items())) or "none"),
+            *([f"float ops ({len(self.float_ops)}): " + ", ".join(f"{op} {name}" for op, name in self.float_ops[:5])
+               + (", ..." if len(self.float_ops) > 5 else "")]
+              if self.float_ops and self.dtype_counts.get("int8") else []),  # float ops beside int8 ones
             "inputs:", *map(sig, self.inputs), "outputs:", *map(sig, self.outputs),
             f"dynamic shapes: {'yes' if self.has_dynamic_shape_ops else 'no'}"
             + (f" ({', '.join(self.dynamic_tensors[:5])})" if self.dynamic_tensors else ""),
@@ -218,7 +226,21 @@ def analyze(model: bytes | str | os.PathLike, *, gpu_analyzer: bool = True, gzip
         gpu_analyzer_text=analyzer_text,
         weight_dtypes=dict(tensors.weight_dtypes),
         weight_bytes=dict(tensors.weight_bytes),
+        float_ops=_float_ops(main, ops, type_names),
     )
+
+
+def _float_ops(subgraph, ops: list[str], type_names: dict[int, str]) -> list[tuple[str, str]]:
+    """`(op, output name)` of the ops whose first output is float, DEQUANTIZE (a boundary, not compute) left out."""
+    found = []
+    for op, operator in zip(ops, subgraph.operators or []):
+        outputs = [] if operator.outputs is None else list(operator.outputs)
+        if op == "DEQUANTIZE" or not outputs or outputs[0] < 0:
+            continue
+        tensor = subgraph.tensors[outputs[0]]
+        if type_names[tensor.type].lower() in ("float32", "float16"):
+            found.append((op, _tensor_info(tensor, type_names).name))
+    return found
 
 
 def _operator_code_names(fb, op_names: dict[int, str], schema) -> list[str]:

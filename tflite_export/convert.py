@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from tflite_export._float_layers import layer_scopes, quantize_keeping_float
 from tflite_export._isolate import run_isolated
 from tflite_export.precision import float32_twin
 from tflite_export._recurrent import rolled_recurrent_layers, unroll_recurrent
@@ -105,7 +106,8 @@ def _calibration_samples(data: Any, signature: list) -> list[list[np.ndarray]]:
 
 
 def _configure(
-    converter, spec: targets_lib.Target, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool, legacy_quantizer: bool
+    converter, spec: targets_lib.Target, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool,
+    legacy_quantizer: bool, float_scopes: Sequence[str] = (),
 ):
     import tensorflow as tf
 
@@ -116,9 +118,11 @@ def _configure(
         "int8": tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
         "int16x8": tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
     }[spec.quantize]
-    converter.target_spec.supported_ops = [builtins] + ([tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
+    # With float layers the file holds float ops beside the int8 ones (`_float_layers`).
+    builtins = [builtins, tf.lite.OpsSet.TFLITE_BUILTINS] if float_scopes else [builtins]
+    converter.target_spec.supported_ops = builtins + ([tf.lite.OpsSet.SELECT_TF_OPS] if allow_flex else [])
     optimizations = [] if spec.quantize is None else [tf.lite.Optimize.DEFAULT]
-    if sparse_weights:
+    if sparse_weights and not float_scopes:  # with float layers: sparsified after quantizing (`_run_converter`)
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
     if spec.quantize == "float16":
@@ -129,7 +133,9 @@ def _configure(
         # step's SPLIT in float (DEQUANTIZE/SPLIT/QUANTIZE) in some conversions of
         # the same model and not others (tests/tflite_export/test_rnn.py repeats
         # one); the legacy quantizer quantizes it every time, to the same outputs.
-        converter.experimental_new_quantizer = not legacy_quantizer
+        converter.experimental_new_quantizer = not legacy_quantizer or bool(float_scopes)
+        # Calibrate only: the calibrated float file is quantized by `_float_layers`, with a deny list.
+        converter._experimental_calibrate_only = bool(float_scopes)
     if io_dtype != "float32":
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
@@ -187,18 +193,34 @@ def _first_error_line(error: Exception) -> str:
 
 
 def _run_converter(
-    converter, target: str, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool, legacy_quantizer: bool = False
+    converter, target: str, io_dtype: str, samples, allow_flex: bool, sparse_weights: bool, legacy_quantizer: bool = False,
+    float_scopes: Sequence[str] = (),
 ) -> bytes:
-    """Configures `converter` for `target`, converts, and turns converter errors into `ExportError`."""
+    """Configures `converter` for `target`, converts, and turns converter errors into `ExportError`.
+
+    `float_scopes`: the name scopes of layers to leave in float (`float_layers`, see `_float_layers`).
+    """
     # The SavedModel path keeps Keras 3 variables as VAR_HANDLE/READ_VARIABLE ops;
     # freezing the concrete function gives constant weights and FULLY_CONNECTED.
     converter.experimental_lower_to_saved_model = False
-    _configure(converter, targets_lib.get_target(target), io_dtype, samples, allow_flex, sparse_weights, legacy_quantizer)
+    _configure(
+        converter, targets_lib.get_target(target), io_dtype, samples, allow_flex, sparse_weights, legacy_quantizer,
+        float_scopes,
+    )
     try:
         with warnings.catch_warnings():
             # Emitted for every full-integer conversion with integer I/O; not actionable.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            return converter.convert()
+            blob = converter.convert()
+            if float_scopes:
+                blob = quantize_keeping_float(blob, float_scopes, io_dtype)
+                if sparse_weights:
+                    from tensorflow.lite.python.convert import mlir_sparsify  # what EXPERIMENTAL_SPARSITY runs
+
+                    blob = mlir_sparsify(blob)
+            return blob
+    except ExportError:
+        raise
     except Exception as error:  # ConverterError is not part of tf.lite's public API
         flex = _flex_ops(error)
         if flex and not allow_flex:
@@ -264,6 +286,7 @@ def convert(
     strict: bool = False,
     isolate: bool | None = None,
     preload: Sequence[str] = (),
+    float_layers: Sequence[str] = (),
 ) -> bytes:
     """Converts a Keras 3 model to TFLite bytes for `target`.
 
@@ -300,6 +323,11 @@ def convert(
         preload: off the TensorFlow backend only: modules the child imports
             before loading the model. The modules of the model's registered
             custom classes are found and imported without being named here.
+        float_layers: target `int8` only: names of layers with weights (nested models' layers
+            included) whose ops stay in float, with float weights, between a DEQUANTIZE and a
+            QUANTIZE; the rest of the file is int8 as usual. For the layers int8 hurts most
+            (an outlier weight, a huge activation range). Uses the converter's MLIR quantizer
+            on a calibrated file (see `_float_layers`); `analyze(blob).float_ops` lists the ops.
 
     Returns:
         The `.tflite` flatbuffer.
@@ -317,6 +345,7 @@ def convert(
     """
     spec = targets_lib.get_target(target)
     io_dtype = _check_arguments(spec, io_dtype, batch_size, representative_data)
+    float_layers = _check_float_layers(spec, float_layers)
     if spec.quantize in ("int4", "int4-weights"):
         return _convert_int4(model, spec, representative_data, batch_size=batch_size, allow_flex=allow_flex,
                              isolate=isolate, preload=preload)
@@ -334,6 +363,7 @@ def convert(
         return convert_in_tensorflow_child(
             keras_model, target, samples, convert_saved=_convert_saved, preload=preload, hint=_crash_hint(spec, []),
             batch_size=batch_size, io_dtype=io_dtype, allow_flex=allow_flex, sparse_weights=sparse_weights, strict=strict,
+            float_layers=float_layers,
         )
     unrolled: list[str] = []
     if spec.needs_data or spec.op_check is not None:  # a WHILE loop breaks calibration and delegates
@@ -347,7 +377,14 @@ def convert(
     # The legacy calibrating quantizer cannot read a QAT graph's FakeQuant ops (it
     # refuses their CAST/DEQUANTIZE), so it only takes unrolled float recurrent graphs.
     legacy_quantizer = bool(unrolled) and not _has_fake_quant(concrete.graph)
-    options = (target, io_dtype, samples, allow_flex, sparse_weights, legacy_quantizer)
+    if float_layers and _has_fake_quant(concrete.graph):
+        raise ExportError(
+            "`float_layers` works on a float model (post-training quantization): the converter quantizes a "
+            "quantization-aware graph's ops while converting it, float layers included, before any deny list "
+            f"applies. Received: float_layers={float_layers} with a model holding FakeQuant ops"
+        )
+    float_scopes = layer_scopes(keras_model, concrete, float_layers) if float_layers else []
+    options = (target, io_dtype, samples, allow_flex, sparse_weights, legacy_quantizer, float_scopes)
     if isolate is None:
         isolate = spec.needs_data and bool(control_flow)
     if isolate:
@@ -393,6 +430,21 @@ def _check_arguments(spec: targets_lib.Target, io_dtype: str | None, batch_size:
             "representative_data=x_train[:200] (an array of model inputs)"
         )
     return io_dtype
+
+
+def _check_float_layers(spec: targets_lib.Target, float_layers: Any) -> list[str]:
+    """`float_layers` as a list of names; refused for a target that is not `int8`."""
+    names = [float_layers] if isinstance(float_layers, str) else list(float_layers or ())
+    if not names:
+        return []
+    if any(not isinstance(name, str) for name in names):
+        raise ExportError(f"Expected `float_layers` to be layer names (str). Received: float_layers={float_layers!r}")
+    if spec.quantize != "int8" or spec.op_check is not None:
+        raise ExportError(
+            f"`float_layers` leaves layers in float inside an int8 file, so it needs target='int8' (edgetpu and micro "
+            f"run integer ops only; the float targets have no int8 to leave). Received: target={spec.name!r}"
+        )
+    return list(dict.fromkeys(names))
 
 
 def _trace(keras_model, signature: list, batch_size: int):
