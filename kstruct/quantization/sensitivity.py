@@ -7,10 +7,11 @@ ranking is measured once, before the search, from the float model alone: for eac
 way the int8 file rounds it. A layer with one outlier weight (its per-tensor scale set by the
 outlier, every other weight rounded to zero) or a huge activation range ranks first.
 
-Not yet in `auto`'s space as a float fallback: a full-integer file cannot keep a layer in float today
-(the converter calibrates a QAT model's float layers to int8 too; see issue 21's notes). At `bits=4` the
-same ranking orders the Dense/Conv layers for the `int4` target, where `auto` keeps the most sensitive
-ones at 8 bits (`QAT.search_space`).
+`ptq(float_layers=k)` leaves the k layers ranked first in float inside the int8 file
+(`tflite_export.convert(..., float_layers=...)`), and `auto` chooses k for the `int8` target
+(`PTQ.search_space`). Only post-training quantization can: the converter quantizes a QAT graph's
+float layers too, while converting it. At `bits=4` the same ranking orders the Dense/Conv layers for
+the `int4` target, where `auto` keeps the most sensitive ones at 8 bits (`QAT.search_space`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ def _with_one_layer_int8(
     return rebuild(model, copy_weights=copy_weights, insert_after={tail: lambda: FakeQuant(value_range=value_range)})
 
 
+def _tails(functional: keras.Model, bits: int) -> dict[str, str]:
+    """Each ranked layer -> the layer whose output the int8 file rounds (after its folded BatchNorm and activation)."""
+    return {
+        name: plan.activation or plan.batch_norm or name
+        for name, plan in plan_model(functional).items()
+        if plan.kind == "weighted" and (bits == 8 or supports_4_bits(functional.get_layer(name)))
+    }
+
+
+def ranked_layers(model: keras.Model, *, bits: int = 8) -> list[str]:
+    """The layers `layer_sensitivity` ranks, in graph order, without measuring anything (for a search space's size)."""
+    functional = _functional(model)
+    return [] if functional is None else list(_tails(functional, bits))
+
+
 def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES, bits: int = 8) -> list[tuple[str, float]]:
     """`(layer name, sensitivity)` for each layer int8 QAT quantizes, most sensitive first.
 
@@ -95,12 +111,7 @@ def layer_sensitivity(model: keras.Model, x: Any, *, samples: int = SAMPLES, bit
     if functional is None or x is None:
         return []
     x = _first(x, samples)
-    plans = plan_model(functional)
-    tails = {
-        name: plan.activation or plan.batch_norm or name
-        for name, plan in plans.items()
-        if plan.kind == "weighted" and (bits == 8 or supports_4_bits(functional.get_layer(name)))
-    }
+    tails = _tails(functional, bits)
     probes, names = [], []
     for name, tail in tails.items():
         try:

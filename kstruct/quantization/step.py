@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -9,7 +11,7 @@ from kstruct.errors import StrategyError
 from kstruct.quantization.int4_export import int4_file, weight_bits_by_layer
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
-from kstruct.quantization.sensitivity import layer_sensitivity
+from kstruct.quantization.sensitivity import layer_sensitivity, ranked_layers
 from kstruct.engine.step import Step, StepResult, TrainingStep, positive_int_argument
 from kstruct.engine.training import StepContext
 
@@ -18,6 +20,8 @@ INT8_TARGET = "int8"
 INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 # What a 4-bit QAT model exports to: ai-edge-quantizer's file with its 4-bit kernels (int4_export).
 FOUR_BIT_TARGETS = ("int4",)
+# The most layers `auto` leaves in float in an int8 file (`ptq(float_layers=k)`, the k that int8 hurts most).
+MAX_FLOAT_LAYERS = 3
 
 
 def _top1(predictions: np.ndarray, y) -> float:
@@ -53,6 +57,17 @@ def _integer_target(step, context: StepContext) -> str:
                 f"`{step.name}` from the strategy for a {target} file."
             )
     return step.target or context.target
+
+
+def _float_layers_argument(value: Any) -> int | str | list[str]:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return value
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
+        return value if isinstance(value, str) else list(value)
+    raise StrategyError(
+        "Expected `float_layers` in ptq to be a count of the most int8-sensitive layers (0, 1, 2, ...) or layer "
+        f"names (a name or a list). Received: float_layers={value!r}"
+    )
 
 
 class QAT(TrainingStep):
@@ -158,13 +173,22 @@ class PTQ(Step):
 
     The model is unchanged; the step hands on the int8 file it produced.
 
+    `float_layers` keeps layers in float inside the int8 file (target `int8` only): each
+    runs with float weights between a DEQUANTIZE and a QUANTIZE, the rest is int8. A count
+    k picks the k layers int8 hurts most, ranked on the validation inputs by
+    `sensitivity.layer_sensitivity` (an outlier weight or a huge activation range ranks a
+    layer first); names pick those layers. `auto` searches k for the int8 target.
+
     Args:
         samples: calibration inputs drawn from the training data (at most 200).
         target: the integer TFLite target (default: the strategy's target).
+        float_layers: 0 (default: all int8), a count of the most sensitive layers, or layer
+            names (a name or a list) to leave in float.
 
     Raises:
         StrategyError: when the strategy's target or `target` is not one of
-            `targets` (a float file from ptq would be int8 all the same).
+            `targets` (a float file from ptq would be int8 all the same), or `float_layers`
+            is set for a target other than `int8`.
     """
 
     name = "ptq"
@@ -172,24 +196,54 @@ class PTQ(Step):
     search_rank = 90
     targets = (*INTEGER_TARGETS, "int16x8", *FOUR_BIT_TARGETS)
 
-    def __init__(self, *, samples: int = 200, target: str | None = None):
+    def __init__(self, *, samples: int = 200, target: str | None = None, float_layers: int | str | list[str] = 0):
         self.samples = positive_int_argument("samples", samples)
         self.target = target
+        self.float_layers = _float_layers_argument(float_layers)
+        if self.float_layers:
+            self.targets = (INT8_TARGET,)  # edgetpu and micro run integer ops only
 
     @classmethod
     def search_space(cls, hp, space) -> "PTQ | None":
-        """See `QAT.search_space`: the same choice."""
+        """See `QAT.search_space`: the same choice.
+
+        For the `int8` target `auto` also chooses how many of the layers int8 hurts most stay in
+        float (`float_layers`, 0 to `MAX_FLOAT_LAYERS`, never every layer); the step ranks the
+        model it receives, so the count means the same after channels or blocks were removed.
+        """
         if not (space.integer_target or space.four_bit_target):
             return None
-        return cls() if hp.Choice("quantization", ["ptq", "qat"], default="ptq") == "ptq" else None
+        if hp.Choice("quantization", ["ptq", "qat"], default="ptq") != "ptq":
+            return None
+        most = min(MAX_FLOAT_LAYERS, len(ranked_layers(space.model)) - 1) if space.target == INT8_TARGET else 0
+        return cls(float_layers=hp.Int("float_layers", 0, most, default=0)) if most > 0 else cls()
+
+    def _float_layer_names(self, model: keras.Model, x) -> list[str]:
+        """The layers to leave in float: the names given, or the `float_layers` most sensitive ones."""
+        if not isinstance(self.float_layers, int):
+            return [self.float_layers] if isinstance(self.float_layers, str) else list(self.float_layers)
+        if not self.float_layers:
+            return []
+        ranking = [name for name, _ in layer_sensitivity(model, x)]
+        if not ranking:
+            raise StrategyError(
+                f"ptq(float_layers={self.float_layers}) ranks the model's layers by int8 sensitivity, which needs a "
+                "Sequential or functional model with Dense/Conv layers; name the layers instead: float_layers=['name']"
+            )
+        return ranking[: self.float_layers]
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export
 
         target = _integer_target(self, context)
-        blob = tflite_export.convert(model, target, representative_data=context.representative_inputs(self.samples))
         x, y = context.validation.arrays()
+        float_layers = self._float_layer_names(model, x)
+        blob = tflite_export.convert(
+            model, target, representative_data=context.representative_inputs(self.samples), float_layers=float_layers
+        )
         notes = {"target": target}
+        if float_layers:
+            notes["float_layers"] = float_layers
         if _class_scores(model, y):  # other tasks and outputs: the stage report's figures
             keras_predictions = np.asarray(model.predict(x, verbose=0))
             tflite_predictions = np.asarray(tflite_export.predict(blob, x))
