@@ -88,3 +88,65 @@ def snap(kernel, values, axis: int | None):
     if axis is not None:
         snapped = ops.moveaxis(snapped, -1, axis)
     return snapped + (kernel - ops.stop_gradient(kernel))
+
+
+def quantize_clustered(kernel, table, scale=None, *, bits: int = 4):
+    """A clustered kernel fake-quantized per output channel (last axis) with its values kept apart.
+
+    Plain rounding to the grid `k * max|w_c| / (2**(bits-1) - 1)` merges two values of a
+    channel that fall within one step of each other (16 cluster values on a 4-bit grid of
+    15 levels often do). Here each channel's values present in the kernel get distinct
+    levels, each as near its rounded level as the order allows: the largest magnitude
+    keeps `+-qmax` (so the channel's scale is the one a quantizer computes from the
+    result), zero stays 0, positive values get 1..qmax, negative ones -1..-qmax. A side
+    with more values than levels still merges some (a channel holds at most
+    `2 * qmax + 1` values). All in plain ops, which the converter folds on a frozen kernel.
+
+    Args:
+        kernel: the kernel, each weight exactly a table value times `scale` (or 0: pruned).
+        table: the sorted values, `(k,)` per tensor or `(channels, k)` per channel.
+        scale: the per-channel factor the kernel was multiplied by (a folded BatchNorm), or None.
+        bits: the grid's bits.
+
+    Returns:
+        The kernel on the grid (exact grid values, no gradient: add a straight-through one).
+    """
+    qmax = float(2 ** (bits - 1) - 1)
+    channels = kernel.shape[-1]
+    table = ops.broadcast_to(ops.cast(table, kernel.dtype), (channels, table.shape[-1]))
+    if scale is not None:
+        scale = ops.reshape(ops.cast(scale, kernel.dtype), (channels, 1))
+        table = ops.where(scale < 0, ops.flip(table * scale, axis=-1), table * scale)  # ascending per channel
+    count = table.shape[-1]
+    weights = ops.reshape(ops.stop_gradient(kernel), (-1, channels))
+    midpoints = (table[:, 1:] + table[:, :-1]) / 2
+    index = ops.sum(ops.cast(ops.greater(ops.expand_dims(weights, -1), midpoints), "int32"), axis=-1)
+    chosen = ops.cast(ops.equal(ops.expand_dims(index, -1), ops.arange(count, dtype="int32")), kernel.dtype)
+    chosen = chosen * ops.cast(ops.expand_dims(ops.not_equal(weights, 0.0), -1), kernel.dtype)
+    present = ops.max(chosen, axis=0) > 0  # (channels, k): values some weight of the channel holds
+    bound = ops.max(ops.abs(weights), axis=0)
+    step = ops.where(bound > 0, bound, ops.ones_like(bound)) / qmax
+    levels = ops.clip(ops.floor(table / ops.expand_dims(step, -1) + 0.5), -qmax, qmax)
+    levels = [levels[:, j] for j in range(count)]
+    positive = [present[:, j] & (table[:, j] > 0) for j in range(count)]
+    negative = [present[:, j] & (table[:, j] < 0) for j in range(count)]
+    zero = ops.zeros_like(step)
+    # Positive values upward from 1, then back down from qmax; negative ones mirrored.
+    last = zero
+    for j in range(count):
+        levels[j] = ops.where(positive[j], ops.maximum(levels[j], last + 1), levels[j])
+        last = ops.where(positive[j], levels[j], last)
+    last = zero + qmax + 1
+    for j in reversed(range(count)):
+        levels[j] = ops.where(positive[j], ops.clip(ops.minimum(levels[j], last - 1), 1.0, qmax), levels[j])
+        last = ops.where(positive[j], levels[j], last)
+    last = zero
+    for j in reversed(range(count)):
+        levels[j] = ops.where(negative[j], ops.minimum(levels[j], last - 1), levels[j])
+        last = ops.where(negative[j], levels[j], last)
+    last = zero - qmax - 1
+    for j in range(count):
+        levels[j] = ops.where(negative[j], ops.clip(ops.maximum(levels[j], last + 1), -qmax, -1.0), levels[j])
+        last = ops.where(negative[j], levels[j], last)
+    values = ops.stack(levels, axis=-1) * ops.expand_dims(step, -1)  # (channels, k)
+    return ops.reshape(ops.sum(chosen * values, axis=-1), kernel.shape)

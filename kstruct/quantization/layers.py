@@ -21,7 +21,7 @@ from keras import ops
 
 from kstruct.quantization import bn_folding
 from kstruct.quantization.activations import FLOAT_ACTIVATION, activation_name, function_name, spec_for
-from kstruct.quantization.kernel_values import snap
+from kstruct.quantization.kernel_values import quantize_clustered, snap
 from kstruct.quantization.quantizers import FakeQuant, quantize_weight
 
 
@@ -358,6 +358,18 @@ class QuantizeWrapper(_ActivationStage):
             for name in self._spec.kernels
             if name in self.kernel_values
         }
+        # A 4-bit clustered kernel on its grid, each value of a channel on a level of its own
+        # (`quantize_clustered`), kept as a variable like the snapped kernel: the converter
+        # cannot fold those ops either.
+        reshape = self._spec.as_tflite or (lambda kernel: kernel)
+        self.clustered_kernels = {
+            name: self.add_weight(
+                name=f"{name}_clustered", shape=tuple(reshape(keras.KerasTensor(getattr(self.layer, name).shape)).shape),
+                initializer="zeros", trainable=False,
+            )
+            for name in self.snapped_kernels
+            if self.weight_bits == 4 and self._channel_last(name)
+        }
         self.sparsity_masks = {}
         if self.preserve_sparsity:
             for name in self._spec.kernels:
@@ -377,14 +389,26 @@ class QuantizeWrapper(_ActivationStage):
         """Snaps the kernels to their declared values (cluster-preserving QAT) for inference."""
         for name, snapped in self.snapped_kernels.items():
             snapped.assign(self._snapped(name, ops.convert_to_tensor(getattr(self.layer, name))))
+        if self.clustered_kernels:
+            scale = None if self.batch_norm is None else bn_folding.folded_scale(self.batch_norm)
+            self._quantize(self._kernels(scale), scale, training=True)  # assigns them
+
+    def _channel_last(self, name: str) -> bool:
+        """Whether kernel `name`'s declared values are per tensor or per its last axis (the 4-bit channel axis)."""
+        axis = self.kernel_values[name]["axis"]
+        rank = len(getattr(self.layer, name).shape)
+        return axis is None or axis % rank == rank - 1
 
     def _declared_values(self, name: str) -> np.ndarray:
         """The values declared for kernel `name`, sorted along their last axis: the layout of their trainable copy."""
         return np.sort(np.asarray(self.kernel_values[name]["values"], "float32"), axis=-1)
 
+    def _values(self, name: str):
+        """The trained values of kernel `name` (a declared zero stays zero)."""
+        return ops.where(self._declared_values(name) == 0.0, 0.0, ops.convert_to_tensor(self.kernel_value_weights[name]))
+
     def _snapped(self, name: str, kernel):
-        values = ops.where(self._declared_values(name) == 0.0, 0.0, ops.convert_to_tensor(self.kernel_value_weights[name]))
-        return snap(kernel, values, self.kernel_values[name]["axis"])
+        return snap(kernel, self._values(name), self.kernel_values[name]["axis"])
 
     @property
     def quantized_kernels(self) -> dict[str, int | None]:
@@ -413,12 +437,24 @@ class QuantizeWrapper(_ActivationStage):
             kernels[name] = kernel
         return kernels
 
-    def _quantize(self, kernels: dict) -> dict:
+    def _quantize(self, kernels: dict, scale=None, training=False) -> dict:
+        """The kernels fake-quantized; `scale` is the folded BatchNorm's per-channel factor (None: no fold)."""
         axes = self.quantized_kernels
         reshape = self._spec.as_tflite or (lambda kernel: kernel)
-        return {
-            name: quantize_weight(reshape(kernel), axes[name], bits=self.weight_bits) for name, kernel in kernels.items()
-        }
+        quantized = {}
+        for name, kernel in kernels.items():
+            if name in self.clustered_kernels:  # a 4-bit clustered kernel: no two of its values share a level
+                if training:
+                    folded = scale if name == self._spec.folded else None
+                    table = ops.sort(self._values(name), axis=-1)
+                    exact = quantize_clustered(reshape(kernel), table, folded, bits=self.weight_bits)
+                    self.clustered_kernels[name].assign(exact)
+                    quantized[name] = reshape(kernel) + ops.stop_gradient(exact - reshape(kernel))  # straight through
+                else:
+                    quantized[name] = ops.convert_to_tensor(self.clustered_kernels[name])
+            else:
+                quantized[name] = quantize_weight(reshape(kernel), axes[name], bits=self.weight_bits)
+        return quantized
 
     def folded_weights(self) -> tuple[dict, object]:
         """The float kernels and bias TFLite's int8 kernel is quantized from (BN folded, masks applied)."""
@@ -429,7 +465,7 @@ class QuantizeWrapper(_ActivationStage):
     def quantized_weights(self) -> tuple[dict, object]:
         """The fake-quantized kernels (and float bias) the layer computes with at inference."""
         kernels, bias = self.folded_weights()
-        return self._quantize(kernels), bias
+        return self._quantize(kernels, None if self.batch_norm is None else bn_folding.folded_scale(self.batch_norm)), bias
 
     def _linear(self, inputs, kernels: dict, bias, training, quantize_intermediate: bool = True):
         layer = self.layer
@@ -464,16 +500,18 @@ class QuantizeWrapper(_ActivationStage):
         bn = self.batch_norm
         bias = self._bias()
         if bn is None:
-            outputs = self._linear(inputs, self._quantize(self._kernels(training=training)), bias, training)
+            outputs = self._linear(inputs, self._quantize(self._kernels(training=training), training=training), bias, training)
         elif training and bn.trainable:
             float_outputs = self._linear(inputs, self._kernels(training=training), bias, training, quantize_intermediate=False)
             mean, variance = bn_folding.batch_statistics(float_outputs)
             bn_folding.update_moving_statistics(bn, mean, variance)
-            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn), training=training))
+            scale = bn_folding.folded_scale(bn)
+            kernels = self._quantize(self._kernels(scale, training=training), scale, training=training)
             factor, shift = bn_folding.training_correction(bn, mean, variance, bias)
             outputs = self._linear(inputs, kernels, None, training) * factor + shift
         else:
-            kernels = self._quantize(self._kernels(bn_folding.folded_scale(bn)))
+            scale = bn_folding.folded_scale(bn)
+            kernels = self._quantize(self._kernels(scale), scale, training=training)
             outputs = self._linear(inputs, kernels, bn_folding.folded_bias(bn, bias), training)
         return self._activate(outputs, training)
 

@@ -128,3 +128,23 @@ def test_auto_space_for_int4_keeps_the_layers_4_bits_hurt_most_at_8_bits(float_c
     step = QAT.search_space(hp, space)
     assert step.bits == 4 and sorted(step.layers) == sorted(ranking[1:])  # the most sensitive one keeps 8 bits
     kstruct.Strategy([step]).validate("int4")
+
+
+def test_clustered_values_each_keep_a_4_bit_level_of_their_own_in_the_file(rng):
+    # 15 shared values (7 per sign and zero: all a symmetric 4-bit channel holds), some closer than one step
+    # of a channel's grid (max|w| / 7), which plain rounding would merge.
+    values = np.array([-1.0, -0.7, -0.4, -0.2, -0.1, -0.04, -0.02, 0.0, 0.01, 0.03, 0.08, 0.2, 0.45, 0.7, 0.9])
+    kernel = rng.choice(values, size=(64, 6)).astype("float32")
+    kernel[: len(values)] = values[:, None]  # every channel holds all 15
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(6, name="clustered"), keras.layers.Dense(3, name="out")])
+    model.get_layer("clustered").set_weights([kernel, np.zeros(6, "float32")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = rng.normal(size=(64, 64)).astype("float32")
+    qat_model = quantize(model, bits=4)
+    qat_model.fit(x, x[:, :3].argmax(-1), epochs=1, batch_size=16, verbose=0)
+    wrapper = qat_model.get_layer("quant_clustered")
+    clustered = np.asarray(wrapper.folded_weights()[0]["kernel"]).T  # the snapped kernel, before the grid
+    stored = {w.shape: w for w in tflite_export.quantized_weights(int4_file(qat_model, x[:16]))}[clustered.shape]
+    assert stored.dtype == "int4"
+    assert [len(np.unique(row)) for row in stored.values] == [len(np.unique(row)) for row in clustered] == [15] * 6
+    np.testing.assert_allclose(stored.dequantized(), np.asarray(wrapper.quantized_weights()[0]["kernel"]).T, rtol=1e-6, atol=1e-8)
