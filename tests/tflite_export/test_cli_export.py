@@ -77,7 +77,7 @@ def test_export_unknown_target_lists_valid_ones(tmp_path, keras_file, capsys):
     code, _, err = run(["export", keras_file, "--target", "foo", "--out", tmp_path / "m.tflite"], capsys)
     assert _one_error_line(code, err) == (
         "kstruct: error: Expected `target` to be one of ('float32', 'dynamic', 'float16', 'int8', "
-        "'int16x8', 'gpu', 'edgetpu', 'micro'). Received: target='foo'"
+        "'int16x8', 'gpu', 'edgetpu', 'micro', 'int4', 'int4-weights'). Received: target='foo'"
     )
 
 
