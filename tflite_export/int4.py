@@ -191,6 +191,82 @@ def _recipe(quantizer, blob: bytes, target: str) -> dict[str, int]:
     return counts
 
 
+# ai-edge-quantizer's scale for an all-zero channel: its bound floor (1e-9) over the int4/int8 qmax.
+_FLOOR_SCALE = 1e-9 / 7
+
+
+def _float_constants(blob: bytes) -> dict[str, np.ndarray]:
+    _, fb = _model(blob)
+    graph = fb.subgraphs[0]
+    found = {}
+    for tensor in graph.tensors:
+        value = _constant(fb, tensor) if tensor.shape is not None and len(tensor.shape) else None
+        if value is not None:
+            found[_name(tensor)] = value
+    return found
+
+
+def dead_channel_scales(blob: bytes, float_blob: bytes) -> bytes:
+    """`blob` (AEQ's int4 file) with each all-zero kernel channel at scale 1.0 and its bias requantized.
+
+    AEQ gives a kernel channel whose weights are all zero (a pruned unit) the scale
+    `1e-9 / 7`, and its int32 bias the scale `input scale x 1.4e-10`: the bias then
+    overflows int32 (numpy's "invalid value encountered in cast") and the file adds
+    garbage to that unit. Any scale stores the zeros exactly; with 1.0 the bias is
+    requantized from the float file's value. A file without such a channel is returned unchanged.
+    """
+    import flatbuffers
+
+    from tflite_export.weights import unpack_int4
+
+    schema, fb = _model(blob)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = fb.subgraphs[0]
+    biases = None
+    changed = []
+    for op in graph.operators or []:
+        code = fb.operatorCodes[op.opcodeIndex]
+        inputs = list(op.inputs if op.inputs is not None else [])
+        if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) not in _KERNEL_AXIS or len(inputs) < 3:
+            continue
+        kernel, bias = graph.tensors[inputs[1]], graph.tensors[inputs[2]] if inputs[2] >= 0 else None
+        q = kernel.quantization
+        if q is None or q.scale is None or kernel.type not in (schema.TensorType.INT4, schema.TensorType.INT8):
+            continue
+        scales = np.array(q.scale, dtype=np.float32)
+        if len(scales) < 2 or not np.any(scales <= _FLOOR_SCALE * 1.001):
+            continue
+        raw = np.asarray(fb.buffers[kernel.buffer].data, dtype=np.uint8)
+        count = int(np.prod(kernel.shape))
+        values = unpack_int4(raw, count) if kernel.type == schema.TensorType.INT4 else raw.view(np.int8)[:count]
+        by_channel = np.moveaxis(values.reshape(tuple(kernel.shape)), q.quantizedDimension, 0).reshape(len(scales), -1)
+        dead = (scales <= _FLOOR_SCALE * 1.001) & ~np.any(by_channel != 0, axis=1)
+        if not np.any(dead):
+            continue
+        scales[dead] = 1.0
+        q.scale = scales.tolist()
+        changed.append(_name(kernel))
+        if bias is None or bias.type != schema.TensorType.INT32 or bias.quantization is None:
+            continue
+        biases = _float_constants(float_blob) if biases is None else biases
+        float_bias = biases.get(_name(bias))
+        input_scale = graph.tensors[inputs[0]].quantization.scale
+        if float_bias is None or input_scale is None or len(input_scale) != 1:
+            raise ExportError(f"The float bias of {_name(kernel)!r} (all-zero channels) was not found in the float file")
+        bias_scales = np.array(bias.quantization.scale, dtype=np.float32)
+        bias_scales[dead] = np.float32(input_scale[0])
+        stored = np.asarray(fb.buffers[bias.buffer].data, dtype=np.uint8).view(np.int32).copy()
+        stored[dead] = np.clip(np.round(float_bias.reshape(-1)[dead] / bias_scales[dead]), -(2**31), 2**31 - 1)
+        bias.quantization.scale = bias_scales.tolist()
+        fb.buffers[bias.buffer].data = stored.view(np.uint8)
+    if not changed:
+        return blob
+    logger.info("int4 file: all-zero kernel channels given scale 1.0 in %s", changed)
+    builder = flatbuffers.Builder(len(blob) + 1024)
+    builder.Finish(fb.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def quantize_float_file(
     blob: bytes,
     target: str,
@@ -224,6 +300,9 @@ def quantize_float_file(
     calibration = _ranges(blob, samples, activation_ranges) if target == "int4" else None
     with warnings.catch_warnings():  # AEQ checks the calibration on an interpreter keeping every tensor
         warnings.simplefilter("ignore", UserWarning)
+        # An all-zero channel's bias overflows in AEQ's cast; dead_channel_scales sets it right.
+        warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
         result = quantizer.quantize(calibration, enable_progress_report=False)
     logger.info("ai-edge-quantizer %s: %s", target, counts)
-    return bytes(result.quantized_model)
+    quantized = bytes(result.quantized_model)
+    return dead_channel_scales(quantized, blob) if target == "int4" else quantized

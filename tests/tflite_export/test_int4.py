@@ -1,5 +1,8 @@
 """The int4 and int4-weights targets: 4-bit kernels made by ai-edge-quantizer, read back from the file."""
 
+import warnings
+
+import keras
 import numpy as np
 import pytest
 
@@ -90,3 +93,20 @@ def test_given_activation_ranges_set_the_scales_of_those_tensors(tiny_dense, rng
 def test_int4_target_needs_calibration_data(tiny_dense):
     with pytest.raises(tflite_export.ExportError, match="representative_data"):
         tflite_export.convert(tiny_dense, "int4")
+
+
+def test_an_all_zero_kernel_channel_keeps_its_bias_in_the_int4_file():
+    # ai-edge-quantizer scales a pruned unit by 1e-9 / 7, and its bias overflows int32 ("invalid value
+    # encountered in cast"): the file must add that unit's bias, not garbage.
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense")])
+    kernel, _ = model.get_layer("dense").get_weights()
+    kernel[:, 1] = 0.0
+    model.get_layer("dense").set_weights([kernel, np.array([0.1, 0.5, -0.2, 0.3], "float32")])
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        blob = tflite_export.convert(model, "int4", x)
+    (weights,) = tflite_export.quantized_weights(blob)
+    assert weights.scale[1] == 1.0 and not np.any(weights.values[1])
+    step = tflite_export.analyze(blob, gpu_analyzer=False).outputs[0].scale[0]
+    np.testing.assert_allclose(tflite_export.predict(blob, x)[:, 1], 0.5, atol=step)
