@@ -3,6 +3,8 @@
 A step registered later: the registry test fails until a test in tests/backends runs it and names it below.
 """
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -18,12 +20,12 @@ pytestmark = pytest.mark.backends
 CHECKED = {
     "prune": "test_optimize.py::test_every_stage_trains_off_tensorflow_and_the_report_says_so",
     "qat": "test_optimize.py::test_int8_file_converted_off_tensorflow_matches_the_keras_model_off_tensorflow",
-    "ptq": "test_steps.py::test_ptq_off_tensorflow_calibrates_the_int8_file_in_the_tensorflow_child",
+    "ptq": "test_mobilenet_block.py::test_ptq_through_optimize_calibrates_the_int8_file_in_the_tensorflow_child",
     "search": "test_search.py::test_a_search_trial_trains_off_tensorflow_and_is_measured_as_an_int8_file",
-    "cluster": "test_steps.py::test_cluster_trains_off_tensorflow_and_strips_to_its_values",
-    "distill": "test_steps.py::test_distill_trains_a_student_from_its_teacher_off_tensorflow",
+    "cluster": "test_mobilenet_block.py::test_cluster_then_cluster_preserving_qat_keeps_the_depthwise_values",
+    "distill": "test_mobilenet_block.py::test_distill_trains_the_block_from_its_teacher",
     "prune_channels": "test_steps.py::test_prune_channels_taylor_criterion_trains_off_tensorflow_and_strips_exactly",
-    "drop_blocks": "test_steps.py::test_drop_blocks_removes_a_residual_block_off_tensorflow",
+    "drop_blocks": "test_mobilenet_block.py::test_drop_blocks_removes_one_inverted_residual_block",
     "factorize": "test_steps.py::test_factorize_is_exact_at_full_rank_and_trains_off_tensorflow",
     "auto": "test_steps.py::test_auto_trains_its_trials_off_tensorflow_and_meets_a_params_budget",
 }
@@ -32,74 +34,13 @@ CHECKED = {
 def test_every_registered_step_is_checked_off_tensorflow():
     unchecked = sorted(set(kstruct.KNOWN_STEPS) - set(CHECKED))
     assert not unchecked, f"steps without a test off TensorFlow: {unchecked}; add one to tests/backends and name it in CHECKED"
+    here = Path(__file__).parent
+    for where in CHECKED.values():  # each named test exists
+        module, test = where.split("::")
+        assert f"def {test}(" in (here / module).read_text(), where
 
 
-@off_tensorflow
-@pytest.mark.slow
-def test_ptq_off_tensorflow_calibrates_the_int8_file_in_the_tensorflow_child(small_mnist):
-    (x, y), (xt, yt) = small_mnist
-    model = compiled(tiny_cnn())
-    model.fit(x[:256], y[:256], epochs=1, batch_size=32, verbose=0)
-    result = kstruct.optimize(model, "ptq", train_data=(x[:256], y[:256]), validation_data=(xt[:128], yt[:128]), verbose=0)
-    original, ptq = result.report.stages
-    assert ptq.backend == keras.backend.backend() == BACKEND
-    analysis = tflite_export.analyze(result.tflite)
-    assert [t.dtype for t in analysis.inputs] == ["int8"] and [t.dtype for t in analysis.outputs] == ["int8"]
-    assert ptq.notes["int8_accuracy"] == pytest.approx(ptq.tflite_accuracy)
-    # One epoch on 256 digits leaves near-ties in the softmax, so top-1 agreement says little;
-    # the probabilities themselves must match within a few int8 output steps (1/256 each).
-    keras_probabilities = np.asarray(model.predict(xt[:128], verbose=0))
-    difference = np.abs(keras_probabilities - tflite_export.predict(result.tflite, xt[:128])).max()
-    assert difference <= 0.02 and ptq.max_abs_diff == pytest.approx(difference, abs=1e-6), difference
 
-
-@off_tensorflow
-def test_cluster_trains_off_tensorflow_and_strips_to_its_values(small_mnist, tmp_path):
-    from kstruct import clustering
-
-    (x, y), _ = small_mnist
-    model = compiled(tiny_cnn())
-    clustered = clustering.cluster(model, 8)
-    compiled(clustered).fit(x[:128], y[:128], epochs=1, batch_size=32, verbose=0)
-    clustered.save(tmp_path / "clustered.keras")  # the wrapped model saves and loads on this backend
-    reloaded = keras.models.load_model(tmp_path / "clustered.keras")
-    np.testing.assert_array_equal(reloaded.predict(x[:16], verbose=0), clustered.predict(x[:16], verbose=0))
-    stripped = clustering.strip(clustered)
-    counts = clustering.distinct_values(stripped)
-    assert counts and all(2 <= n <= 8 for n in counts.values()), counts
-    assert np.abs(stripped.predict(x[:16], verbose=0) - clustered.predict(x[:16], verbose=0)).max() < 1e-5
-
-    # Cluster-preserving QAT: the values train as centroids, each kernel stays on 8 of them.
-    from kstruct.quantization import quantize
-
-    qat = compiled(quantize(stripped))
-    wrappers = [layer for layer in qat.layers if getattr(layer, "kernel_value_weights", None)]
-
-    def values(w):
-        return keras.ops.convert_to_numpy(w.kernel_value_weights["kernel"]).copy()
-
-    before = [values(w) for w in wrappers]
-    qat.fit(x[:128], y[:128], epochs=1, batch_size=32, verbose=0)
-    assert wrappers and all(np.abs(values(w) - b).max() > 0 for w, b in zip(wrappers, before))
-    assert all(np.unique(keras.ops.convert_to_numpy(w.snapped_kernels["kernel"])).size <= 8 for w in wrappers)
-
-
-@off_tensorflow
-def test_distill_trains_a_student_from_its_teacher_off_tensorflow(small_mnist):
-    from kstruct import distillation
-
-    (x, y), _ = small_mnist
-    teacher = compiled(tiny_cnn("teacher"))
-    teacher.fit(x[:256], y[:256], epochs=1, batch_size=32, verbose=0)
-    teacher_weights = [w.copy() for w in teacher.get_weights()]
-    student = compiled(tiny_cnn("student"))
-    before = [w.copy() for w in student.get_weights()]
-    trainer = distillation.distiller(teacher, student, temperature=4.0, alpha=0.5, sample=x[:16])
-    history = trainer.fit(x[:256], y[:256], epochs=1, batch_size=32, verbose=0)
-    losses = [float(v) for v in history.history["loss"]]
-    assert losses and all(np.isfinite(losses))
-    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, student.get_weights()))
-    assert all(np.array_equal(a, b) for a, b in zip(teacher_weights, teacher.get_weights()))  # the teacher is frozen
 
 
 @off_tensorflow
@@ -125,20 +66,6 @@ def test_prune_channels_taylor_criterion_trains_off_tensorflow_and_strips_exactl
     assert stripped.get_layer("stem").filters == 4
     assert np.max(np.abs(masked.predict(x, verbose=0) - stripped.predict(x, verbose=0))) <= 1e-5
 
-
-@off_tensorflow
-def test_drop_blocks_removes_a_residual_block_off_tensorflow():
-    from kstruct.pruning import drop_blocks, removable_blocks
-    from tests.graph import zoo
-
-    model = zoo.resnet_style()
-    blocks = removable_blocks(model)
-    assert blocks
-    x = zoo.sample(model, 4)
-    smaller = drop_blocks(model, 1, data=x)  # scored by the branch output norm, computed on this backend
-    assert smaller.count_params() < model.count_params()
-    assert len(removable_blocks(smaller)) == len(blocks) - 1
-    assert smaller.predict(x, verbose=0).shape == model.predict(x, verbose=0).shape
 
 
 @off_tensorflow
