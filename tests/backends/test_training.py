@@ -68,3 +68,18 @@ def test_qat_model_trained_off_tensorflow_saves_and_loads_with_its_ranges(small_
     loaded_quantizer = next(layer for layer in loaded.layers if isinstance(layer, FakeQuant))
     assert loaded_quantizer.quantization_params() == (scale, zero_point)
     np.testing.assert_array_equal(loaded.predict(xt[:32], verbose=0), qat.predict(xt[:32], verbose=0))
+
+
+def test_per_channel_clustering_trains_its_centroids_off_tensorflow():
+    from kstruct import clustering
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="h"),
+                              keras.layers.Dense(3, name="o")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clustered = clustering.cluster(model, 4, per_channel=True)
+    start = np.array(clustered.get_layer("clustered_h").centroids_of("kernel"))
+    rng = np.random.default_rng(0)
+    clustered.fit(rng.random((64, 8), np.float32), rng.integers(0, 3, 64), epochs=2, verbose=0)
+    assert not np.allclose(clustered.get_layer("clustered_h").centroids_of("kernel"), start)
+    assert clustering.distinct_values(clustering.strip(clustered), per_channel=True) == {"h": 4, "o": 4}

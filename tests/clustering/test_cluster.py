@@ -1,10 +1,5 @@
 """`kstruct.clustering`: cluster, train with fit, strip; values counted on the stripped Keras kernels."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -258,29 +253,3 @@ def test_every_covered_layer_type_strips_to_n_values():
     assert set(counts.values()) == {4}
     np.testing.assert_allclose(stripped.predict(inputs, verbose=0), clustered.predict(inputs, verbose=0), atol=1e-5)
 
-
-_JAX_SCRIPT = textwrap.dedent(
-    """
-    import keras, numpy as np
-    from kstruct import clustering
-    assert keras.backend.backend() == "jax"
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="h"),
-                              keras.layers.Dense(3, name="o")])
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    clustered = clustering.cluster(model, 4, per_channel=True)
-    start = clustered.get_layer("clustered_h").centroids_of("kernel").copy()
-    rng = np.random.default_rng(0)
-    clustered.fit(rng.random((64, 8), np.float32), rng.integers(0, 3, 64), epochs=2, verbose=0)
-    moved = not np.allclose(clustered.get_layer("clustered_h").centroids_of("kernel"), start)
-    print("RESULT", moved, clustering.distinct_values(clustering.strip(clustered), per_channel=True))
-    """
-)
-
-
-@pytest.mark.slow
-def test_clustered_model_trains_on_the_jax_backend():
-    pytest.importorskip("jax", reason="jax is not installed in this environment")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "RESULT True {'h': 4, 'o': 4}" in done.stdout
