@@ -25,6 +25,7 @@ MODULES = (
     "kstruct.pruning.channels_wrapper",
     "kstruct.quantization.quantizers",
     "kstruct.quantization.layers",
+    "kstruct.quantization.int4_export",
     "kstruct.clustering.wrapper",
 )
 
