@@ -95,19 +95,33 @@ class ClusterWrapper(keras.layers.Wrapper):
             axis = spec.channel_axis % len(shape) if self.per_channel else None
             centroid_shape = (self.n_clusters,) if axis is None else (shape[axis], self.n_clusters)
             prefix = _variable_name(spec.path)
-            centroids = self.add_weight(name=f"{prefix}_centroids", shape=centroid_shape, initializer="zeros")
+            # Distribution: every variable here is "none". The centroids train like any weight (the
+            # optimizer reduces their gradients across replicas and updates every copy alike); the
+            # assignments are recomputed each step from those mirrored centroids and weights, the same
+            # on every replica; slots, rates and the mask are set by `initialize_clusters` outside any
+            # training step, on every copy at once.
+            centroids = self.add_weight(
+                name=f"{prefix}_centroids", shape=centroid_shape, initializer="zeros", aggregation="none"
+            )
             # 0 pins a centroid at zero (the pruned weights' value): it takes no gradient and no weight.
             open_slots = self.add_weight(
-                name=f"{prefix}_open_slots", shape=centroid_shape, initializer="ones", trainable=False
+                name=f"{prefix}_open_slots", shape=centroid_shape, initializer="ones", trainable=False,
+                aggregation="none",
             )
             assignments = self.add_weight(
-                name=f"{prefix}_assignments", shape=shape, initializer="zeros", trainable=False, dtype="int32"
+                name=f"{prefix}_assignments", shape=shape, initializer="zeros", trainable=False, dtype="int32",
+                aggregation="none",
             )
             # What joining each centroid costs beyond the squared distance (0: the nearest wins).
-            rates = self.add_weight(name=f"{prefix}_rates", shape=centroid_shape, initializer="zeros", trainable=False)
+            rates = self.add_weight(
+                name=f"{prefix}_rates", shape=centroid_shape, initializer="zeros", trainable=False, aggregation="none"
+            )
             mask = None
             if self.preserve_sparsity:
-                mask = self.add_weight(name=f"{prefix}_sparsity_mask", shape=shape, initializer="ones", trainable=False)
+                mask = self.add_weight(
+                    name=f"{prefix}_sparsity_mask", shape=shape, initializer="ones", trainable=False,
+                    aggregation="none",
+                )
             self._state.append((spec.path, _Clustered(weight, axis, centroids, open_slots, assignments, mask, rates)))
         self.built = True
 

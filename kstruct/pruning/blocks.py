@@ -182,7 +182,8 @@ class _Gate(keras.layers.Layer):
     ablates every block in turn, so scoring traces one evaluation instead of one per block."""
 
     def build(self, input_shape=None):
-        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
+        # Set only between evaluations, never in a training step: no cross-replica aggregation.
+        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on", aggregation="none")
 
     def call(self, output, skip):
         return keras.ops.where(keras.ops.greater(self.on, 0.5), output, skip)

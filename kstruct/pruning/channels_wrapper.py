@@ -87,15 +87,20 @@ class ChannelMaskWrapper(keras.layers.Wrapper):
         if not self.layer.built:
             self.layer.build(input_shape)
         width = self.reading_weight.shape[self._axis]
+        # Distribution (as PruneWrapper): ranks and group sizes are written only outside training steps,
+        # to every replica's copy at once; the mask is "none", each replica computing the same mask from
+        # the same ranks and step; the counters are "only_first_replica", so the schedule advances once
+        # per global step.
         self.channel_rank = self.add_weight(name="channel_rank", shape=(width,), initializer="zeros",
-                                            trainable=False, dtype="int32")
+                                            trainable=False, dtype="int32", aggregation="none")
         self.group_size = self.add_weight(name="group_size", shape=(width,), initializer="zeros",
-                                          trainable=False, dtype="int32")
-        self.mask = self.add_weight(name="mask", shape=(width,), initializer="ones", trainable=False)
+                                          trainable=False, dtype="int32", aggregation="none")
+        self.mask = self.add_weight(name="mask", shape=(width,), initializer="ones", trainable=False,
+                                    aggregation="none")
         self.pruning_step = self.add_weight(name="pruning_step", shape=(), initializer="zeros",
-                                            trainable=False, dtype="int64")
+                                            trainable=False, dtype="int64", aggregation="only_first_replica")
         self.mask_updates = self.add_weight(name="mask_updates", shape=(), initializer="zeros",
-                                            trainable=False, dtype="int64")
+                                            trainable=False, dtype="int64", aggregation="only_first_replica")
         self.built = True
 
     def _new_mask(self, sparsity):

@@ -100,6 +100,11 @@ class PruneWrapper(keras.layers.Wrapper):
                     )
         # The first mask keeps the name "mask" and its place before the step counters, so files
         # saved when the wrapper had a single mask load unchanged.
+        # Distribution (Keras 3.15's add_weight takes no `synchronization`: the variable's "auto" is
+        # TensorFlow's ON_WRITE, one mirrored copy per replica): a mask is "none", each replica writing
+        # its own copy, because every replica computes it from the same mirrored weights at the same
+        # step, so the copies stay equal; on TensorFlow it is assigned inside a `cond` branch, where a
+        # cross-replica aggregation (a merge_call) is refused.
         self.masks = [
             self.add_weight(
                 name="mask" if i == 0 else f"mask_{i}",
@@ -107,15 +112,21 @@ class PruneWrapper(keras.layers.Wrapper):
                 initializer="ones",
                 trainable=False,
                 dtype=weight.dtype,
+                aggregation="none",
             )
             for i, weight in enumerate(weights)
         ]
         self.mask = self.masks[0]
+        # The counters are "only_first_replica" (as Keras's optimizer `iterations`): the first replica's
+        # increment is written to every copy, so the schedule advances once per global step, never
+        # once per replica.
         self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), initializer="zeros", trainable=False, dtype="int64"
+            name="pruning_step", shape=(), initializer="zeros", trainable=False, dtype="int64",
+            aggregation="only_first_replica",
         )
         self.mask_updates = self.add_weight(
-            name="mask_updates", shape=(), initializer="zeros", trainable=False, dtype="int64"
+            name="mask_updates", shape=(), initializer="zeros", trainable=False, dtype="int64",
+            aggregation="only_first_replica",
         )
         self.built = True
 

@@ -347,13 +347,15 @@ class QuantizeWrapper(_ActivationStage):
                 shape=np.shape(self.kernel_values[name]["values"]),
                 initializer=keras.initializers.Constant(self._declared_values(name)),
                 trainable=True,
+                aggregation="none",  # trained like any weight: the optimizer updates every replica's copy alike
             )
             for name in self._spec.kernels
             if name in self.kernel_values
         }
         self.snapped_kernels = {
             name: self.add_weight(
-                name=f"{name}_snapped", shape=getattr(self.layer, name).shape, initializer="zeros", trainable=False
+                name=f"{name}_snapped", shape=getattr(self.layer, name).shape, initializer="zeros", trainable=False,
+                aggregation="none",  # recomputed each step from mirrored weights: the same on every replica
             )
             for name in self._spec.kernels
             if name in self.kernel_values
@@ -366,6 +368,7 @@ class QuantizeWrapper(_ActivationStage):
             name: self.add_weight(
                 name=f"{name}_clustered", shape=tuple(reshape(keras.KerasTensor(getattr(self.layer, name).shape)).shape),
                 initializer="zeros", trainable=False,
+                aggregation="none",  # as the snapped kernel: recomputed each step, the same on every replica
             )
             for name in self.snapped_kernels
             if self.weight_bits == 4 and self._channel_last(name)
@@ -375,7 +378,8 @@ class QuantizeWrapper(_ActivationStage):
             for name in self._spec.kernels:
                 kernel = getattr(self.layer, name)
                 self.sparsity_masks[name] = self.add_weight(
-                    name=f"{name}_mask", shape=kernel.shape, initializer="ones", trainable=False
+                    name=f"{name}_mask", shape=kernel.shape, initializer="ones", trainable=False,
+                    aggregation="none",  # set by `capture_sparsity` outside training steps, on every copy at once
                 )
         self.built = True
 

@@ -172,13 +172,20 @@ class FakeQuant(keras.layers.Layer):
     def build(self, input_shape=None):
         if self.value_range is None:
             low = 0.0 if self.nonnegative else -6.0
+            # Distribution: each replica observes its own share of the batch, so the range is "mean":
+            # every copy holds the replicas' average and the int8 file's scale does not depend on which
+            # copy is saved. `observed` (a flag set to 1) is "only_first_replica".
             self.min_value = self.add_weight(
-                name="min_value", shape=(), initializer=keras.initializers.Constant(low), trainable=False
+                name="min_value", shape=(), initializer=keras.initializers.Constant(low), trainable=False,
+                aggregation="mean",
             )
             self.max_value = self.add_weight(
-                name="max_value", shape=(), initializer=keras.initializers.Constant(6.0), trainable=False
+                name="max_value", shape=(), initializer=keras.initializers.Constant(6.0), trainable=False,
+                aggregation="mean",
             )
-            self.observed = self.add_weight(name="observed", shape=(), initializer="zeros", trainable=False)
+            self.observed = self.add_weight(
+                name="observed", shape=(), initializer="zeros", trainable=False, aggregation="only_first_replica"
+            )
         self.built = True
 
     def observe(self, x):
