@@ -9,16 +9,21 @@ test digits are used once, for the accuracy column, never to train or choose):
   embedding to 64, MultiHeadAttention (4 heads of 16), a 4x feed-forward (Dense 256 -> Dense 64), each
   with a residual Add and LayerNormalization, average pooling, a softmax classifier.
 
-Then, from the trained weights: `factorize(0.25)` and `factorize(0.5)` (`kstruct.factorize.decompose`, the
-step's by-hand door, then `--finetune` epochs) and `prune_channels` (masks over the first 60% of the same
-fine-tuning epochs, then the surgery) at the ratio whose stripped model has the parameters of
-`factorize(0.25)`, where the model has a channel group to prune. The original trained `--finetune` more
+Then, from the trained weights: each of `--stages`, `factorize(...)` steps in the strategy grammar (default
+`factorize(0.25)` and `factorize(0.5)`; `kstruct.factorize.decompose`, the step's by-hand door, with the
+step's rank or energy and layers, then `--finetune` epochs; with `distill=true` the fine-tuning learns from
+the trained original as teacher, `kstruct.distillation.distiller` at its default temperature and alpha),
+and `prune_channels` (masks over the first 60% of the same fine-tuning epochs, then the surgery) at the
+ratio whose stripped model has the parameters of the first stage, where the model has a channel group to
+prune. The original trained `--finetune` more
 epochs is the accuracy every fine-tuned stage is held to (the same total epochs). Every stage is measured
 in this one run, on this CPU: test accuracy, parameters, MACs (Dense and convolutions, and the attention's
 projections and score/value products), TFLite float32 and int8 (full-integer, post-training, 200
 calibration digits) bytes, and single-image LiteRT latency on 1 thread (median of `--runs`).
 
-Run: `python benchmarks/factorize.py` (3 seeds; `--seeds 1 --quick` for a smoke run).
+Run: `python benchmarks/factorize.py` (3 seeds; `--seeds 1 --quick` for a smoke run;
+`--models "transformer block" --stages "factorize(0.25);factorize(0.25, distill=true)"` for one model
+and other stages).
 """
 
 from __future__ import annotations
@@ -35,14 +40,16 @@ import numpy as np  # noqa: E402
 import tflite_export  # noqa: E402
 
 from channels import cpu, finetune, pruned  # noqa: E402
-from kstruct import factorize, pruning  # noqa: E402
+from kstruct import Strategy, factorize, pruning  # noqa: E402
 from kstruct.data import load_mnist_5k  # noqa: E402
+from kstruct.distillation import distiller  # noqa: E402
 from kstruct.engine.macs import macs  # noqa: E402
-from kstruct.models import example_cnn  # noqa: E402
+from kstruct.factorize import Factorize  # noqa: E402
+from kstruct.models import compile_for_classification, example_cnn  # noqa: E402
 from kstruct.pruning.channels import channel_wrappers, strip_channels  # noqa: E402
 from kstruct.pruning.step import Prune  # noqa: E402
 
-RANKS = (0.25, 0.5)
+STAGES = "factorize(0.25);factorize(0.5)"
 
 
 def mlp() -> keras.Model:
@@ -92,8 +99,22 @@ def measure(name: str, model: keras.Model, data, runs: int) -> dict:
     return row
 
 
-def factorized(model: keras.Model, rank: float, data, epochs: int) -> keras.Model:
-    return finetune(factorize.decompose(model, rank=rank), data, epochs)
+def factorize_step(text: str) -> Factorize:
+    steps = Strategy.parse(text).steps
+    if len(steps) != 1 or not isinstance(steps[0], Factorize):
+        raise SystemExit(f"Expected one factorize(...) step per stage. Received: {text!r}")
+    return steps[0]
+
+
+def factorized(model: keras.Model, step: Factorize, data, epochs: int) -> keras.Model:
+    """`model` decomposed as `step` says, then fine-tuned (from `model` as teacher with `distill=true`)."""
+    student = factorize.decompose(model, rank=step.rank, energy=step.energy, layers=step.layers,
+                                  only_if_cheaper=step.only_if_cheaper)
+    if not step.distill:
+        return finetune(student, data, epochs)
+    (x, y), _ = data
+    distiller(model, compile_for_classification(student)).fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return student
 
 
 def channel_params(model: keras.Model, ratio: float) -> int:
@@ -136,20 +157,22 @@ def table(model_name: str, rows: list[dict]) -> str:
 def run_model(model_name: str, args, data) -> list[dict]:
     model = finetune(MODELS[model_name](), data, args.epochs)
     rows = [measure("original", model, data, args.runs)]
-    smaller = {rank: factorized(model, rank, data, args.finetune) for rank in RANKS}
+    smaller = {text: factorized(model, factorize_step(text), data, args.finetune) for text in args.stages.split(";")}
     longer = keras.models.clone_model(model)
     longer.set_weights(model.get_weights())
     rows.append(measure(f"original + {args.finetune} epochs", finetune(longer, data, args.finetune), data, args.runs))
-    for rank in RANKS:
-        rows.append(measure(f"factorize({rank})", smaller[rank], data, args.runs))
-    ratio = equal_ratio(model, smaller[RANKS[0]].count_params())
+    for text, smaller_model in smaller.items():
+        rows.append(measure(text, smaller_model, data, args.runs))
+    first = next(iter(smaller))
+    ratio = equal_ratio(model, smaller[first].count_params())
     if ratio is None:
         frozen = pruning.channel_groups(model).frozen
-        print(f"{model_name}: prune_channels cannot reach the parameters of factorize({RANKS[0]}) "
+        print(f"{model_name}: prune_channels cannot reach the parameters of {first} "
               f"({len(frozen)} frozen group(s))", flush=True)
     else:
         channels = pruned(model, ratio, data, args.finetune, round_to=1)
-        rows.append(measure(f"prune_channels({ratio}), params as factorize({RANKS[0]})", channels, data, args.runs))
+        row = measure(f"prune_channels({ratio}), params as {first}", channels, data, args.runs)
+        rows.append({**row, "group": "prune_channels"})  # its ratio differs by seed: one summary line
     return rows
 
 
@@ -158,6 +181,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="training epochs of the original models")
     parser.add_argument("--finetune", type=int, default=3, help="fine-tuning epochs per stage")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
+    parser.add_argument("--stages", default=STAGES, help="';'-separated factorize(...) steps (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds, each a full run")
@@ -177,7 +201,7 @@ def main() -> None:
             rows = run_model(model_name, args, data)
             print(table(f"{model_name}, seed {seed}", rows), flush=True)
             for row in rows:
-                summary.setdefault((model_name, row["stage"].split("(")[0] if "," in row["stage"] else row["stage"]), []).append({**row, "base": rows[0]})
+                summary.setdefault((model_name, row.get("group", row["stage"])), []).append({**row, "base": rows[0]})
     print(f"\nover {args.seeds} seed(s): mean (min - max); ratios to the original of the same seed")
     print("| model | stage | test accuracy | params | MACs | f32 / int8 KB | f32 latency | int8 latency |")
     print("|---|---|---|---|---|---|---|---|")
