@@ -60,6 +60,28 @@ def test_factorize_step_shrinks_params_macs_and_the_file_and_notes_each_layer(di
     assert factorized.tflite_accuracy == pytest.approx(factorized.keras_accuracy, abs=0.03)
 
 
+def test_factorize_with_distill_learns_from_the_original_and_leaves_it_untouched(digits):
+    (x, y), (xt, yt) = digits
+    keras.utils.set_random_seed(0)
+    model = compiled(keras.Sequential(
+        [keras.Input((12, 12, 1)), keras.layers.Flatten(name="flatten"),
+         keras.layers.Dense(32, activation="relu", name="hidden"), keras.layers.Dense(10, activation="softmax", name="out")],
+        name="tiny_mlp",
+    ))
+    before = [w.copy() for w in model.get_weights()]
+    result = kstruct.optimize(model, "factorize(0.5, distill=true)", train_data=(x, y), validation_data=(xt, yt),
+                              epochs=1, target="float32", verbose=0)
+    factorized = result.report.stages[1]
+    assert factorized.stage == "factorize(0.5, distill=true)"
+    history = factorized.notes["history"]
+    assert history["distillation_loss"][0] > 0  # the original taught its factorized copy
+    assert factorized.notes["factorized"]["hidden"]["rank"] == 16
+    # The teacher (the model handed to optimize) neither trained nor changed; the result is the plain student.
+    for kept, now in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(kept, now)
+    assert [layer.name for layer in result.model.layers] == ["flatten", "hidden_factor", "hidden", "out"]
+
+
 def test_strategy_grammar_round_trip_and_bad_arguments():
     strategy = kstruct.Strategy.parse("factorize(energy=0.9, layers='hidden', epochs=2, learning_rate=0.001) + qat")
     assert str(strategy) == "factorize(energy=0.9, layers='hidden', epochs=2, learning_rate=0.001) + qat"
