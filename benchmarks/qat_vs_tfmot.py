@@ -199,12 +199,10 @@ def summarize(engine: str, lines: list[dict]) -> dict:
 
 def run_seed(seed: int, schedule, args, data) -> list[dict]:
     import keras
-    import numpy as np
     import tflite_export
 
     from kstruct import pruning
     from kstruct.models import compile_for_classification, example_cnn
-    from kstruct.quantization import quantize
 
     x, y, xt, yt = data
     keras.utils.set_random_seed(seed)

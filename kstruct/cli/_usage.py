@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-MAX_COUNT = 2**31 - 1  # kstruct.engine.training.MAX_COUNT, repeated here so parsing never imports TensorFlow
+MAX_COUNT = 2**31 - 1  # kstruct.engine.arguments.MAX_COUNT, repeated here so parsing never imports TensorFlow
 
 
 def positive_int(text: str) -> int:

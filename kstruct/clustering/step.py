@@ -6,7 +6,8 @@ import keras
 
 from kstruct.clustering.centroids import DEFAULT_ENTROPY_WEIGHT, check_entropy_weight, check_init
 from kstruct.clustering.cluster import cluster, distinct_values, strip, wrappers
-from kstruct.engine.step import StepResult, TrainingStep, finite_number_argument
+from kstruct.engine.arguments import finite_number_argument
+from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 

@@ -6,7 +6,8 @@ import keras
 
 from kstruct.errors import StrategyError
 from kstruct.distillation.distiller import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_settings, copy_model
-from kstruct.engine.step import StepResult, TrainingStep, finite_number_argument
+from kstruct.engine.arguments import finite_number_argument
+from kstruct.engine.step import StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 

@@ -16,12 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from kstruct.engine.arguments import (  # noqa: F401  (re-exported: the steps' argument checks)
-    MAX_COUNT,
-    finite_number_argument,
-    optional_positive_int_argument,
-    positive_int_argument,
-)
+from kstruct.engine.arguments import optional_positive_int_argument
 from kstruct.engine.settings import SETTING_NAMES, TrainingSettings
 from kstruct.errors import StrategyError
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from kstruct._graph.rebuild import copy_compile
-from kstruct.engine.arguments import MAX_COUNT, count_argument  # noqa: F401  (re-exported)
+from kstruct.engine.arguments import count_argument
 from kstruct.engine.precision import match_loss_scaling, scale_losses_for
 from kstruct.engine.settings import TrainingSettings
 from kstruct.errors import DataError, KstructError, StrategyError

@@ -12,7 +12,8 @@ from kstruct.quantization.int4_export import int4_file, weight_bits_by_layer
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
 from kstruct.quantization.sensitivity import layer_sensitivity, ranked_layers
-from kstruct.engine.step import Step, StepResult, TrainingStep, positive_int_argument
+from kstruct.engine.arguments import positive_int_argument
+from kstruct.engine.step import Step, StepResult, TrainingStep
 from kstruct.engine.training import StepContext
 
 INT8_TARGET = "int8"

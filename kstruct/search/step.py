@@ -13,7 +13,8 @@ from kstruct.search.pareto import plot_pareto
 from kstruct.search.run import run
 from kstruct.search.space import DEFAULT_WIDTHS, space
 from kstruct.search.tuner import TUNER_NAMES
-from kstruct.engine.step import Step, StepResult, optional_positive_int_argument
+from kstruct.engine.arguments import optional_positive_int_argument
+from kstruct.engine.step import Step, StepResult
 from kstruct.engine.training import StepContext
 
 
