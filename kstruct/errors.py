@@ -40,3 +40,8 @@ class ModelFileError(KstructError, ValueError):
 
 class FactorizationError(KstructError, ValueError):
     """Low-rank factorization found nothing to do (no layer it knows, or none it would make cheaper)."""
+
+
+class DistributionError(KstructError, ValueError):
+    """A `distribution=` that does not fit the backend (a tf.distribute strategy off TensorFlow, a
+    keras.distribution one off JAX) or is not a distribution at all."""

@@ -16,6 +16,7 @@ from kstruct.distillation import distiller
 from kstruct.pruning import sparsity
 
 from kstruct.report.layer_stats import compare_layers
+from kstruct.engine.distribute import check_distribution, describe, distribution_scope
 from kstruct.engine.prepare import prepare_data
 from kstruct.engine.log import say
 from kstruct.errors import KstructError
@@ -139,6 +140,7 @@ def optimize(
     verbose: int | str = "auto",
     teacher: keras.Model | None = None,
     tensorboard_dir: str | os.PathLike | None = None,
+    distribution: Any = None,
 ) -> OptimizationResult:
     """Runs `strategy` on `model` and exports the result for `target`.
 
@@ -172,13 +174,22 @@ def optimize(
             from. Default: `model` itself, as it was before any step.
         tensorboard_dir: if given, every training step logs loss, metrics and
             sparsity per epoch there (Keras's TensorBoard callback), one run per step.
+        distribution: train on several devices: a `tf.distribute.Strategy` (TensorFlow backend,
+            e.g. `tf.distribute.MirroredStrategy()`) or a `keras.distribution.Distribution` (JAX
+            backend, e.g. `keras.distribution.DataParallel()`). Every step builds and fits its
+            models in its scope; `report.settings["replicas"]` says how many replicas trained.
+            Default: none, or the `strategy.scope()` optimize is called in.
 
     Returns:
         An `OptimizationResult`.
+
+    Raises:
+        DistributionError: a `distribution` that does not fit the backend.
     """
     plan = _check_arguments(
         model, strategy, target=target, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
         loss=loss, teacher=teacher, tensorboard_dir=tensorboard_dir, output_dir=output_dir, overwrite=overwrite,
+        distribution=distribution,
     )
     tasks = detect_tasks(model, task, loss)
     data = prepare_data(
@@ -220,9 +231,10 @@ def optimize(
             "metric": {name: spec.metric for name, spec in tasks.items()},
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
+            **describe(distribution),
         },
     )
-    current, blob = _run_steps(model, plan, context, report, (x_val, y_val))
+    current, blob = _run_steps(model, plan, context, report, (x_val, y_val), distribution)
     if target == "gpu":  # run the file on LiteRT's GPU accelerator; "no_device" records why it did not
         report.stages[-1].notes["gpu_run"] = tflite_export.run_on_gpu(blob).to_dict()
         say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
@@ -236,6 +248,7 @@ def optimize(
 def _check_arguments(
     model: keras.Model, strategy: Any, *, target: str, epochs: Any, batch_size: Any, steps_per_epoch: Any,
     loss: Any, teacher: keras.Model | None, tensorboard_dir: Any, output_dir: Any, overwrite: bool,
+    distribution: Any,
 ) -> Strategy:
     """Every argument of `optimize` checked before any work; returns the strategy as a checked chain."""
     check_graph_model(model, "kstruct.optimize")
@@ -252,6 +265,7 @@ def _check_arguments(
     if steps_per_epoch is not None:
         count_argument("steps_per_epoch", steps_per_epoch)
     _check_keras3_compile(model)
+    check_distribution(distribution)
     if not model.compiled and loss is None:
         raise KstructError(
             f"Model `{model.name}` is not compiled and no `loss` was given. Compile it first "
@@ -273,9 +287,14 @@ def _check_arguments(
 
 
 def _run_steps(
-    model: keras.Model, plan: Strategy, context: StepContext, report: Report, validation: tuple[Any, Any]
+    model: keras.Model, plan: Strategy, context: StepContext, report: Report, validation: tuple[Any, Any],
+    distribution: Any = None,
 ) -> tuple[keras.Model, bytes]:
-    """Measures the original, then runs and measures each step; returns the last model and its file."""
+    """Measures the original, then runs and measures each step; returns the last model and its file.
+
+    The original is measured where the user built it; the steps build, fit and are measured in
+    `distribution`'s scope (on JAX a model built outside a keras.distribution cannot predict on
+    batches sharded by it)."""
     x_val, y_val = validation
     target, tasks, verbose = context.target, context.tasks, context.verbose
     representative = context.representative_inputs()
@@ -289,16 +308,17 @@ def _run_steps(
         current, blob = model, convert(model)
         report.stages.append(measure_stage("original", model, blob, x_val, y_val, tasks=tasks))
         say(report.stages[-1].summary_line(target), verbose)
-        for index, step in enumerate(plan, 1):
-            started = time.perf_counter()
-            context.stage, fits = f"{index}_{step}", len(context.histories)
-            outcome = step.apply(current, context)
-            current = outcome.model
-            blob = outcome.tflite if outcome.tflite is not None else convert(current)
-            seconds = time.perf_counter() - started
-            notes = {**outcome.notes, **_history_note(context.histories[fits:])}
-            stage = measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
-            stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
-            report.stages.append(stage)
-            say(report.stages[-1].summary_line(target), verbose)
+        with distribution_scope(distribution):
+            for index, step in enumerate(plan, 1):
+                started = time.perf_counter()
+                context.stage, fits = f"{index}_{step}", len(context.histories)
+                outcome = step.apply(current, context)
+                current = outcome.model
+                blob = outcome.tflite if outcome.tflite is not None else convert(current)
+                seconds = time.perf_counter() - started
+                notes = {**outcome.notes, **_history_note(context.histories[fits:])}
+                stage = measure_stage(str(step), current, blob, x_val, y_val, tasks=tasks, seconds=seconds, notes=notes)
+                stage.backend = keras.backend.backend()  # the step trained here; conversion always runs TensorFlow
+                report.stages.append(stage)
+                say(report.stages[-1].summary_line(target), verbose)
     return current, blob

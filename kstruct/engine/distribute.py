@@ -1,0 +1,115 @@
+"""Training on several devices: `optimize(..., distribution=...)` takes a `tf.distribute.Strategy`
+(TensorFlow backend) or a `keras.distribution.Distribution` (JAX backend); here it is checked
+against the backend, entered as a scope around the steps, and its replicas counted for the report.
+
+Which kind fits which backend is Keras's rule: Keras 3 trains under a tf.distribute strategy only on
+TensorFlow, and its `keras.distribution` API runs on JAX (the TensorFlow one is a prototype Keras marks
+"do not use", and PyTorch has none). Neither module is imported here unless it is already loaded: an
+object cannot be a TensorFlow strategy unless TensorFlow is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Iterator
+
+import keras
+import numpy as np
+
+from kstruct.errors import DistributionError
+
+_FITS = {"tensorflow": "a tf.distribute.Strategy", "jax": "a keras.distribution.Distribution"}
+
+
+def _is_tf_strategy(value: Any) -> bool:
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.distribute.Strategy)
+
+
+def _is_keras_distribution(value: Any) -> bool:
+    # Keras exports DataParallel and ModelParallel but not their base class: a user's own subclass
+    # is recognised by the methods Keras's trainers call on it.
+    return all(callable(getattr(value, name, None)) for name in ("get_data_layout", "get_variable_layout", "scope"))
+
+
+def _kind(value: Any) -> str:
+    if _is_tf_strategy(value):
+        return "a tf.distribute.Strategy"
+    if _is_keras_distribution(value):
+        return "a keras.distribution.Distribution"
+    return f"a {type(value).__module__}.{type(value).__qualname__}"
+
+
+def check_distribution(distribution: Any) -> None:
+    """Raises DistributionError, in one line naming both, unless `distribution` is None or the kind
+    the current backend trains under."""
+    if distribution is None:
+        return
+    backend = keras.backend.backend()
+    expected = _FITS.get(backend)
+    fits = (backend == "tensorflow" and _is_tf_strategy(distribution)) or (
+        backend == "jax" and _is_keras_distribution(distribution)
+    )
+    if fits:
+        active = _active_tf_strategy()
+        if active is not None and active is not distribution:
+            raise DistributionError(
+                f"`distribution` ({type(distribution).__name__}) is not the tf.distribute strategy whose scope "
+                f"optimize was called in ({type(active).__name__}): pass it, or call optimize outside that scope."
+            )
+        return
+    if expected is None:
+        raise DistributionError(
+            f"The {backend} backend takes no `distribution` (a tf.distribute.Strategy needs the tensorflow "
+            f"backend, a keras.distribution.Distribution the jax backend). Received: "
+            f"distribution={type(distribution).__name__} ({_kind(distribution)})"
+        )
+    raise DistributionError(
+        f"Expected `distribution` to be {expected} on the {backend} backend. Received: "
+        f"distribution={type(distribution).__name__} ({_kind(distribution)})"
+    )
+
+
+def _active_tf_strategy() -> Any:
+    """The tf.distribute strategy whose scope the caller is in (`with strategy.scope(): optimize(...)`), or None."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or keras.backend.backend() != "tensorflow" or not tf.distribute.has_strategy():
+        return None
+    return tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def distribution_scope(distribution: Any) -> Iterator[None]:
+    """Enters `distribution`'s scope (a checked one, or None: nothing), so that every model a step
+    builds creates its variables on the replicas and every fit runs on them."""
+    if distribution is None:
+        yield
+        return
+    with distribution.scope():  # tf.distribute's and keras.distribution's both
+        yield
+
+
+def _mesh_replicas(distribution: Any) -> int:
+    """The data-parallel replicas of a keras.distribution.Distribution: its device mesh's size along
+    the batch axis (all its devices for DataParallel)."""
+    mesh = distribution.device_mesh
+    names = list(mesh.axis_names)
+    batch = getattr(distribution, "batch_dim_name", None)
+    return int(mesh.shape[names.index(batch)]) if batch in names else int(np.size(mesh.devices))
+
+
+def describe(distribution: Any) -> dict:
+    """`{"distribution": its class name or None, "replicas": n}` for the report (n: the data-parallel
+    replicas): the explicit one, else the strategy scope or global keras distribution the call runs in."""
+    if distribution is None:
+        distribution = _active_tf_strategy()
+    if distribution is None and keras.backend.backend() == "jax":
+        distribution = keras.distribution.distribution()
+    if distribution is None:
+        return {"distribution": None, "replicas": 1}
+    if _is_tf_strategy(distribution):
+        replicas = int(distribution.num_replicas_in_sync)
+    else:
+        replicas = _mesh_replicas(distribution)
+    return {"distribution": type(distribution).__name__, "replicas": replicas}
