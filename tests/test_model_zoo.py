@@ -69,17 +69,12 @@ APPLICATIONS = {
 # So is the tagger (11 s of CPU: two traced fits and three conversions of a two-way LSTM); make test
 # prunes taggers to int8 in tests/pruning/test_recurrent.py.
 HEAVY = (APPLICATIONS - {"mobilenet_v3_small"}) | {"tagger"}
-# ConvNeXtTiny's first layer is a Normalization given its mean and variance (not adapted): in the QAT model
-# its mean is a tensor of the graph `quantize` traced, and training fails ("... is out of scope"). Strict:
-# the mark goes when the fix lands (benchmarks/model_zoo.py --matrix shows the same for cluster(16) + qat).
-CONSTANT_NORMALIZATION_IN_QAT = pytest.mark.xfail(raises=TypeError, strict=True, reason="QAT: Normalization(mean=...)")
 # NASNetMobile's int8 file is 0.18 (46 int8 steps) off its QAT model at 100% agreement and a mean top-1
 # margin of 0.63: a parity gap to explain (as EfficientNetB0's 0.047), not a tolerance to widen. Strict.
 NASNET_INT8_GAP = pytest.mark.xfail(raises=AssertionError, strict=True, reason="int8 file 0.18 off its QAT model")
 MARKS = (
     (pytest.mark.slow, APPLICATIONS),
     (pytest.mark.heavy, HEAVY),
-    (CONSTANT_NORMALIZATION_IN_QAT, {"convnext_tiny"}),
     (NASNET_INT8_GAP, {"nasnet_mobile"}),
 )
 # Models whose untrained outputs are nearly uniform, so one int8 step flips an argmax: the deep
@@ -153,8 +148,10 @@ def test_prune_then_qat_to_int8_keeps_the_task_figures_and_the_int8_file_matches
     assert sorted(inputs) == sorted(expected_inputs)
 
 
-def test_adapted_normalization_runs_in_float_with_its_adapted_statistics_in_qat_and_int8():
-    """EfficientNet's first layer: built inside Keras's symbolic call, its mean was a dead graph tensor."""
+@pytest.mark.parametrize("given", ["adapted", "constant"])
+def test_normalization_runs_in_float_with_its_statistics_in_qat_and_int8(given):
+    """EfficientNet's first layer (adapted) and ConvNeXt's (mean and variance given): built inside Keras's
+    symbolic call, the mean was a dead graph tensor (ConvNeXt's QAT training failed: "out of scope")."""
     import tflite_export
 
     from kstruct.quantization import FloatPassthrough, quantize
@@ -162,8 +159,11 @@ def test_adapted_normalization_runs_in_float_with_its_adapted_statistics_in_qat_
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(2.0, 3.0, size=(32, 8, 8, 3)).astype("float32")
     inputs = keras.Input((8, 8, 3))
-    norm = keras.layers.Normalization(axis=-1)
-    norm.adapt(x)
+    if given == "adapted":
+        norm = keras.layers.Normalization(axis=-1)
+        norm.adapt(x)
+    else:
+        norm = keras.layers.Normalization(axis=-1, mean=[2.0, 1.5, 2.5], variance=[9.0, 8.0, 10.0])
     hidden = keras.layers.Conv2D(4, 3)(norm(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(hidden)))
 
@@ -176,6 +176,8 @@ def test_adapted_normalization_runs_in_float_with_its_adapted_statistics_in_qat_
 
     for batch in np.array_split(x, 4):
         qat(batch, training=True)
+    qat.compile("adam", "mse")  # a traced train step reads the mean too (where the constant one failed)
+    qat.fit(x, np.zeros((32, 3), "float32"), epochs=1, batch_size=16, verbose=0)
     expected = qat.predict(x, verbose=0)
     blob = tflite_export.convert(qat, "int8", representative_data=x)
     assert np.abs(np.asarray(tflite_export.predict(blob, x)) - expected).max() <= 0.1 * np.abs(expected).max()

@@ -640,11 +640,21 @@ class FloatPassthrough(_Wrapper):
         self.preserve_sparsity = bool(preserve_sparsity)
         self.output_quantizer = FakeQuant(ema_decay=ema_decay, name="output_quantizer")
 
-    def build(self, input_shape=None):
+    def __call__(self, *args, **kwargs):
         # A layer built from one input shape is built here, outside the symbolic call:
-        # built inside it, state computed in `build` (Normalization's mean and variance)
-        # would be a tensor of Keras's scratch graph. Others (MultiHeadAttention needs
-        # every input's shape) build on their first call.
+        # built inside it, state computed in `build` (Normalization's mean and variance,
+        # adapted or given as constants) would be a tensor of Keras's scratch graph (a
+        # tracer on JAX), out of scope once training runs. Keras cannot pass `build` a shape
+        # through this wrapper's `call(*args, **kwargs)`, so it is read from the input here.
+        # Others (MultiHeadAttention needs every input's shape) build on their first call.
+        if not self.layer.built and len(args) == 1 and not kwargs and _builds_from_one_shape(self.layer):
+            shape = getattr(args[0], "shape", None)
+            if shape is not None:
+                with keras.name_scope(self.name, caller=self):  # its weights' paths, as when built in the call
+                    self.layer.build(tuple(shape))
+        return super().__call__(*args, **kwargs)
+
+    def build(self, input_shape=None):
         if not self.layer.built and input_shape is not None and _builds_from_one_shape(self.layer):
             self.layer.build(input_shape)
         self.output_quantizer.build()
