@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from tflite_export import ExportError
 
 from benchmarks.model_zoo import SAMPLES, build, optimize
 
@@ -69,12 +70,17 @@ APPLICATIONS = {
 # So is the tagger (11 s of CPU: two traced fits and three conversions of a two-way LSTM); make test
 # prunes taggers to int8 in tests/pruning/test_recurrent.py.
 HEAVY = (APPLICATIONS - {"mobilenet_v3_small"}) | {"tagger"}
+# ConvNeXtTiny trains under QAT (its constant Normalization is built outside the symbolic call), but the int8
+# conversion stops on the converter's "same scale" rule for a Squeeze between two quantizers whose ranges differ
+# by 0.5% (README "Model zoo"). Strict: the mark goes when the fix lands.
+CONVNEXT_SAME_SCALE = pytest.mark.xfail(raises=ExportError, strict=True, reason="int8: Squeeze same-scale rule")
 # NASNetMobile's int8 file is 0.18 (46 int8 steps) off its QAT model at 100% agreement and a mean top-1
 # margin of 0.63: a parity gap to explain (as EfficientNetB0's 0.047), not a tolerance to widen. Strict.
 NASNET_INT8_GAP = pytest.mark.xfail(raises=AssertionError, strict=True, reason="int8 file 0.18 off its QAT model")
 MARKS = (
     (pytest.mark.slow, APPLICATIONS),
     (pytest.mark.heavy, HEAVY),
+    (CONVNEXT_SAME_SCALE, {"convnext_tiny"}),
     (NASNET_INT8_GAP, {"nasnet_mobile"}),
 )
 # Models whose untrained outputs are nearly uniform, so one int8 step flips an argmax: the deep
