@@ -14,6 +14,7 @@ from kstruct.errors import StrategyError
 from kstruct.quantization import PTQ, quantize
 from tests.quantization.test_sensitivity import _model
 from tests.search.conftest import blobs
+from tests.tflite_export.test_float_layers import with_an_outlier_fed_by_a_dead_unit
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +22,7 @@ def outlier_model():
     """`fragile` has an outlier kernel row fed by a dead unit: the float model ignores it, int8
     rounds the rest of the layer to zero, so the sensitivity ranking puts it first."""
     keras.utils.set_random_seed(0)
-    model = _model()
-    kernel, bias = model.get_layer("hidden").get_weights()
-    kernel[:, 0], bias[0] = 0.0, -1.0  # unit 0 never fires
-    model.get_layer("hidden").set_weights([kernel, bias])
-    kernel, bias = model.get_layer("fragile").get_weights()
-    kernel[0, :] = 200.0 * np.abs(kernel).max()
-    model.get_layer("fragile").set_weights([kernel, bias])
+    model = with_an_outlier_fed_by_a_dead_unit(_model())
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 

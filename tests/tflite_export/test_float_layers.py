@@ -7,6 +7,18 @@ import tflite_export
 from tflite_export.errors import ExportError
 
 
+def with_an_outlier_fed_by_a_dead_unit(model):
+    """`model` with unit 0 of `hidden` dead and row 0 of `fragile`'s kernel an outlier (200x its largest weight):
+    the float model never sees the outlier, but int8's per-tensor scale rounds the rest of `fragile` to zero."""
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kernel[:, 0], bias[0] = 0.0, -1.0  # unit 0 never fires
+    model.get_layer("hidden").set_weights([kernel, bias])
+    kernel, bias = model.get_layer("fragile").get_weights()
+    kernel[0, :] = 200.0 * np.abs(kernel).max()
+    model.get_layer("fragile").set_weights([kernel, bias])
+    return model
+
+
 def _model_with_an_outlier_weight():
     """A CNN whose `fragile` Dense has an outlier kernel row fed by a dead unit: the float model
     ignores it, but its int8 scales round every other weight of the layer to zero."""
@@ -20,13 +32,7 @@ def _model_with_an_outlier_weight():
     x = keras.layers.Dense(10, activation="relu", name="fragile")(x)
     outputs = keras.layers.Dense(3, name="head")(x)
     model = keras.Model(inputs, outputs)
-    kernel, bias = model.get_layer("hidden").get_weights()
-    kernel[:, 0], bias[0] = 0.0, -1.0  # unit 0 never fires
-    model.get_layer("hidden").set_weights([kernel, bias])
-    kernel, bias = model.get_layer("fragile").get_weights()
-    kernel[0, :] = 200.0 * np.abs(kernel).max()
-    model.get_layer("fragile").set_weights([kernel, bias])
-    return model
+    return with_an_outlier_fed_by_a_dead_unit(model)
 
 
 @pytest.fixture(scope="module")
