@@ -16,7 +16,7 @@ from kstruct.distillation import distiller
 from kstruct.pruning import sparsity
 
 from kstruct.report.layer_stats import compare_layers
-from kstruct.engine.distribute import check_distribution, describe, distribution_scope
+from kstruct.engine.distribute import check_distribution, describe, distribution_scope, is_chief
 from kstruct.engine.prepare import prepare_data
 from kstruct.engine.log import say
 from kstruct.errors import KstructError
@@ -163,7 +163,9 @@ def optimize(
             the report says so; an infinite dataset needs validation_data).
         epochs: epochs per training step (default 2; a step's own `epochs=` wins).
         target: a `tflite_export.TARGETS` name.
-        output_dir: if given, `result.save(output_dir, overwrite=overwrite)`.
+        output_dir: if given, `result.save(output_dir, overwrite=overwrite)`. Under a multi-worker
+            strategy, on the chief alone (the other workers neither check nor write it, nor
+            `tensorboard_dir`); every worker returns the same result.
         loss, optimizer, metrics: how to compile an uncompiled model for training.
         batch_size: batch size for array data.
         steps_per_epoch: batches per epoch; required for an infinite `tf.data` dataset.
@@ -191,6 +193,7 @@ def optimize(
         loss=loss, teacher=teacher, tensorboard_dir=tensorboard_dir, output_dir=output_dir, overwrite=overwrite,
         distribution=distribution,
     )
+    chief = is_chief(distribution)  # of several workers, the chief alone writes outputs and logs
     tasks = detect_tasks(model, task, loss)
     data = prepare_data(
         model, train_data, validation_data, tasks=tasks, batch_size=batch_size, steps_per_epoch=steps_per_epoch
@@ -208,7 +211,7 @@ def optimize(
         teacher=model if teacher is None else teacher,
         distiller=distiller,
         epoch_scalars={"sparsity": lambda trained: sparsity(trained).overall},
-        tensorboard_dir=None if tensorboard_dir is None else os.fspath(tensorboard_dir),
+        tensorboard_dir=None if tensorboard_dir is None or not chief else os.fspath(tensorboard_dir),
         custom_objects=compile_objects(getattr(model, "loss", None), loss, metrics),
         tasks=tasks,
     )
@@ -240,7 +243,7 @@ def optimize(
         say(f"kstruct: gpu run check: {report.stages[-1].notes['gpu_run']['message']}", verbose)
     report.layers = compare_layers(model, current)
     result = OptimizationResult(model=current, tflite=blob, report=report)
-    if output_dir is not None:
+    if output_dir is not None and chief:
         result.save(output_dir, overwrite=overwrite)
     return result
 
@@ -279,7 +282,7 @@ def _check_arguments(
         from kstruct.engine.tensorboard import check_tensorboard
 
         check_tensorboard()
-    if output_dir is not None:
+    if output_dir is not None and is_chief(distribution):  # another worker's path is not written
         from kstruct.outputs import check_can_write
 
         check_can_write(output_dir, overwrite=overwrite)

@@ -6,6 +6,9 @@ Which kind fits which backend is Keras's rule: Keras 3 trains under a tf.distrib
 TensorFlow, and its `keras.distribution` API runs on JAX (the TensorFlow one is a prototype Keras marks
 "do not use", and PyTorch has none). Neither module is imported here unless it is already loaded: an
 object cannot be a TensorFlow strategy unless TensorFlow is loaded.
+
+Across several machines (a MultiWorkerMirroredStrategy over a cluster), every worker runs the same
+call and gets the same result; `is_chief` says which one writes the outputs.
 """
 
 from __future__ import annotations
@@ -83,11 +86,79 @@ def _active_tf_strategy() -> Any:
 def distribution_scope(distribution: Any) -> Iterator[None]:
     """Enters `distribution`'s scope (a checked one, or None: nothing), so that every model a step
     builds creates its variables on the replicas and every fit runs on them."""
+    if _is_multi_worker(distribution if distribution is not None else _active_tf_strategy()):
+        _fix_keras_multi_worker()
     if distribution is None:
         yield
         return
     with distribution.scope():  # tf.distribute's and keras.distribution's both
         yield
+
+
+def _is_multi_worker(distribution: Any) -> bool:
+    """Whether `distribution` is a tf.distribute strategy over a cluster of more than one task."""
+    resolver = getattr(distribution, "cluster_resolver", None) if _is_tf_strategy(distribution) else None
+    if resolver is None or not resolver.task_type:
+        return False
+    cluster = resolver.cluster_spec().as_dict()
+    return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
+
+
+def is_chief(distribution: Any = None) -> bool:
+    """Whether this process writes the outputs: True unless `distribution` (or the strategy scope the
+    call runs in) is a multi-worker tf.distribute strategy and this task is not its chief. The chief
+    is TensorFlow's and Keras's: the "chief" task, or worker 0 when the cluster has no "chief"."""
+    if distribution is None:
+        distribution = _active_tf_strategy()
+    if not _is_multi_worker(distribution):
+        return True
+    resolver = distribution.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def _fix_keras_multi_worker() -> None:
+    """Mends the two places where Keras 3's TensorFlow trainer fails under a MultiWorkerMirroredStrategy
+    with more than one worker (keras-team/keras#20585, Keras 3.15.1 included): every fit, evaluate and
+    predict first takes `strategy.reduce("MEAN", batch)` of a whole (x, y) batch to learn its shapes,
+    which only a single PerReplica value can be; and a step's logs, scalars, are reduced across the
+    workers with `axis=0`. Here the build reads this worker's own batch, and the logs are averaged
+    over all replicas with `axis=None`: what Keras does on one machine. Both replacements call Keras's
+    own code for every other strategy, and stay in place once made, so the returned model predicts
+    and evaluates under the strategy too."""
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer.reduce_per_replica, "_kstruct_multi_worker", False):
+        return
+    tf = sys.modules["tensorflow"]
+    multi_worker = trainer._collective_all_reduce_multi_worker
+    symbolic_build, reduce_per_replica = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or not multi_worker(strategy):
+            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = next(batches)
+                break
+        data_batch = keras.tree.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0]
+            if isinstance(value, tf.distribute.DistributedValues) else value,
+            data_batch,
+        )
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_logs(values, strategy, reduction="auto"):
+        if reduction in ("auto", "mean") and multi_worker(strategy):
+            return keras.tree.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
+        return reduce_per_replica(values, strategy, reduction=reduction)
+
+    reduce_logs._kstruct_multi_worker = True
+    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_logs
 
 
 def _mesh_replicas(distribution: Any) -> int:
