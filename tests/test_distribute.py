@@ -2,7 +2,10 @@
 
 The two-replica run needs two logical CPU devices, which TensorFlow sets only before it first
 lists its devices, so it runs in one subprocess: this file run as a script (`python
-tests/test_distribute.py` prints its JSON). The checks of the argument itself run in-process.
+tests/test_distribute.py` prints its JSON). It runs every registered step but `search`, `auto` and
+`factorize`: prune(0.75) + qat, drop_blocks(1) + prune_channels(0.5) + cluster(8) + ptq, and
+prune(2:4) + distill (once more on one device, to compare). The checks of the argument itself run
+in-process. JAX: tests/test_distribute_jax.py.
 """
 
 import ast
@@ -89,7 +92,7 @@ def test_optimize_refuses_a_strategy_other_than_the_scope_it_runs_in():
 
 @pytest.fixture(scope="module")
 def two_replicas():
-    """The JSON the script below prints, run once for the module (a few seconds of CPU)."""
+    """The JSON the script below prints, run once for the module (about 20 s of CPU)."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -130,6 +133,84 @@ def test_quantizer_ranges_are_the_same_on_every_replica(two_replicas):
 
 def test_int8_file_agrees_with_the_qat_model(two_replicas):
     assert two_replicas["agreement"] >= 0.99
+
+
+# The other registered steps, in the same subprocess: drop_blocks(1) + prune_channels(0.5) + cluster(8)
+# + ptq on a two-block residual CNN, then prune(2:4) + distill on the same model, 1 epoch of 256 rows
+# (8 global steps) each.
+
+
+def test_every_step_trains_on_two_replicas_in_the_strategy_scope(two_replicas):
+    for run in ("structure", "n_by_m"):
+        assert two_replicas[run]["replicas"] == 2
+        assert two_replicas[run]["variables_mirrored"]  # the final model built in the scope
+    # every wrapped model a step trained (channel masks, clusters, N:M masks) built in the scope
+    wrapped = [*two_replicas["structure"]["channels"].values(), *two_replicas["structure"]["clusters"].values(),
+               *two_replicas["n_by_m"]["masks"].values()]
+    assert wrapped and all(layer["mirrored"] for layer in wrapped)
+
+
+def test_the_returned_models_hold_the_same_values_on_every_replica(two_replicas):
+    # distill returns the model it fitted: Keras's BatchNormalization statistics, kept per replica,
+    # differed on the two (by ~1e-3) until kstruct averaged them after each fit
+    assert two_replicas["structure"]["same_on_replicas"]
+    assert two_replicas["n_by_m"]["same_on_replicas"]
+
+
+def test_drop_blocks_scores_blocks_as_one_device_does(two_replicas):
+    structure = two_replicas["structure"]
+    assert structure["dropped"] == [structure["cheapest_on_one_device"]]
+    # each block ablated through a gate variable: its assignment reached both replicas
+    assert structure["scores"] == pytest.approx(structure["scores_on_one_device"], abs=1e-5)
+    assert structure["dropped"][0] not in structure["final_layers"]
+
+
+def test_prune_channels_masks_agree_on_replicas_and_the_channels_are_removed(two_replicas):
+    structure = two_replicas["structure"]
+    channels = structure["channels"]
+    assert channels and all(layer["state_identical"] for layer in channels.values())
+    assert all(layer["pruning_step"] == [8, 8] for layer in channels.values())  # once per global step
+    before, after = structure["channel_params"]
+    assert after < before / 2  # halved widths: really fewer parameters, not zeros
+    assert structure["widths"] and all(change.endswith(f"->{int(change.split('->')[0]) // 2}")
+                                       for change in structure["widths"].values())
+
+
+def test_cluster_centroids_agree_on_replicas_and_kernels_hold_at_most_8_values(two_replicas):
+    clusters = two_replicas["structure"]["clusters"]
+    assert clusters and all(layer["centroids_identical"] and layer["assignments_identical"]
+                            for layer in clusters.values())
+    assert all(layer["values_per_replica"] <= 8 for layer in clusters.values())
+    distinct = two_replicas["structure"]["distinct_values"]
+    assert set(distinct) == set(clusters) and all(count <= 8 for count in distinct.values())
+
+
+def test_ptq_file_agrees_with_the_clustered_model(two_replicas):
+    structure = two_replicas["structure"]
+    # within two steps of the int8 softmax output (1/256) everywhere; top-1 agreement on this near-chance
+    # model (top-1 margin ~0.005, about one step) flips with that rounding, on one device alike
+    assert structure["ptq_max_abs_diff"] <= 2 / 256
+    assert structure["ptq_agreement"] >= 0.75
+
+
+def test_n_by_m_pattern_is_exact_after_prune_and_distill(two_replicas):
+    n_by_m = two_replicas["n_by_m"]
+    assert all(layer["masks_identical"] for layer in n_by_m["masks"].values())
+    # every pruned kernel keeps exactly 2 of each 4 inputs, also after distill fine-tunes it
+    assert n_by_m["pruned"] == {"res1_conv": 0.5, "res2_conv": 0.5, "hidden": 0.5, "out": 0.5}
+    assert n_by_m["groups_with_2_of_4"] == n_by_m["groups"] > 0
+
+
+def test_distill_trains_on_two_replicas(two_replicas):
+    distill = two_replicas["n_by_m"]["distill_history"]
+    assert len(distill["distillation_loss"]) == 1 and distill["distillation_loss"][0] > 0
+
+
+def test_one_device_run_reaches_the_same_sparsity_and_a_close_accuracy(two_replicas):
+    n_by_m = two_replicas["n_by_m"]
+    assert n_by_m["sparsity"] == n_by_m["one_device"]["sparsity"]
+    # the same seed and batches; the replicas' BatchNorm sees half a batch each (chance is 0.1)
+    assert n_by_m["accuracy"] == pytest.approx(n_by_m["one_device"]["accuracy"], abs=0.1)
 
 
 def _run_two_replicas() -> dict:
@@ -185,6 +266,7 @@ def _run_two_replicas() -> dict:
         model, "prune(0.75) + qat", train_data=(x, y), validation_data=(x_val, y_val), epochs=2, batch_size=32,
         distribution=strategy, verbose=0,
     )
+    prune_step.strip = strip
     ranges = [v for v in result.model.variables if v.path.endswith(("min_value", "max_value"))]
     report = result.report
     from kstruct.engine.distribute import describe
@@ -203,6 +285,149 @@ def _run_two_replicas() -> dict:
         "ranges": len(ranges),
         "ranges_identical": all(np.array_equal(*copies(v)) for v in ranges),
         "agreement": report.stages[-1].agreement,
+        **_other_steps(strategy, copies, (x, y), (x_val, y_val)),
+    }
+
+
+def _residual_cnn():
+    """Two residual blocks (drop_blocks has one to choose), inputs in multiples of 4 (N:M)."""
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="stem")(inputs)
+    for block in ("res1", "res2"):
+        r = keras.layers.Conv2D(8, 3, padding="same", name=f"{block}_conv")(h)
+        # momentum 0.5: moving statistics that catch up within 8 steps (at 0.99 the model stays at chance)
+        r = keras.layers.BatchNormalization(momentum=0.5, name=f"{block}_bn")(r)
+        h = keras.layers.Add(name=f"{block}_add")([h, keras.layers.ReLU(name=f"{block}_relu")(r)])
+    h = keras.layers.Flatten(name="flatten")(keras.layers.MaxPooling2D(2, name="pool")(h))
+    h = keras.layers.Dense(16, activation="relu", name="hidden")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _other_steps(strategy, copies, train, validation) -> dict:
+    """drop_blocks, prune_channels, cluster and ptq in one call, prune(2:4) + distill in another, under
+    `strategy`; each step's wrappers recorded (on every replica) just before the step strips them."""
+    import keras
+    import numpy as np
+
+    import kstruct
+    import kstruct.clustering.step as cluster_step
+    import kstruct.pruning.channels_step as channels_step
+    import kstruct.pruning.step as prune_step
+    from kstruct.clustering.cluster import wrappers as cluster_wrappers
+    from kstruct.pruning import removable_blocks, score_blocks
+    from kstruct.pruning.channels import channel_wrappers
+    from kstruct.pruning.prune import wrappers as prune_wrappers
+
+    def identical(variable) -> bool:
+        values = copies(variable)
+        return len(values) == 2 and np.array_equal(values[0], values[1])
+
+    def mirrored(layer) -> bool:
+        return all(len(copies(v)) == 2 for v in layer.variables)
+
+    def same_on_replicas(model) -> bool:  # the model optimize returns predicts alike on every replica
+        return all(identical(v) for v in model.variables)
+
+    recorded = {"channels": {}, "clusters": {}, "masks": {}}
+
+    def record_channels(model):
+        for wrapper in channel_wrappers(model):
+            recorded["channels"][wrapper.layer.name] = {
+                "mirrored": mirrored(wrapper),
+                "state_identical": all(identical(v) for v in (wrapper.mask, wrapper.channel_rank, wrapper.group_size)),
+                "pruning_step": [int(v) for v in copies(wrapper.pruning_step)],
+            }
+
+    def record_clusters(model):
+        for wrapper in cluster_wrappers(model):
+            entry = wrapper._entry("kernel")
+            kernels = [c[a] for c, a in zip(copies(entry.centroids), copies(entry.assignments))]  # per replica
+            recorded["clusters"][wrapper.layer.name] = {
+                "mirrored": mirrored(wrapper),
+                "centroids_identical": identical(entry.centroids),
+                "assignments_identical": identical(entry.assignments),
+                "values_per_replica": max(np.unique(k).size for k in kernels),
+            }
+
+    def record_masks(model):
+        for wrapper in prune_wrappers(model):
+            recorded["masks"][wrapper.layer.name] = {
+                "mirrored": mirrored(wrapper), "masks_identical": identical(wrapper.mask),
+            }
+
+    def before(function, record):
+        def wrapped(model, *args, **kwargs):
+            record(model)
+            return function(model, *args, **kwargs)
+        return wrapped
+
+    channels_step.strip_channels = before(channels_step.strip_channels, record_channels)
+    cluster_step.strip = before(cluster_step.strip, record_clusters)
+    prune_step.strip = before(prune_step.strip, record_masks)
+
+    keras.utils.set_random_seed(0)
+    model = _residual_cnn()
+    x_val, y_val = validation
+    one_device = score_blocks(model, removable_blocks(model), "loss", data=(x_val, y_val))  # what drop_blocks sees
+    result = kstruct.optimize(
+        model, "drop_blocks(1) + prune_channels(0.5) + cluster(8) + ptq", train_data=train, validation_data=validation,
+        epochs=1, batch_size=32, distribution=strategy, verbose=0,
+    )
+    stages = result.report.stages
+    structure = {
+        "replicas": result.report.settings["replicas"],
+        "variables_mirrored": mirrored(result.model),
+        "same_on_replicas": same_on_replicas(result.model),
+        "dropped": stages[1].notes["dropped"],
+        "scores": stages[1].notes["scores"],
+        "scores_on_one_device": one_device,
+        "cheapest_on_one_device": min(one_device, key=one_device.get),
+        "final_layers": [layer.name for layer in result.model.layers],
+        "channel_params": stages[2].notes["params"],
+        "widths": stages[2].notes["widths"],
+        "distinct_values": stages[3].notes["distinct_values"],
+        "ptq_agreement": stages[4].agreement,
+        "ptq_max_abs_diff": stages[4].max_abs_diff,
+        "ptq_margin": stages[4].mean_top1_margin,
+        "channels": recorded["channels"],
+        "clusters": recorded["clusters"],
+    }
+
+    def n_by_m(distribution):
+        keras.utils.set_random_seed(0)
+        return kstruct.optimize(
+            _residual_cnn(), "prune(2:4) + distill(epochs=1)", train_data=train, validation_data=validation,
+            epochs=1, batch_size=32, distribution=distribution, verbose=0,
+        )
+
+    result = n_by_m(strategy)
+    masks = dict(recorded["masks"])  # before the one-device run records its own
+    groups = []
+    for layer in result.model.layers:
+        if layer.name in ("res1_conv", "res2_conv", "hidden", "out"):
+            kernel = np.moveaxis(keras.ops.convert_to_numpy(layer.kernel), -2, -1)  # inputs last: (..., in)
+            groups.append(np.count_nonzero(kernel.reshape(-1, 4), axis=1))
+    groups = np.concatenate(groups)
+    stages, alone = result.report.stages, n_by_m(None).report.stages
+    return {
+        "structure": structure,
+        "n_by_m": {
+            "replicas": result.report.settings["replicas"],
+            "variables_mirrored": mirrored(result.model),
+            "same_on_replicas": same_on_replicas(result.model),
+            "masks": masks,
+            "pruned": {k: v for k, v in stages[1].notes["pruned_layers"].items() if v},
+            "groups": int(groups.size),
+            "groups_with_2_of_4": int(np.sum(groups == 2)),
+            "distill_history": stages[2].notes["history"],
+            "sparsity": stages[-1].sparsity,
+            "accuracy": stages[-1].keras_accuracy,
+            "one_device": {"sparsity": alone[-1].sparsity, "accuracy": alone[-1].keras_accuracy},
+        },
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -23,6 +24,24 @@ DEFAULT_EPOCHS = 2
 _KINDS = {
     "U": "strings", "S": "byte strings", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "time spans"
 }
+
+
+def average_replica_copies(model: keras.Model) -> None:
+    """After a fit under a tf.distribute strategy: each non-trainable float variable whose copies
+    differ across the replicas takes their mean on every replica. Keras's BatchNormalization keeps
+    its moving mean and variance per replica (aggregation "none"), each replica averaging its own
+    part of the batch; left so, the model predicts differently on each replica, and its weights (the
+    .keras and TFLite files, BatchNorm folded by `qat`) are the first replica's alone."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or keras.backend.backend() != "tensorflow" or not tf.distribute.has_strategy():
+        return
+    for variable in model.non_trainable_variables:
+        copies = getattr(variable.value, "values", ())
+        if len(copies) < 2 or not keras.backend.is_float_dtype(variable.dtype):
+            continue
+        arrays = [np.asarray(copy) for copy in copies]
+        if any(not np.array_equal(arrays[0], array) for array in arrays[1:]):
+            variable.assign(np.mean(arrays, axis=0))
 
 
 def check_label_dtype(y: Any, what: str) -> None:
@@ -496,6 +515,7 @@ class StepContext:
             callbacks=[*(callbacks or []), *epoch_callbacks(model, self.tensorboard_dir, self.stage, self.epoch_scalars)],
             verbose=self.verbose,
         )
+        average_replica_copies(model)
         self.histories.append({key: [float(v) for v in values] for key, values in history.history.items()})
         return history
 
