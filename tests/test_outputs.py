@@ -5,7 +5,6 @@ output both reported success; output folders ignored the umask; killed runs left
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -177,7 +176,7 @@ def test_two_kstruct_optimize_runs_started_together_on_one_out_one_wins_and_the_
     import keras
     import numpy as np
 
-    from tests.console import ROOT, kstruct
+    from tests.console import spawn
 
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -185,11 +184,9 @@ def test_two_kstruct_optimize_runs_started_together_on_one_out_one_wins_and_the_
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", x=rng.random((64, 8), dtype=np.float32), y=rng.integers(0, 3, 64))
     out = tmp_path / "same"
-    script = shutil.which("kstruct", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    command = [script, "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5)", "--data",
+    command = ["kstruct", "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5)", "--data",
                str(tmp_path / "data.npz"), "--target", "float32", "--epochs", "1", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    runs = [spawn(command) for _ in range(2)]
     outcomes = [(run.wait(timeout=300), *run.communicate()) for run in runs]
     assert sorted(code for code, _, _ in outcomes) == [0, 2], outcomes
     loser = next(stderr for code, _, stderr in outcomes if code == 2).strip()

@@ -1,8 +1,6 @@
 """Figures with every report: the PNGs exist, decode, and plot exactly what report.json holds."""
 
 import json
-import os
-import subprocess
 import sys
 
 import matplotlib
@@ -13,6 +11,7 @@ from matplotlib.image import imread
 import kstruct
 from kstruct.report.plots import figures, training_series
 from tests.conftest import compiled, tiny_cnn
+from tests.console import kstruct as kstruct_cli
 
 PNGS = ["layers.png", "stages.png", "training.png"]
 
@@ -168,12 +167,8 @@ def test_cli_optimize_writes_the_figures(small_mnist, tmp_path):
     model = compiled(tiny_cnn())
     model.save(tmp_path / "model.keras")
     np.savez(tmp_path / "data.npz", x=x[:128], y=y[:128], x_val=xt[:64], y_val=yt[:64])
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["kstruct", "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5)", "--data",
-         str(tmp_path / "data.npz"), "--epochs", "1", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    done = kstruct_cli("optimize", tmp_path / "model.keras", "--strategy", "prune(0.5)", "--data",
+                       tmp_path / "data.npz", "--epochs", "1", "--out", tmp_path / "out", timeout=300)
     assert done.returncode == 0, done.stderr
     assert {"stages.png", "layers.png", "training.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
     assert "stages.png, layers.png and training.png" in done.stdout

@@ -4,10 +4,8 @@ one process per tuner id, told the oracle's address by Keras Tuner's own KERASTU
 import json
 import os
 import socket
-import subprocess
-import sys
 
-from tests.console import ROOT
+from tests.console import ROOT, spawn
 
 
 def free_port() -> int:
@@ -24,10 +22,7 @@ def run_chief_and_workers(module: str, args: list[str], workers: int, timeout: f
     for tuner_id in ["chief"] + [f"worker{i}" for i in range(workers)]:
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", KERASTUNER_TUNER_ID=tuner_id,
                    KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
-        processes[tuner_id] = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        processes[tuner_id] = spawn([module, *args], module=module, env=env, cwd=ROOT)
     summaries = {}
     try:
         for tuner_id, process in processes.items():

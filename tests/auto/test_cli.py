@@ -1,18 +1,14 @@
 """`auto` through the console script: one line per trial, and a killed search resumes from its folder."""
 
 import json
-import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from tests.console import ROOT
+from tests.console import environment, kstruct, spawn
 from tests.search.conftest import blobs, tiny_cnn
 
 
@@ -46,14 +42,13 @@ def test_auto_prints_each_trial_and_a_killed_search_resumes_without_repeating_fi
     folder = tmp_path / "search"
     limit = int(model.count_params() * 0.6)
     strategy = f"auto(params={limit}, max_accuracy_drop=0.5, trials=4, epochs=1, tuner='random', directory='{folder}')"
-    script = shutil.which("kstruct", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    env = environment(TF_CPP_MIN_LOG_LEVEL="2")
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         env.pop(name, None)
-    command = [script, "optimize", str(tmp_path / "model.keras"), "--strategy", strategy, "--data",
-               str(tmp_path / "data.npz"), "--target", "float32", "--out", str(tmp_path / "out")]
+    args = ["optimize", str(tmp_path / "model.keras"), "--strategy", strategy, "--data",
+            str(tmp_path / "data.npz"), "--target", "float32", "--out", str(tmp_path / "out")]
 
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = spawn(["kstruct", *args], env=env)
     deadline = time.monotonic() + 240
     while len(_completed(folder)) < 1 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -63,7 +58,7 @@ def test_auto_prints_each_trial_and_a_killed_search_resumes_without_repeating_fi
     assert 1 <= len(before) < 4, "the search should have been killed part-way"
     assert not (tmp_path / "out").exists()
 
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = kstruct(*args, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("auto: trial ")]
     assert len(lines) == 4 - len(before), done.stdout  # only the unfinished trials ran again

@@ -1,9 +1,6 @@
 """Cluster-preserving QAT: values counted in the int8 kernels read back from the TFLite file."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,6 +11,7 @@ import kstruct
 from kstruct import clustering
 from kstruct.quantization import quantize
 from tests.conftest import compiled
+from tests.console import kstruct as kstruct_cli
 from tests.quantization.qat_helpers import weight_tensors
 
 
@@ -170,12 +168,8 @@ def test_console_script_runs_prune_cluster_qat(base, digits, tmp_path):
     (x, y), (xt, yt) = digits
     base.save(tmp_path / "model.keras")
     np.savez(tmp_path / "data.npz", x=x, y=y, x_val=xt, y_val=yt)
-    kstruct_script = Path(sys.executable).with_name("kstruct")
-    done = subprocess.run(
-        [str(kstruct_script), "optimize", str(tmp_path / "model.keras"), "--strategy", "prune(0.5) + cluster(8) + qat",
-         "--data", str(tmp_path / "data.npz"), "--epochs", "1", "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=600,
-    )
+    done = kstruct_cli("optimize", tmp_path / "model.keras", "--strategy", "prune(0.5) + cluster(8) + qat",
+                       "--data", tmp_path / "data.npz", "--epochs", "1", "--out", tmp_path / "out")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     cluster_stage = next(stage for stage in report["stages"] if stage["stage"].startswith("cluster"))

@@ -1,13 +1,10 @@
 """`kstruct optimize --teacher`: a teacher that cannot teach is one error line, before any training."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 
 from tests.conftest import compiled, tiny_cnn
+from tests.console import kstruct
 
 
 def test_cli_refuses_a_mismatched_teacher_with_one_line_naming_both_shapes(tmp_path):
@@ -15,12 +12,8 @@ def test_cli_refuses_a_mismatched_teacher_with_one_line_naming_both_shapes(tmp_p
     inputs = keras.Input((28, 28, 1))
     keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)), name="small").save(tmp_path / "t.keras")
     np.savez(tmp_path / "data.npz", x=np.zeros((8, 28, 28, 1), "float32"), y=np.zeros(8, "int64"))
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["kstruct", "optimize", str(tmp_path / "model.keras"), "--strategy", "distill", "--data",
-         str(tmp_path / "data.npz"), "--teacher", str(tmp_path / "t.keras"), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    done = kstruct("optimize", tmp_path / "model.keras", "--strategy", "distill", "--data", tmp_path / "data.npz",
+                   "--teacher", tmp_path / "t.keras", "--out", tmp_path / "out", timeout=300)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (

@@ -1,14 +1,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from kstruct.search import SearchError, run, space
+from tests.console import spawn
 from tests.search.conftest import blobs, tiny_cnn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +17,8 @@ def start(directory, max_trials=4, epochs=3):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         env.pop(name, None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.search.search_script", str(directory), str(max_trials), str(epochs)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
+    module = "tests.search.search_script"
+    return spawn([module, str(directory), str(max_trials), str(epochs)], module=module, env=env, cwd=ROOT)
 
 
 def completed(project: Path) -> dict[str, dict]:

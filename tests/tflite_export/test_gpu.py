@@ -19,6 +19,8 @@ import tflite_export
 from tflite_export import CompatibilityError, GpuVerdict, run_on_gpu
 from tflite_export import gpu as gpu_lib
 
+from tests.console import kstruct
+
 
 def _static_cnn():
     import keras
@@ -172,8 +174,7 @@ def test_benchmark_on_gpu_survives_tensorflow_in_this_process_and_labels_softwar
 
 
 def _kstruct(*argv, cwd):
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    return subprocess.run(["kstruct", *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return kstruct(*argv, cwd=cwd, timeout=300)
 
 
 def test_cli_bench_gpu_prints_the_device_and_whether_it_is_software(device, static_cnn_blob, tmp_path):
