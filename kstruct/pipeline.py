@@ -16,7 +16,7 @@ from kstruct.distillation import distiller
 from kstruct.pruning import sparsity
 
 from kstruct.report.layer_stats import compare_layers
-from kstruct.engine.distribute import check_distribution, describe, distribution_scope, is_chief
+from kstruct.engine.distribute import check_distribution, check_same_model, describe, distribution_scope, is_chief
 from kstruct.engine.prepare import prepare_data
 from kstruct.engine.log import say
 from kstruct.errors import KstructError
@@ -269,6 +269,7 @@ def _check_arguments(
         count_argument("steps_per_epoch", steps_per_epoch)
     _check_keras3_compile(model)
     check_distribution(distribution)
+    check_same_model(model, distribution)  # on every worker, before the checks the chief alone makes
     if not model.compiled and loss is None:
         raise KstructError(
             f"Model `{model.name}` is not compiled and no `loss` was given. Compile it first "

@@ -113,6 +113,18 @@ def test_the_schedule_counts_global_steps_across_workers(cluster):
         assert result["pruning_steps"] == {"conv": 8, "hidden": 8, "out": 8}
 
 
+def test_a_model_that_differs_between_workers_is_refused_on_each(cluster):
+    results, _ = cluster
+    for result in results.values():
+        assert result["refused"].startswith("Model `sequential")
+        assert "differs from one worker to another" in result["refused"]
+
+
+def test_predict_under_the_strategy_gathers_the_rows_in_order(cluster):
+    results, _ = cluster
+    assert all(result["predict_max_diff"] == 0.0 for result in results.values())
+
+
 def test_the_int8_file_agrees_with_the_qat_model(cluster):
     results, _ = cluster
     assert all(result["agreement"] >= 0.99 for result in results.values())
@@ -167,6 +179,7 @@ def _worker(index: int, ports: list[str], folder: pathlib.Path) -> dict:
     import kstruct.pruning.step as prune_step
     from kstruct.data import load_mnist_5k
     from kstruct.engine.distribute import is_chief
+    from kstruct.errors import DistributionError
     from kstruct.pruning.prune import sparsity, wrappers
 
     (x, y), (x_val, y_val) = load_mnist_5k()
@@ -179,30 +192,45 @@ def _worker(index: int, ports: list[str], folder: pathlib.Path) -> dict:
         return strip(model, **kwargs)
 
     prune_step.strip = strip_and_record
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(2, name="pool"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(16, activation="relu", name="hidden"),
-            keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    result = kstruct.optimize(
-        model, "prune(0.75) + qat", train_data=(x, y), validation_data=(x_val, y_val), epochs=1, batch_size=32,
-        target="int8", output_dir=folder / "out", distribution=strategy, verbose=0,
-    )
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(8, 3, name="conv"),
+                keras.layers.BatchNormalization(name="bn"),  # moving statistics: each worker's own batches
+                keras.layers.ReLU(name="relu"),
+                keras.layers.MaxPooling2D(2, name="pool"),
+                keras.layers.Flatten(name="flatten"),
+                keras.layers.Dense(16, activation="relu", name="hidden"),
+                keras.layers.Dense(10, activation="softmax", name="out"),
+            ]
+        )
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    def optimize(model):
+        return kstruct.optimize(
+            model, "prune(0.75) + qat", train_data=(x, y), validation_data=(x_val, y_val), epochs=1, batch_size=32,
+            target="int8", output_dir=folder / "out", distribution=strategy, verbose=0,
+        )
+
+    try:  # a different draw on each worker: refused on both, before any work
+        optimize(build(seed=index))
+        refused = None
+    except DistributionError as error:
+        refused = str(error)
+    result = optimize(build(seed=0))
     # The batch this worker's replica trains on: Keras's fit distributes array data this way.
     batches = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x[:64]).batch(32))
     local_batch = int(strategy.experimental_local_results(next(iter(batches)))[0].shape[0])
-    weights = hashlib.sha256()
-    for array in result.model.get_weights():
-        weights.update(np.ascontiguousarray(array).tobytes())
+    weights = {variable.path: hashlib.sha256(np.ascontiguousarray(variable.numpy()).tobytes()).hexdigest()[:16]
+               for variable in result.model.weights}
     report = result.report
     resolver = strategy.cluster_resolver
+    # Keras's predict under the strategy shards the rows across the workers and gathers them: in order?
+    gathered, local = result.model.predict(x_val, verbose=0), keras.ops.convert_to_numpy(result.model(x_val))
     return {
         "task": [resolver.task_type, resolver.task_id],
         "chief": is_chief(strategy),
@@ -210,13 +238,15 @@ def _worker(index: int, ports: list[str], folder: pathlib.Path) -> dict:
         "replicas": report.settings["replicas"],
         "steps_per_epoch": report.settings["steps_per_epoch"],
         "local_batch": local_batch,
-        "weights": weights.hexdigest(),
+        "weights": weights,
         "tflite": hashlib.sha256(result.tflite).hexdigest(),
         "history": [stage.notes.get("history") for stage in report.stages[1:]],
         "pruned_sparsity": report.stages[1].notes["pruned_layers"],
         "final_kernel_sparsity": sparsity(result.model).as_dict()["layers"],
         "pruning_steps": pruning_steps,
         "agreement": report.stages[-1].agreement,
+        "refused": refused,
+        "predict_max_diff": float(np.max(np.abs(gathered - local))) if gathered.shape == local.shape else None,
     }
 
 

@@ -86,7 +86,7 @@ def _active_tf_strategy() -> Any:
 def distribution_scope(distribution: Any) -> Iterator[None]:
     """Enters `distribution`'s scope (a checked one, or None: nothing), so that every model a step
     builds creates its variables on the replicas and every fit runs on them."""
-    if _is_multi_worker(distribution if distribution is not None else _active_tf_strategy()):
+    if is_multi_worker(distribution if distribution is not None else _active_tf_strategy()):
         _fix_keras_multi_worker()
     if distribution is None:
         yield
@@ -95,7 +95,7 @@ def distribution_scope(distribution: Any) -> Iterator[None]:
         yield
 
 
-def _is_multi_worker(distribution: Any) -> bool:
+def is_multi_worker(distribution: Any) -> bool:
     """Whether `distribution` is a tf.distribute strategy over a cluster of more than one task."""
     resolver = getattr(distribution, "cluster_resolver", None) if _is_tf_strategy(distribution) else None
     if resolver is None or not resolver.task_type:
@@ -104,13 +104,57 @@ def _is_multi_worker(distribution: Any) -> bool:
     return sum(len(cluster.get(job, ())) for job in ("chief", "worker")) > 1
 
 
+def check_same_model(model: keras.Model, distribution: Any) -> None:
+    """Under a multi-worker strategy, raises DistributionError on every worker unless all of them hold
+    the same weights: each worker builds its own model, and a clone made from it keeps its values
+    (a variable created in the strategy's scope starts from the chief's values, but kstruct's steps
+    copy the weights in after), so workers started from different draws would train, and return,
+    different models. One all-reduce of a 20-bit digest d: all equal iff n * sum(d^2) == sum(d)^2."""
+    if distribution is None:
+        distribution = _active_tf_strategy()
+    if not is_multi_worker(distribution):
+        return
+    import hashlib
+
+    tf = sys.modules["tensorflow"]
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    value = float(int(digest.hexdigest()[:5], 16))
+
+    def total():
+        return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant([value, value * value], tf.float64))
+
+    sums = distribution.experimental_local_results(tf.function(lambda: distribution.run(total))())[0].numpy()
+    if distribution.num_replicas_in_sync * sums[1] != sums[0] ** 2:
+        raise DistributionError(
+            f"Model `{model.name}` differs from one worker to another: under a multi-worker strategy every "
+            "worker must pass the same model. Build it after the same keras.utils.set_random_seed(...) on "
+            "every worker, or load the same .keras file."
+        )
+
+
+def cluster_means(strategy: Any, variables: list) -> list:
+    """Each variable's mean over every replica of `strategy`'s cluster, in one all-reduce run on every
+    worker (`strategy.reduce` would not do: it takes a mirrored variable's MEAN to be itself)."""
+    if not variables:
+        return []
+    tf = sys.modules["tensorflow"]
+
+    def mean(*values):
+        return tf.distribute.get_replica_context().all_reduce("MEAN", [tf.identity(value) for value in values])
+
+    means = tf.function(lambda: strategy.run(mean, args=tuple(variable.value for variable in variables)))()
+    return [strategy.experimental_local_results(value)[0] for value in means]
+
+
 def is_chief(distribution: Any = None) -> bool:
     """Whether this process writes the outputs: True unless `distribution` (or the strategy scope the
     call runs in) is a multi-worker tf.distribute strategy and this task is not its chief. The chief
     is TensorFlow's and Keras's: the "chief" task, or worker 0 when the cluster has no "chief"."""
     if distribution is None:
         distribution = _active_tf_strategy()
-    if not _is_multi_worker(distribution):
+    if not is_multi_worker(distribution):
         return True
     resolver = distribution.cluster_resolver
     if resolver.task_type == "chief":

@@ -16,6 +16,7 @@ from kstruct._graph.rebuild import copy_compile
 from kstruct.engine.arguments import count_argument
 from kstruct.engine.precision import match_loss_scaling, scale_losses_for
 from kstruct.engine.settings import TrainingSettings
+from kstruct.engine.distribute import cluster_means, is_multi_worker
 from kstruct.errors import DataError, KstructError, StrategyError
 
 DEFAULT_EPOCHS = 2
@@ -31,9 +32,18 @@ def average_replica_copies(model: keras.Model) -> None:
     differ across the replicas takes their mean on every replica. Keras's BatchNormalization keeps
     its moving mean and variance per replica (aggregation "none"), each replica averaging its own
     part of the batch; left so, the model predicts differently on each replica, and its weights (the
-    .keras and TFLite files, BatchNorm folded by `qat`) are the first replica's alone."""
+    .keras and TFLite files, BatchNorm folded by `qat`) are the first replica's alone. Across several
+    workers, where this process holds its own replicas' copies only, the mean is the cluster's (one
+    all-reduce per variable, the same on every worker)."""
     tf = sys.modules.get("tensorflow")
     if tf is None or keras.backend.backend() != "tensorflow" or not tf.distribute.has_strategy():
+        return
+    strategy = tf.distribute.get_strategy()
+    if is_multi_worker(strategy):
+        shared = [v for v in model.non_trainable_variables
+                  if hasattr(v.value, "values") and keras.backend.is_float_dtype(v.dtype)]
+        for variable, mean in zip(shared, cluster_means(strategy, shared)):
+            variable.assign(mean)
         return
     for variable in model.non_trainable_variables:
         copies = getattr(variable.value, "values", ())
