@@ -34,7 +34,7 @@ def average_replica_copies(model: keras.Model) -> None:
     part of the batch; left so, the model predicts differently on each replica, and its weights (the
     .keras and TFLite files, BatchNorm folded by `qat`) are the first replica's alone. Across several
     workers, where this process holds its own replicas' copies only, the mean is the cluster's (one
-    all-reduce per variable, the same on every worker)."""
+    all-reduce for them all, run on every worker)."""
     tf = sys.modules.get("tensorflow")
     if tf is None or keras.backend.backend() != "tensorflow" or not tf.distribute.has_strategy():
         return
