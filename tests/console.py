@@ -32,13 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Read by TensorFlow or Keras while they import: a run whose value differs needs a fresh interpreter.
+# (TF_CONFIG is read when a strategy is made, in the child.)
 _READ_AT_IMPORT = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "CUDA_VISIBLE_DEVICES",
-                   "KERAS_HOME", "TF_USE_LEGACY_KERAS", "XLA_FLAGS", "TF_CONFIG")
+                   "KERAS_HOME", "TF_USE_LEGACY_KERAS", "XLA_FLAGS")
 
 # The zygote reads one JSON request per line on stdin, forks a child for it and answers `{"id", "pid"}`
 # at once, then `{"pid", "status"}` when that child ends. The end of stdin stops it.
 _ZYGOTE = r"""
-import atexit, json, os, runpy, select, sys, traceback
+import atexit, json, os, runpy, select, sys, tempfile, traceback
 import tensorflow, keras  # the imports every run would otherwise pay
 from kstruct.cli import main
 
@@ -49,6 +50,7 @@ def child(request):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # TMPDIR as the run sets it, not as the zygote found it
     for fd, name, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
                            (2, request["stderr"], os.O_WRONLY)):
         target = os.open(name, mode)

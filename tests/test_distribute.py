@@ -1,8 +1,8 @@
 """`optimize(..., distribution=...)` and the per-step state under tf.distribute (issue 22).
 
 The two-replica run needs two logical CPU devices, which TensorFlow sets only before it first
-lists its devices, so it runs in one subprocess: this file run as a script (`python
-tests/test_distribute.py` prints its JSON). It runs every registered step but `search`, `auto` and
+lists its devices, so it runs in one process of its own: this module run as a script (`python -m
+tests.test_distribute` prints its JSON). It runs every registered step but `search`, `auto` and
 `factorize`: prune(0.75) + qat, drop_blocks(1) + prune_channels(0.5) + cluster(8) + ptq, and
 prune(2:4) + distill (once more on one device, to compare). The checks of the argument itself run
 in-process. JAX: tests/test_distribute_jax.py.
@@ -10,9 +10,7 @@ in-process. JAX: tests/test_distribute_jax.py.
 
 import ast
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
@@ -93,10 +91,14 @@ def test_optimize_refuses_a_strategy_other_than_the_scope_it_runs_in():
 @pytest.fixture(scope="module")
 def two_replicas():
     """The JSON the script below prints, run once for the module (about 20 s of CPU)."""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from tests.console import ROOT, environment, spawn
+
+    # A process of its own that has not yet listed TensorFlow's devices (a fork of tests/console.py's zygote).
+    env = environment(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    process = spawn([__name__], module=__name__, env=env, cwd=ROOT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_prune_and_qat_under_mirrored_strategy_train_on_two_replicas(two_replicas):

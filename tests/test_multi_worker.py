@@ -12,11 +12,12 @@ import json
 import os
 import pathlib
 import socket
-import subprocess
 import sys
 import time
 
 import pytest
+
+from tests.console import environment, spawn
 
 WORKERS = 2
 OUTPUTS = {"model.keras", "model.tflite", "report.json", "report.md", "stages.png", "layers.png", "training.png"}
@@ -42,17 +43,16 @@ def cluster(tmp_path_factory):
     started = {}
     for index, folder in folders.items():
         (folder / "tmp").mkdir(parents=True)
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(folder / "tmp")}
+        env = environment(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(folder / "tmp"))
         env.pop("TF_CONFIG", None)  # each worker sets its own
-        with open(base / f"{index}.out", "w") as out, open(base / f"{index}.err", "w") as err:  # beside its folder
-            started[index] = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), str(index), ports, str(folder)],
-                cwd=folder, env=env, stdout=out, stderr=err,
-            )
+        # A process of its own per worker (a fork of tests/console.py's zygote, TensorFlow imported once).
+        started[index] = spawn([__name__, str(index), ports, str(folder)], module=__name__, env=env, cwd=folder)
     deadline = time.monotonic() + 300  # a hang fails the module instead of blocking it
     try:
-        for process in started.values():
-            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        for index, process in started.items():
+            out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            (base / f"{index}.out").write_text(out)  # beside its folder
+            (base / f"{index}.err").write_text(err)
     finally:
         for process in started.values():  # a worker left waiting on its peer's collective is stopped
             if process.poll() is None:
