@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from tflite_export._dead_ranges import has_dead_activations, widen_dead_ranges
 from tflite_export._float_layers import layer_scopes, quantize_keeping_float
 from tflite_export._isolate import run_isolated
 from tflite_export.precision import float32_twin
@@ -213,11 +214,11 @@ def _run_converter(
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
             blob = converter.convert()
             if float_scopes:
-                blob = quantize_keeping_float(blob, float_scopes, io_dtype)
+                blob = quantize_keeping_float(widen_dead_ranges(blob), float_scopes, io_dtype)
                 if sparse_weights:
-                    from tensorflow.lite.python.convert import mlir_sparsify  # what EXPERIMENTAL_SPARSITY runs
-
-                    blob = mlir_sparsify(blob)
+                    blob = _sparsify(blob)
+            elif converter.representative_dataset is not None and has_dead_activations(blob):
+                blob = _requantize_dead(converter, io_dtype, sparse_weights) or blob
             return blob
     except ExportError:
         raise
@@ -230,6 +231,53 @@ def _run_converter(
                 "allow_flex=True (CLI: --allow-flex) to accept that, or replace the layer"
             ) from None
         raise ExportError(f"TFLite conversion for target={target!r} failed: {_first_error_line(error)}") from error
+
+
+def _sparsify(blob: bytes) -> bytes:
+    from tensorflow.lite.python.convert import mlir_sparsify  # what EXPERIMENTAL_SPARSITY runs
+
+    return mlir_sparsify(blob)
+
+
+def _requantize_dead(converter, io_dtype: str, sparse_weights: bool) -> bytes | None:
+    """The file quantized again, from calibration ranges with the dead ones widened (see `_dead_ranges`).
+
+    For a file whose activation got a scale from an all-zero calibrated range: the converter calibrates
+    only, and the calibrated file is quantized here the way the converter would have (the same quantizer,
+    types and sparsity; a healthy model forced through here gives the converter's outputs exactly), after
+    `widen_dead_ranges`. None when no calibrated range is degenerate (a QAT graph, which the converter
+    quantizes from its FakeQuant ranges: nothing calibrated to widen). Other files never come here, so
+    they stay exactly what the converter made.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.python.optimize import calibrator
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    legacy = not converter.experimental_new_quantizer
+    ops = set(converter.target_spec.supported_ops)
+    int16 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 in ops
+    allow_float = bool({tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS} & ops)  # as the converter decides
+    # Calibrate only, in float: the I/O types and sparsity are applied to the quantized file below.
+    converter._experimental_calibrate_only = True
+    converter.experimental_new_quantizer = True  # with calibrate-only: skips the converter's I/O rewrite
+    converter.inference_input_type = converter.inference_output_type = tf.float32
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    calibrated = converter.convert()
+    widened = widen_dead_ranges(calibrated)
+    if widened is calibrated:
+        return None
+    io = tf.as_dtype(io_dtype)
+    if legacy or int16:  # the converter's legacy quantizer (`Calibrator.calibrate_and_quantize`)
+        activation_type, bias_type = (tf.int16, tf.int64) if int16 else (tf.int8, tf.int32)
+        blob = calibrator.Calibrator(widened)._calibrator.QuantizeModel(
+            *(np.dtype(t.as_numpy_dtype).num for t in (io, io)), allow_float,
+            *(np.dtype(t.as_numpy_dtype).num for t in (activation_type, bias_type)), False, False,
+        )
+        blob = modify_model_io_type(blob, io, io)
+    else:
+        blob = mlir_quantize(widened, input_data_type=io, output_data_type=io)
+    return _sparsify(blob) if sparse_weights else blob
 
 
 def _freeze(concrete) -> tuple[bytes, list[str], list[str]]:

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tflite_export._dead_ranges import dead_range
 from tflite_export.errors import ExportError
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ def _ranges(blob: bytes, samples, activation_ranges: dict[str, tuple[float, floa
         else:
             low = float(min(a.min() for a in arrays))
             high = float(max(a.max() for a in arrays))
+            # A dead tensor's [0, 0] would get a scale XNNPACK refuses: widened as `convert` does (`_dead_ranges`).
+            low, high = dead_range(low, high) or (low, high)
         result[name] = {
             "min": np.full((1,) * ndim, low, np.float32),
             "max": np.full((1,) * ndim, high, np.float32),
