@@ -11,7 +11,7 @@ weight scales (15x in a small test). The legacy quantizer (int16x8, unrolled rec
 gives a denormal scale (3.6e-43) and infinite weight scales, and computes wrong outputs without
 any error.
 
-Fix: the calibrated float file's range of such a tensor is widened to `DEAD_RANGE` before it
+Fix: the calibrated float file's range of such a tensor (all zero, not merely small) is widened to `DEAD_RANGE` before it
 is quantized ([0, 1] for a tensor that is never negative, a ReLU's). Values that are all 0 are
 stored exactly under any range holding 0 (the quantizers put 0 on an integer), so the file
 computes the same thing on the calibration data, and the ops around the tensor get ordinary
@@ -30,6 +30,7 @@ import numpy as np
 _FILE_IDENTIFIER = b"TFL3"
 NEAR_ZERO = 1e-6  # TF's quantizers treat a range narrower than this as degenerate
 DEAD_RANGE = 1.0  # the width a dead tensor's range is given
+ALL_ZERO_WIDTH = 2 * float(np.finfo(np.float32).tiny)  # the widest calibrated range that means "all zero"
 # A quantized tensor whose scale spans at most this over its integer range came from a degenerate
 # range: the MLIR quantizer's [-1e-6, 1e-6] (int8 scale 7.8e-9) or the legacy quantizer's smaller ones.
 _DEAD_SPAN = 2.0 * NEAR_ZERO * 1.01
@@ -38,7 +39,11 @@ _DEAD_SPAN = 2.0 * NEAR_ZERO * 1.01
 def dead_range(low: float, high: float) -> tuple[float, float] | None:
     """The range that replaces a degenerate calibrated `[low, high]`, or None if it is not degenerate."""
     low, high = min(float(low), 0.0), max(float(high), 0.0)
-    if not (np.isfinite(low) and np.isfinite(high)) or high - low > NEAR_ZERO:
+    # Only a tensor whose values are all 0 (the calibrator records them as [0, 1.2e-38], float32's
+    # smallest normal number). A tiny range that is not zero (an untrained deep model's activations
+    # fade to 1e-7) holds values: widening it to DEAD_RANGE would round them all to 0 and give the
+    # ops after it scales XNNPACK refuses (tests/tflite_export/test_mobilenet.py).
+    if not (np.isfinite(low) and np.isfinite(high)) or high - low > ALL_ZERO_WIDTH:
         return None
     if low == 0.0:  # never negative: a dead ReLU
         return 0.0, DEAD_RANGE
@@ -56,8 +61,8 @@ def _pack(model, size_hint: int) -> bytes:
 
 
 def widen_dead_ranges(calibrated: bytes) -> bytes:
-    """`calibrated` (a float file with calibration min/max) with every range narrower than
-    `NEAR_ZERO` widened to `DEAD_RANGE`; a file without one is returned unchanged, byte for byte."""
+    """`calibrated` (a float file with calibration min/max) with every all-zero range (`dead_range`)
+    widened to `DEAD_RANGE`; a file without one is returned unchanged, byte for byte."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(calibrated, 0)
