@@ -136,11 +136,13 @@ def main() -> None:
 
 
 def _meets(budget: str, row: dict, latency_limit_ms: float) -> bool:
+    # The tolerance `auto`'s own check uses: 2 of 400 validation digits is a drop of 0.0050000000000000044.
+    drop = row["accuracy_drop"] - 1e-12
     if budget == "a":
-        return row["speedup"] >= 2 and row["accuracy_drop"] <= 0.01
+        return row["speedup"] >= 2 and drop <= 0.01
     if budget == "b":
-        return row["compression"] >= 4 and row["accuracy_drop"] <= 0.005
-    return row["latency_ms"] <= latency_limit_ms and row["accuracy_drop"] <= 0.01
+        return row["compression"] >= 4 and drop <= 0.005
+    return row["latency_ms"] <= latency_limit_ms and drop <= 0.01
 
 
 def table(rows: list[dict]) -> str:
