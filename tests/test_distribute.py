@@ -251,19 +251,8 @@ def _run_two_replicas() -> dict:
 
     prune_step.strip = strip_and_record
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, name="conv"),
-            keras.layers.BatchNormalization(name="bn"),
-            keras.layers.ReLU(name="relu"),
-            keras.layers.MaxPooling2D(2, name="pool"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(16, activation="relu", name="hidden"),
-            keras.layers.Dense(10, activation="softmax", name="out"),
-        ]
-    )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    from tests.bn_cnn import bn_cnn
+    model = bn_cnn()
     result = kstruct.optimize(
         model, "prune(0.75) + qat", train_data=(x, y), validation_data=(x_val, y_val), epochs=2, batch_size=32,
         distribution=strategy, verbose=0,

@@ -111,20 +111,8 @@ def _run_data_parallel() -> dict:
 
     prune_step.strip, channels_step.strip_channels = strip_and_record, strip_channels_and_record
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(8, 3, strides=2, name="conv"),
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.ReLU(name="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw"),
-        keras.layers.BatchNormalization(name="dw_bn"),
-        keras.layers.ReLU(name="dw_relu"),
-        keras.layers.MaxPooling2D(2, name="pool"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(16, activation="relu", name="hidden"),
-        keras.layers.Dense(10, activation="softmax", name="out"),
-    ])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    from tests.bn_cnn import bn_cnn
+    model = bn_cnn(depthwise=True, strides=2)
     result = kstruct.optimize(
         model, "prune_channels(0.5) + prune(0.75) + qat", train_data=(x, y), validation_data=(x_val, y_val),
         epochs=1, batch_size=32, distribution=keras.distribution.DataParallel(), verbose=0,
@@ -152,4 +140,5 @@ def _run_data_parallel() -> dict:
 if __name__ == "__main__":
     # Run as a script, this folder comes first on sys.path, and tests/tflite_export would hide the package.
     sys.path[:] = [entry for entry in sys.path if pathlib.Path(entry or ".").resolve() != pathlib.Path(__file__).parent]
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # for tests.bn_cnn
     print(json.dumps(_run_data_parallel()))

@@ -195,19 +195,8 @@ def _worker(index: int, ports: list[str], folder: pathlib.Path) -> dict:
 
     def build(seed):
         keras.utils.set_random_seed(seed)
-        model = keras.Sequential(
-            [
-                keras.Input((28, 28, 1)),
-                keras.layers.Conv2D(8, 3, name="conv"),
-                keras.layers.BatchNormalization(name="bn"),  # moving statistics: each worker's own batches
-                keras.layers.ReLU(name="relu"),
-                keras.layers.MaxPooling2D(2, name="pool"),
-                keras.layers.Flatten(name="flatten"),
-                keras.layers.Dense(16, activation="relu", name="hidden"),
-                keras.layers.Dense(10, activation="softmax", name="out"),
-            ]
-        )
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        from tests.bn_cnn import bn_cnn
+        model = bn_cnn()  # BatchNormalization: moving statistics from each worker's own batches
         return model
 
     def optimize(model):
