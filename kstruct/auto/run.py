@@ -182,18 +182,47 @@ class _ChainTuner(keras_tuner.Tuner):
         pass  # no TensorBoard callbacks here; Keras Tuner would import tensorboard for nothing
 
 
+class _DefaultsFirst:
+    """An oracle whose first trial is every hyperparameter's default, the rest as the oracle samples them.
+
+    auto declares its whole space before the first trial (`AutoSearch._declare_space`): with the space
+    left empty until a trial ended, a second worker asking meanwhile drew the empty values again, a
+    duplicate, and Keras Tuner stopped it (and Hyperband stopped at once). The first trial stays the
+    defaults, as it was when the empty space gave nothing else."""
+
+    def _random_values(self):
+        if self._tried_so_far:
+            return super()._random_values()
+        defaults = keras_tuner.HyperParameters()
+        for hp in self.hyperparameters.space:
+            defaults.merge([hp])  # a merged hyperparameter holds its default
+        return dict(defaults.values)
+
+
+class _RandomOracle(_DefaultsFirst, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class _HyperbandOracle(_DefaultsFirst, keras_tuner.oracles.HyperbandOracle):
+    pass
+
+
+class _BayesianOracle(_DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
 def _oracle(budget: Budget, seed: int, max_epochs: int):
     objective = keras_tuner.Objective("score", direction="min")
     if budget.tuner == "random":
-        return keras_tuner.oracles.RandomSearchOracle(objective=objective, max_trials=budget.trials, seed=seed)
+        return _RandomOracle(objective=objective, max_trials=budget.trials, seed=seed)
     if budget.tuner == "hyperband":  # fine-tuning epochs are its fidelity; `trials` caps its own schedule
-        oracle = keras_tuner.oracles.HyperbandOracle(
+        oracle = _HyperbandOracle(
             objective=objective, max_epochs=max(2, max_epochs), factor=3, hyperband_iterations=1, seed=seed
         )
         oracle.max_trials = budget.trials
         return oracle
     try:
-        return keras_tuner.oracles.BayesianOptimizationOracle(
+        return _BayesianOracle(
             objective=objective, max_trials=budget.trials, num_initial_points=min(3, budget.trials), seed=seed
         )
     except ImportError:  # keras-tuner[bayesian] is a dependency; an environment may still lack scikit-learn
@@ -396,6 +425,21 @@ class AutoSearch:
         partial.write_text(json.dumps(settings))
         partial.replace(path)
 
+    def _declare_space(self, oracle) -> None:
+        """Gives the oracle the hyperparameters a chain of defaults declares, before any trial asks.
+
+        Why: the chain declares its hyperparameters as it reads them, so the oracle's space stayed empty
+        until the first trial ended; meanwhile another worker drew the empty values again and was told
+        to stop, and Hyperband (which needs values to start a bracket) stopped at once. The defaults'
+        path declares what the first trial did, so a single process samples the same trials as before."""
+        hp = oracle.get_space()
+        epochs = self.max_epochs if self.budget.tuner == "hyperband" else None  # Hyperband's own fidelity
+        try:
+            chain(hp, self.space, epochs_from_tuner=epochs)
+        except KstructError:  # an invalid default chain: what it read is declared; the trial will say why
+            pass
+        oracle.update_space(hp)
+
     def run(self) -> AutoResult:
         """Runs the trials and returns the best one within budget.
 
@@ -408,6 +452,8 @@ class AutoSearch:
             _oracle(self.budget, self.seed, self.max_epochs), self,
             directory=self.directory, project_name="auto", overwrite=False,
         )
+        if self.role != "worker":  # a worker's oracle is the chief's
+            self._declare_space(tuner.oracle)
         try:
             tuner.search(verbose=0)  # on a chief: serves the oracle to the workers until the trials are done
         except keras_tuner.errors.FatalError:

@@ -8,18 +8,22 @@ Prints one JSON line: the chosen chain, the trial ids in the result, and the tri
 import json
 import logging
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class _Lines(logging.Handler):
+    """Counts the trials this process ran: one progress line each ("auto: trial 2/3 ..."), not the
+    warning a failed trial logs before it ("auto: trial 2 (...) failed", counted twice before)."""
+
     def __init__(self):
         super().__init__()
         self.trials = 0
 
     def emit(self, record):
-        self.trials += record.getMessage().startswith("auto: trial ")
+        self.trials += re.match(r"auto: trial \d+/\d+ ", record.getMessage()) is not None
 
 
 def main(argv):
