@@ -2,9 +2,10 @@
 
 The two-replica run needs two logical CPU devices, which TensorFlow sets only before it first
 lists its devices, so it runs in one process of its own: this module run as a script (`python -m
-tests.test_distribute` prints its JSON). It runs every registered step but `search`, `auto` and
-`factorize`: prune(0.75) + qat, drop_blocks(1) + prune_channels(0.5) + cluster(8) + ptq, and
-prune(2:4) + distill (once more on one device, to compare). The checks of the argument itself run
+tests.test_distribute` prints its JSON). It runs every registered step: prune(0.75) + qat,
+drop_blocks(1) + prune_channels(0.5) + cluster(8) + ptq, prune(2:4) + distill (once more on one
+device, to compare), factorize(0.5) of that result, and a 2-trial `auto` and `search`. The checks
+of the argument itself run
 in-process. JAX: tests/test_distribute_jax.py.
 """
 
@@ -90,7 +91,7 @@ def test_optimize_refuses_a_strategy_other_than_the_scope_it_runs_in():
 
 @pytest.fixture(scope="module")
 def two_replicas():
-    """The JSON the script below prints, run once for the module (about 20 s of CPU)."""
+    """The JSON the script below prints, run once for the module (about 45 s of CPU)."""
     from tests.console import ROOT, environment, spawn
 
     # A process of its own that has not yet listed TensorFlow's devices (a fork of tests/console.py's zygote).
@@ -213,6 +214,52 @@ def test_one_device_run_reaches_the_same_sparsity_and_a_close_accuracy(two_repli
     assert n_by_m["sparsity"] == n_by_m["one_device"]["sparsity"]
     # the same seed and batches; the replicas' BatchNorm sees half a batch each (chance is 0.1)
     assert n_by_m["accuracy"] == pytest.approx(n_by_m["one_device"]["accuracy"], abs=0.1)
+
+
+# factorize, auto and search, in the same subprocess: factorize(0.5) of the Dense layer `hidden` of the
+# model prune(2:4) + distill returned, then auto and search with 2 random trials of 1 epoch each on a
+# fresh residual CNN, a params budget of its own size (float32 files).
+
+
+def test_factorize_splits_the_dense_layer_at_half_rank_and_fine_tunes_on_two_replicas(two_replicas):
+    factorize = two_replicas["factorize"]
+    assert factorize["replicas"] == 2 and factorize["variables_mirrored"] and factorize["same_on_replicas"]
+    assert {k: v for k, v in factorize["factorized"]["hidden"].items() if k in ("form", "rank", "full_rank")} == {
+        "form": "svd", "rank": 8, "full_rank": 16}
+    assert factorize["factors"] == {"hidden_factor": [288, 8], "hidden": [8, 16]}  # 288 -> 8 -> 16
+    before, after = factorize["params"]
+    assert before - after == 288 * 16 - 8 * (288 + 16)
+    # it predicts: one epoch's loss below a uniform guess's (ln 10), its file agrees with it, and the
+    # accuracy stays near the trained model's (~0.24, chance 0.1) it started from
+    assert len(factorize["loss"]) == 1 and factorize["loss"][0] < 2.302585
+    assert factorize["agreement"] >= 0.99
+    assert factorize["accuracy"][1] >= factorize["accuracy"][0] - 0.15
+
+
+def test_auto_trains_every_trial_on_two_replicas_and_returns_the_best_chain(two_replicas):
+    auto = two_replicas["auto"]
+    assert auto["replicas"] == 2 and auto["variables_mirrored"] and auto["same_on_replicas"]
+    # the first trial is every hyperparameter's default; the second Keras Tuner's draw (seed 1)
+    assert len(auto["rows"]) == 2 and auto["rows"][0]["strategy"] == (
+        "prune_channels(0.5, epochs=1, optimizer='adam', learning_rate=0.001, lr_schedule='constant', batch_size=32)")
+    trained = [row for row in auto["rows"] if row["status"] in ("feasible", "over budget")]
+    # each trial that trained did so in the strategy's scope (before: the first trial's clear_session
+    # reset TensorFlow's graph, the scope with it, and leaving the scope raised IndexError)
+    assert len(auto["trained"]) == len(trained) >= 1
+    assert all(t["replicas"] == 2 and t["mirrored"] and t["same_on_replicas"] and t["epochs"] == 1
+               for t in auto["trained"])
+    best = auto["best"]
+    assert best["status"] == "feasible" and auto["strategy"] == best["strategy"]
+    assert best["strategy"] in [row["strategy"] for row in auto["rows"]]
+    assert auto["params"] == best["params"]
+
+
+def test_search_builds_every_trial_on_two_replicas_and_returns_the_best_within_budget(two_replicas):
+    search = two_replicas["search"]
+    assert search["replicas"] == 2 and search["variables_mirrored"] and search["same_on_replicas"]
+    assert search["trials"] == 2
+    assert len(search["built"]) >= 2 and all(b["replicas"] == 2 and b["mirrored"] for b in search["built"])
+    assert search["params"] == search["best_params"] <= search["budget"]
 
 
 def _run_two_replicas() -> dict:
@@ -356,6 +403,7 @@ def _other_steps(strategy, copies, train, validation) -> dict:
             return function(model, *args, **kwargs)
         return wrapped
 
+    originals = channels_step.strip_channels, cluster_step.strip, prune_step.strip
     channels_step.strip_channels = before(channels_step.strip_channels, record_channels)
     cluster_step.strip = before(cluster_step.strip, record_clusters)
     prune_step.strip = before(prune_step.strip, record_masks)
@@ -396,6 +444,7 @@ def _other_steps(strategy, copies, train, validation) -> dict:
         )
 
     result = n_by_m(strategy)
+    trained = result.model  # factorize fine-tunes it (a model that predicts, not one at chance)
     masks = dict(recorded["masks"])  # before the one-device run records its own
     groups = []
     for layer in result.model.layers:
@@ -404,6 +453,8 @@ def _other_steps(strategy, copies, train, validation) -> dict:
             groups.append(np.count_nonzero(kernel.reshape(-1, 4), axis=1))
     groups = np.concatenate(groups)
     stages, alone = result.report.stages, n_by_m(None).report.stages
+    # unwrapped: auto's trials prune channels too, and would record over these runs' state
+    channels_step.strip_channels, cluster_step.strip, prune_step.strip = originals
     return {
         "structure": structure,
         "n_by_m": {
@@ -419,8 +470,113 @@ def _other_steps(strategy, copies, train, validation) -> dict:
             "accuracy": stages[-1].keras_accuracy,
             "one_device": {"sparsity": alone[-1].sparsity, "accuracy": alone[-1].keras_accuracy},
         },
+        "factorize": _factorize(strategy, trained, mirrored, same_on_replicas, train, validation),
+        "auto": _auto(strategy, mirrored, same_on_replicas, train, validation),
+        "search": _search(strategy, mirrored, same_on_replicas, train, validation),
     }
 
+
+def _factorize(strategy, model, mirrored, same_on_replicas, train, validation) -> dict:
+    """factorize(0.5) of the Dense layer `hidden` (288 -> 16: rank 8) of the model prune(2:4) + distill
+    returned, fine-tuned 1 epoch under `strategy`."""
+    import keras
+
+    import kstruct
+
+    keras.utils.set_random_seed(0)
+    result = kstruct.optimize(
+        model, "factorize(0.5, layers='hidden')", train_data=train, validation_data=validation, epochs=1,
+        batch_size=32, target="float32", distribution=strategy, verbose=0,
+    )
+    stages = result.report.stages
+    factors = [layer for layer in result.model.layers if layer.name.startswith("hidden")]
+    return {
+        "replicas": result.report.settings["replicas"],
+        "variables_mirrored": mirrored(result.model),
+        "same_on_replicas": same_on_replicas(result.model),
+        "factorized": stages[1].notes["factorized"],
+        "factors": {layer.name: list(layer.kernel.shape) for layer in factors},
+        "params": stages[1].notes["params"],
+        "loss": stages[1].notes["history"]["loss"],
+        "accuracy": [stages[0].keras_accuracy, stages[-1].keras_accuracy],
+        "agreement": stages[-1].agreement,
+    }
+
+
+def _auto(strategy, mirrored, same_on_replicas, train, validation) -> dict:
+    """auto with 2 random trials of 1 epoch under `strategy`, a params budget every chain meets; each
+    trial's chain recorded as it finishes: the strategy it ran under and where its model's variables are."""
+    import keras
+    import tensorflow as tf
+
+    import kstruct
+    from kstruct.auto.run import AutoSearch
+
+    trials, run_chain = [], AutoSearch._run_chain
+
+    def run_and_record(self, plan):
+        model, blob, epochs = run_chain(self, plan)
+        trials.append({"replicas": tf.distribute.get_strategy().num_replicas_in_sync, "mirrored": mirrored(model),
+                       "same_on_replicas": same_on_replicas(model), "epochs": epochs})
+        return model, blob, epochs
+
+    AutoSearch._run_chain = run_and_record
+    keras.utils.set_random_seed(0)
+    model = _residual_cnn()
+    result = kstruct.optimize(
+        model, f"auto(params={model.count_params()}, max_accuracy_drop=1.0, trials=2, epochs=1, tuner='random', seed=1)",
+        train_data=train, validation_data=validation, target="float32", distribution=strategy, verbose=0,
+    )
+    AutoSearch._run_chain = run_chain
+    notes = result.report.stages[1].notes["auto"]
+    return {
+        "replicas": result.report.settings["replicas"],
+        "variables_mirrored": mirrored(result.model),
+        "same_on_replicas": same_on_replicas(result.model),
+        "strategy": result.strategy,
+        "best": notes["best_trial"],
+        "rows": [{"status": row["status"], "strategy": row["strategy"]} for row in notes["trials"]],
+        "trained": trials,
+        "params": result.model.count_params(),
+    }
+
+
+
+def _search(strategy, mirrored, same_on_replicas, train, validation) -> dict:
+    """search with 2 random trials of 1 epoch under `strategy`, a params budget the original meets;
+    each model Keras Tuner builds recorded: the strategy it was built under, where its variables are."""
+    import keras
+    import tensorflow as tf
+
+    import kstruct
+    from kstruct.search.tuner import _BudgetMixin
+
+    built, try_build = [], _BudgetMixin._try_build
+
+    def build_and_record(self, hp):
+        model = try_build(self, hp)
+        built.append({"replicas": tf.distribute.get_strategy().num_replicas_in_sync, "mirrored": mirrored(model)})
+        return model
+
+    _BudgetMixin._try_build = build_and_record
+    keras.utils.set_random_seed(0)
+    model = _residual_cnn()
+    result = kstruct.optimize(
+        model, f"search(trials=2, params={model.count_params()}, epochs=1, plot=False)", train_data=train,
+        validation_data=validation, target="float32", distribution=strategy, verbose=0,
+    )
+    _BudgetMixin._try_build = try_build
+    notes = result.report.stages[1].notes
+    return {
+        "replicas": result.report.settings["replicas"],
+        "variables_mirrored": mirrored(result.model),
+        "same_on_replicas": same_on_replicas(result.model),
+        "trials": len(notes["trials"]),
+        "best_params": notes["best_trial"]["params"],
+        "budget": model.count_params(),
+        "params": result.model.count_params(),
+        "built": built,
+    }
 
 if __name__ == "__main__":
     # Run as a script, this folder comes first on sys.path, and tests/tflite_export would hide the package.

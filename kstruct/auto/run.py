@@ -29,6 +29,7 @@ from tflite_export.targets import TARGET_TABLE
 
 from kstruct.auto.budget import Budget, Cost
 from kstruct.auto.space import chain, chain_text
+from kstruct.engine.distribute import clear_session
 from kstruct.engine.params import count_params
 from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.training import StepContext
@@ -166,8 +167,9 @@ class _ChainTuner(keras_tuner.Tuner):
             with trial_gradients_dropped():  # each trial's traced training graphs die with it (search does the same)
                 row = self.auto.run_trial(trial.hyperparameters, trial.trial_id, Path(self.get_trial_dir(trial.trial_id)))
             # As Keras Tuner does before each model it builds: Keras's global state (TensorFlow's graph
-            # and name scopes) forgets the trial's models, so memory stays flat across trials.
-            keras.backend.clear_session()
+            # and name scopes) forgets the trial's models, so memory stays flat across trials (not
+            # under a distribution, whose scope that state holds).
+            clear_session()
             gc.collect()
         except Exception as error:  # a bug, not a bad chain: stop the search and raise it as it is
             self.auto.error = error

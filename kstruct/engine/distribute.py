@@ -82,6 +82,37 @@ def _active_tf_strategy() -> Any:
     return tf.distribute.get_strategy()
 
 
+def _distribution_in_force() -> bool:
+    """Whether the caller runs in a tf.distribute strategy's scope or under a keras.distribution."""
+    return _active_tf_strategy() is not None or keras.distribution.distribution() is not None
+
+
+def clear_session() -> None:
+    """`keras.backend.clear_session()`, except while a distribution is in force, where it does nothing.
+
+    Why: on TensorFlow it resets the default graph, which holds tf.distribute's scope stack, so every
+    model built after it was built outside the strategy, and leaving the scope raised "IndexError: pop
+    from empty list"; on JAX it forgets the keras.distribution. A search under a distribution keeps
+    its trials' Keras state instead (more memory, the models where they belong)."""
+    if not _distribution_in_force():
+        keras.backend.clear_session()
+
+
+@contextlib.contextmanager
+def session_kept() -> Iterator[None]:
+    """Within it, Keras Tuner's own `keras.backend.clear_session()` (before each model it builds) is
+    `clear_session` above; outside a distribution, nothing changes."""
+    if not _distribution_in_force():
+        yield
+        return
+    original = keras.backend.clear_session
+    keras.backend.clear_session = clear_session
+    try:
+        yield
+    finally:
+        keras.backend.clear_session = original
+
+
 @contextlib.contextmanager
 def distribution_scope(distribution: Any) -> Iterator[None]:
     """Enters `distribution`'s scope (a checked one, or None: nothing), so that every model a step

@@ -23,6 +23,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from kstruct.engine.distribute import session_kept
 from kstruct.search._memory import rss_mb, trial_gradients_dropped
 from kstruct.search.budget import Measurement
 from kstruct.search.callbacks import BehindBestStopping
@@ -100,6 +101,10 @@ class _BudgetMixin:
     def load_model(self, trial):
         with self.hypermodel.for_checkpoint():
             return super().load_model(trial)
+
+    def _try_build(self, hp):
+        with session_kept():  # Keras Tuner clears the session first: not the strategy scope the search runs in
+            return super()._try_build(hp)
 
     def _build_hypermodel(self, hp):
         if "tuner/trial_id" not in hp.values:
