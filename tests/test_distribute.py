@@ -5,8 +5,7 @@ lists its devices, so it runs in one process of its own: this module run as a sc
 tests.test_distribute` prints its JSON). It runs every registered step: prune(0.75) + qat,
 drop_blocks(1) + prune_channels(0.5) + cluster(8) + ptq, prune(2:4) + distill (once more on one
 device, to compare), factorize(0.5) of that result, and a 2-trial `auto` and `search`. The checks
-of the argument itself run
-in-process. JAX: tests/test_distribute_jax.py.
+of the argument itself run in-process. JAX: tests/test_distribute_jax.py.
 """
 
 import ast
