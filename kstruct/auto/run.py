@@ -176,21 +176,27 @@ class _ChainTuner(keras_tuner.Tuner):
             raise keras_tuner.errors.FatalError(str(error)) from error
         return {"score": row.score, "feasible": 1.0 if row.feasible else 0.0}
 
-    def pre_create_trial(self):
-        if self.auto.timed_out():  # no new trial after the timeout: the oracle stops at the trials it has
-            self.oracle.max_trials = len(self.oracle.trials)
-
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
         pass  # no TensorBoard callbacks here; Keras Tuner would import tensorboard for nothing
 
 
 class _DefaultsFirst:
-    """An oracle whose first trial is every hyperparameter's default, the rest as the oracle samples them.
+    """An oracle whose first trial is every hyperparameter's default, the rest as the oracle samples them,
+    and which starts no trial once `timed_out()` says auto's `timeout` has passed.
 
     auto declares its whole space before the first trial (`AutoSearch._declare_space`): with the space
     left empty until a trial ended, a second worker asking meanwhile drew the empty values again, a
     duplicate, and Keras Tuner stopped it (and Hyperband stopped at once). The first trial stays the
-    defaults, as it was when the empty space gave nothing else."""
+    defaults, as it was when the empty space gave nothing else. The timeout is the oracle's to keep
+    because only the oracle sees every request: on a chief, the workers' ask there (a worker's own oracle
+    is a client without the trials)."""
+
+    timed_out: Callable[[], bool] = staticmethod(lambda: False)
+
+    def populate_space(self, trial_id):
+        if self.timed_out():  # the trials already started still end and count
+            return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED, "values": None}
+        return super().populate_space(trial_id)
 
     def _random_values(self):
         if self._tried_so_far:
@@ -215,6 +221,7 @@ class _BayesianOracle(_DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOr
 
 def _oracle(budget: Budget, seed: int, max_epochs: int):
     objective = keras_tuner.Objective("score", direction="min")
+    seed = _project.tuner_seed(seed)
     if budget.tuner == "random":
         return _RandomOracle(objective=objective, max_trials=budget.trials, seed=seed)
     if budget.tuner == "hyperband":  # fine-tuning epochs are its fidelity; `trials` caps its own schedule
@@ -456,6 +463,7 @@ class AutoSearch:
         )
         if self.role != "worker":  # a worker's oracle is the chief's
             self._declare_space(tuner.oracle)
+            tuner.oracle.timed_out = self.timed_out
         try:
             tuner.search(verbose=0)  # on a chief: serves the oracle to the workers until the trials are done
         except keras_tuner.errors.FatalError:
@@ -479,6 +487,9 @@ class AutoSearch:
     def _nothing_met(self, rows: list[TrialRow]) -> str:
         judged = [row for row in rows if row.status != "failed"]
         limits = ", ".join(f"{k}={v:g}" for k, v in self.budget.limits().items())
+        if not rows:
+            return (f"auto's timeout ({self.budget.timeout:g} s) passed before any trial started (measuring the "
+                    "original model comes first); give it more time (timeout=...).")
         head = (f"No trial of {len(rows)} met the budget ({limits}, max_accuracy_drop={self.budget.max_accuracy_drop:g}) "
                 f"on target {self.context.target!r}.")
         if not judged:

@@ -55,8 +55,8 @@ class Auto(Step):
         )
         if directory is not None and not isinstance(directory, str):
             raise ValueError(f"Expected `directory` to be a folder path. Received: directory={directory!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"Expected `seed` to be an int. Received: seed={seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"Expected `seed` to be an int >= 0. Received: seed={seed!r}")
         self.directory = directory
         self.seed = seed
 

@@ -20,6 +20,12 @@ RESULT_FILE = "kstruct_result.json"
 _TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
 
 
+def tuner_seed(seed: int | None) -> int | None:
+    """The seed to give Keras Tuner for the user's `seed`: Keras Tuner reads 0 as "no seed" (`seed or
+    random.randint(...)`), so seed=0 gave a different search each run. Every seed is shifted by one."""
+    return None if seed is None else seed + 1
+
+
 def role() -> str:
     """"single", "chief" or "worker", from Keras Tuner's own environment variables."""
     if "KERASTUNER_ORACLE_IP" not in os.environ:

@@ -114,7 +114,7 @@ def run(
     search_tuner = _make_tuner(
         tuner, max_trials, epochs,
         hypermodel=MeasuredHyperModel(hypermodel, trial_settings, stats), objective=objective,
-        directory=directory, project_name=project_name, overwrite=overwrite, seed=seed,
+        directory=directory, project_name=project_name, overwrite=overwrite, seed=_project.tuner_seed(seed),
     )
     search_tuner._init_budget(trial_settings, stats)
     if role != "worker":

@@ -37,6 +37,7 @@ def trained():
         ("auto(speedup=2, tuner='grid')", "Expected `tuner` to be one of ('bayesian', 'random', 'hyperband'). Received: tuner='grid'"),
         ("auto(speedup=2, trials=0)", "Expected `trials` to be a positive int. Received: trials=0"),
         ("auto(speedup=2, timeout=-1)", "Expected `timeout` to be a positive number. Received: timeout=-1"),
+        ("auto(speedup=2, seed=-1)", "Expected `seed` to be an int >= 0. Received: seed=-1"),
     ],
 )
 def test_a_bad_budget_is_refused_in_one_line(strategy, message):
@@ -121,6 +122,18 @@ def test_a_budget_nothing_meets_raises_and_names_the_closest_trial(trained):
     text = str(caught.value)
     assert re.match(r"No trial of 2 met the budget \(params=10, max_accuracy_drop=0.01\) on target 'float32'\. Closest: trial \d+, ", text), text
     assert "params" in text and "> 10" in text and len(caught.value.result) == 2
+
+
+def test_a_timeout_that_passes_before_the_first_trial_says_so(trained):
+    model, train, validation = trained
+    with pytest.raises(BudgetError) as caught:
+        kstruct.optimize(
+            model, "auto(params=1000000, trials=3, epochs=1, timeout=1e-9)",
+            train_data=train, validation_data=validation, target="float32", verbose=0,
+        )
+    assert str(caught.value) == ("auto's timeout (1e-09 s) passed before any trial started (measuring the original "
+                                 "model comes first); give it more time (timeout=...).")
+    assert caught.value.result == []
 
 
 def test_training_settings_reach_compile_and_fit(trained):

@@ -44,3 +44,41 @@ def test_a_second_worker_asking_during_the_first_trial_gets_a_trial_of_its_own(t
     searched = ("prune_channels", "learning_rate")
     assert {name: first.hyperparameters.values[name] for name in searched} == {"prune_channels": 0.5, "learning_rate": 1e-3}
     assert {name: second.hyperparameters.values[name] for name in searched} != {"prune_channels": 0.5, "learning_rate": 1e-3}
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_same_seed_draws_the_same_trials_seed_zero_included(tmp_path, seed):
+    """Keras Tuner reads seed 0 as "no seed" and picks one at random: auto's default seed=0 gave a different
+    search each run until kstruct shifted the seed it hands over."""
+    import kstruct
+    from kstruct.auto.run import _oracle
+
+    def draws(folder):
+        oracle = _oracle(kstruct.Budget(params=100, trials=4, tuner="random"), seed=seed, max_epochs=2)
+        oracle._set_project_dir(str(tmp_path / folder), "auto")
+        hp = oracle.get_space()
+        hp.Choice("prune_channels", [0.0, 0.25, 0.5, 0.75], default=0.5)
+        hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+        oracle.update_space(hp)
+        return [oracle.create_trial(f"worker{i}").hyperparameters.values for i in range(4)]
+
+    first, again = draws("a"), draws("b")
+    assert first == again
+    assert len({value["learning_rate"] for value in first}) == 4  # four different draws, not one repeated
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_after_the_timeout_the_oracle_starts_no_trial_for_any_worker(tmp_path, tuner):
+    """The timeout is kept where every worker asks, the (chief's) oracle: a worker's own oracle is a client."""
+    import kstruct
+    from kstruct.auto.run import _oracle
+
+    oracle = _oracle(kstruct.Budget(params=100, trials=5, tuner=tuner), seed=1, max_epochs=2)
+    oracle._set_project_dir(str(tmp_path), "auto")
+    hp = oracle.get_space()
+    hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+    oracle.update_space(hp)
+    assert oracle.create_trial("worker0").status == "RUNNING"
+    oracle.timed_out = lambda: True
+    assert [oracle.create_trial(worker).status for worker in ("worker1", "worker2")] == ["STOPPED", "STOPPED"]
+    assert len(oracle.trials) == 1  # the trial started before the timeout still counts
