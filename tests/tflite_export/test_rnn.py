@@ -5,16 +5,13 @@ the GPU delegate has no WHILE kernel. `convert` unrolls them for those targets.
 """
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import tflite_export
 from tflite_export import CompatibilityError, ExportError
+from tests.console import spawn
 
 VOCAB, STEPS, UNITS = 50, 8, 8
 
@@ -138,33 +135,19 @@ def test_the_rolled_lstm_segfault_in_calibration_is_an_error_not_a_dead_process(
         assert "WHILE" in tflite_export.analyze(blob).ops
 
 
-_OPTIMIZE_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import numpy as np, keras, kstruct, tflite_export
-    sys.path.insert(0, {test_dir!r})
-    from test_rnn import text_model, VOCAB, STEPS
-    model = text_model(sys.argv[1])
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, VOCAB, (96, STEPS)).astype("int32")
-    y = (x[:, 0] % 3).astype("int32")
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    result = kstruct.optimize(model, "prune(0.5) + qat", train_data=(x, y), epochs=1, target="int8", verbose=0)
-    analysis = tflite_export.analyze(result.tflite)
-    diff = np.abs(tflite_export.predict(result.tflite, x) - result.model.predict(x, verbose=0)).max()
-    print(json.dumps({{"ops": analysis.ops, "output": analysis.outputs[0].dtype, "max_diff": float(diff),
-                      "agreement": result.report.final.agreement}}))
-    """
-)
-
-
 @pytest.mark.slow
 def test_optimize_prune_then_qat_to_int8_on_embedding_lstm_never_crashes(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(_OPTIMIZE_SCRIPT.format(test_dir=os.path.dirname(__file__)))
-    process = subprocess.run([sys.executable, str(script), "lstm"], capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stderr[-3000:]  # -11 was the bug
-    outcome = json.loads(process.stdout.strip().splitlines()[-1])
+    """In a process of its own (tests/tflite_export/rnn_optimize.py, forked by tests/console.py): the
+    calibrator's segfault ends that process, not this one."""
+    process = spawn(["rnn_optimize", "lstm"], module="tests.tflite_export.rnn_optimize", cwd=tmp_path)
+    try:
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr[-3000:]  # -11 was the bug
+    outcome = json.loads(stdout.strip().splitlines()[-1])
     assert "WHILE" not in outcome["ops"]
     assert outcome["output"] == "int8"
     assert outcome["agreement"] >= 0.9
