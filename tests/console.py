@@ -238,7 +238,18 @@ def kstruct(*args: str, timeout: int = 600, cwd: str | os.PathLike | None = None
     (default this one), with this checkout first on PYTHONPATH; `real=True`: the installed console script."""
     env = environment() if env is None else env
     argv = [_script(env), *map(str, args)]
-    process = spawn(argv, env=env, cwd=cwd, real=real)
+    return _finish(spawn(argv, env=env, cwd=cwd, real=real), argv, timeout)
+
+
+def python_module(module: str, *args: str, timeout: int = 600, cwd: str | os.PathLike | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS...` run to its end in a process of its own (see the module's docstring), in
+    folder `cwd` (default this one), with this checkout first on PYTHONPATH."""
+    argv = [module, *map(str, args)]
+    return _finish(spawn(argv, module=module, env=env, cwd=cwd), argv, timeout)
+
+
+def _finish(process: "ForkedProcess | subprocess.Popen", argv: list[str], timeout: int) -> subprocess.CompletedProcess:
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

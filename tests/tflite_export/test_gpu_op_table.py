@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 import tflite_export
 from tflite_export import CompatibilityError, targets
+from tests.console import python_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CUMSUM_PROBLEM = "op CUMSUM is on the GPU delegate's op table but fails when run: " + targets.GPU_OPS_FAILING_AT_RUN["CUMSUM"]
@@ -91,12 +91,11 @@ def test_the_run_confirms_cumsum_fails(device, cumsum_blob):
 
 
 def test_benchmark_script_prints_only_the_disagreements(device):
-    """ABS agrees with the table; CUMSUM over [1, 64] (wrong values) and ADD_N of 3 (refused) do not."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gpu_op_table.py"), "--ops", "ABS,CUMSUM_2D,ADD_N", "--disagreements"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    """ABS agrees with the table; CUMSUM over [1, 64] (wrong values) and ADD_N of 3 (refused) do not.
+
+    The script runs start to end in a process of its own, forked from the test zygote (tests/console.py),
+    which has TensorFlow imported already."""
+    done = python_module("benchmarks.gpu_op_table", "--ops", "ABS,CUMSUM_2D,ADD_N", "--disagreements", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert [(r[0], r[2], r[3], r[4]) for r in rows[1:]] == [

@@ -11,7 +11,7 @@ import pytest
 
 import tflite_export
 from tflite_export import CompatibilityError, ExportError
-from tests.console import spawn
+from tests.console import python_module
 
 VOCAB, STEPS, UNITS = 50, 8, 8
 
@@ -139,15 +139,9 @@ def test_the_rolled_lstm_segfault_in_calibration_is_an_error_not_a_dead_process(
 def test_optimize_prune_then_qat_to_int8_on_embedding_lstm_never_crashes(tmp_path):
     """In a process of its own (tests/tflite_export/rnn_optimize.py, forked by tests/console.py): the
     calibrator's segfault ends that process, not this one."""
-    process = spawn(["rnn_optimize", "lstm"], module="tests.tflite_export.rnn_optimize", cwd=tmp_path)
-    try:
-        stdout, stderr = process.communicate(timeout=600)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, stderr[-3000:]  # -11 was the bug
-    outcome = json.loads(stdout.strip().splitlines()[-1])
+    process = python_module("tests.tflite_export.rnn_optimize", "lstm", cwd=tmp_path)
+    assert process.returncode == 0, process.stderr[-3000:]  # -11 was the bug
+    outcome = json.loads(process.stdout.strip().splitlines()[-1])
     assert "WHILE" not in outcome["ops"]
     assert outcome["output"] == "int8"
     assert outcome["agreement"] >= 0.9
