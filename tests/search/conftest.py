@@ -54,7 +54,12 @@ def blobs(n=240, shape=(8, 8, 1), classes=3, seed=0):
     return x, y
 
 
-@pytest.fixture
-def data():
+def blob_data():
+    """`blobs()` as ((x, y), validation): 180 rows to train on, 60 to validate."""
     x, y = blobs()
     return (x[:180], y[:180]), (x[180:], y[180:])
+
+
+@pytest.fixture
+def data():
+    return blob_data()

@@ -1,6 +1,5 @@
 import gc
 import json
-import os
 
 import keras
 import keras_tuner
@@ -13,7 +12,7 @@ from kstruct.search import hypermodel as hypermodel_module
 from kstruct.search.budget import with_trained_layout
 from kstruct.search.callbacks import BehindBestStopping, BestWeightsAtEnd
 from kstruct.search.tuner import infeasible_score
-from tests.search.conftest import tiny_cnn
+from tests.search.conftest import blob_data, tiny_cnn
 
 
 def search(data, tmp_path, **kwargs):
@@ -184,11 +183,25 @@ def test_a_trial_over_budget_is_measured_once_recorded_and_never_trained(data, t
     assert "1 over budget before training and not trained" in result.summary()
 
 
-def test_the_size_measured_before_training_is_the_trained_files_size(data, tmp_path):
+@pytest.fixture(scope="module")
+def two_trained_trials(tmp_path_factory):
+    """A two-trial search every trial of which trains, with the custom gradients TensorFlow's registry
+    held before and after it (the search runs once for the two tests that read it)."""
+    from tensorflow.python.framework import ops
+
+    def custom_gradients():
+        return {n for n in ops._gradient_registry._registry if n.startswith("CustomGradient-")}
+
+    before = custom_gradients()
+    result = search(blob_data(), tmp_path_factory.mktemp("two_trained_trials"), max_trials=2, budget={"params": 10**6})
+    return result, before, custom_gradients()
+
+
+def test_the_size_measured_before_training_is_the_trained_files_size(data, two_trained_trials):
     import tflite_export
 
     # tiny_cnn starts with zero biases, which the converter drops or merges.
-    result = search(data, tmp_path, max_trials=2, budget={"params": 10**6})
+    result, _, _ = two_trained_trials
     blob = tflite_export.convert(result.best_model, "int8", data[0][0][:16])
     assert len(blob) == result.best_trial.tflite_bytes
 
@@ -230,16 +243,10 @@ def test_the_best_epochs_weights_are_written_once_when_training_ends(tmp_path, m
         np.testing.assert_array_equal(best, loaded)
 
 
-def test_trained_trials_leave_no_graph_in_tensorflows_gradient_registry(data, tmp_path):
-    from tensorflow.python.framework import ops
-
-    def custom_gradients():
-        return {n for n in ops._gradient_registry._registry if n.startswith("CustomGradient-")}
-
-    before = custom_gradients()
-    result = search(data, tmp_path, max_trials=2, budget={"params": 10**6})
+def test_trained_trials_leave_no_graph_in_tensorflows_gradient_registry(two_trained_trials):
+    result, before, after = two_trained_trials
     assert all(t.trained for t in result.trials)
-    assert custom_gradients() <= before
+    assert after <= before
 
 
 def test_screen_false_trains_a_trial_over_budget_but_keeps_it_infeasible(data, tmp_path):
