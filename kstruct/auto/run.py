@@ -268,6 +268,7 @@ class AutoSearch:
             max_epochs=self.max_epochs,
             four_bit_target=TARGET_TABLE[context.target].quantize == "int4",
             validation_inputs=keras.tree.map_structure(lambda a: a[:_RANKING_SAMPLES], self.x_val),
+            latency_goal=budget.goal == "latency_ms",
         )
         self.higher_is_better = next(iter(context.tasks.values())).task != "regression" if context.tasks else True
         self.error: Exception | None = None
@@ -276,8 +277,9 @@ class AutoSearch:
         self.role = _project.role()  # "single", or "chief"/"worker" from Keras Tuner's KERASTUNER_* variables
         self.original, self.original_blob = self._measure_original()
 
-    def _convert(self, model: keras.Model) -> bytes:
-        return tflite_export.convert(model, self.context.target, representative_data=self.context.representative_inputs())
+    def _convert(self, model: keras.Model, **options: Any) -> bytes:
+        return tflite_export.convert(model, self.context.target, representative_data=self.context.representative_inputs(),
+                                     **options)
 
     def _measure(self, name: str, model: keras.Model, blob: bytes) -> tuple[Cost, Any]:
         stage = measure_stage(name, model, blob, self.x_val, self.y_val, tasks=self.context.tasks, latency_runs=5)
@@ -328,9 +330,10 @@ class AutoSearch:
             shape = getattr(step, "structure", None)
             if shape is not None:
                 current, changed = shape(current, self.context), True
-        if not changed:
+        options = {key: value for step in plan for key, value in step.export_options(current, self.context).items()}
+        if not changed and not options:
             return dataclasses.replace(self.original, metric=None)
-        return _cost(self._convert(current), current)
+        return _cost(self._convert(current, **options), current)
 
     def run_trial(self, hp: keras_tuner.HyperParameters, trial_id: str, folder: Path) -> TrialRow:
         started = time.perf_counter()

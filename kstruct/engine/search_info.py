@@ -22,6 +22,8 @@ class SpaceInfo:
         four_bit_target: the target stores 4-bit kernels (`int4`), so the chain ends in `ptq` or
             `qat(bits=4)`, which chooses how many layers keep 8 bits.
         validation_inputs: a few validation inputs, for a space that ranks layers by a forward pass.
+        latency_goal: the budget limits latency (`speedup`, `latency_ms`), so choices that buy speed
+            at some size (a layer left in float in an int8 file) take part.
     """
 
     model: Any
@@ -32,3 +34,4 @@ class SpaceInfo:
     max_epochs: int
     four_bit_target: bool = False
     validation_inputs: Any = None
+    latency_goal: bool = False

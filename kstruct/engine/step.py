@@ -114,6 +114,12 @@ class Step:
         """
         return None
 
+    def export_options(self, model: keras.Model, context: "StepContext") -> dict[str, Any]:
+        """Options this step adds to the conversion of `model` for the target (`tflite_export.convert`
+        keyword arguments), so that `auto` can time a chain's structure as the step will export it,
+        before any training. The default adds none."""
+        return {}
+
     def __str__(self) -> str:
         defaults = self.defaults()
         config = self.get_config()

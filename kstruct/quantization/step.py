@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from kstruct.errors import StrategyError
+from kstruct.quantization.float_speed import float_speedups
 from kstruct.quantization.int4_export import int4_file, weight_bits_by_layer
 from kstruct.quantization.quantize import quantize
 from kstruct.quantization.report import quantization_report
@@ -23,6 +24,8 @@ INTEGER_TARGETS = ("int8", "edgetpu", "micro")
 FOUR_BIT_TARGETS = ("int4",)
 # The most layers `auto` leaves in float in an int8 file (`ptq(float_layers=k)`, the k that int8 hurts most).
 MAX_FLOAT_LAYERS = 3
+# How `ptq(float_layers=k)` picks its k layers: those int8 hurts most, or those faster in float on this machine.
+FLOAT_BY = ("accuracy", "latency")
 
 
 def _top1(predictions: np.ndarray, y) -> float:
@@ -178,13 +181,18 @@ class PTQ(Step):
     runs with float weights between a DEQUANTIZE and a QUANTIZE, the rest is int8. A count
     k picks the k layers int8 hurts most, ranked on the validation inputs by
     `sensitivity.layer_sensitivity` (an outlier weight or a huge activation range ranks a
-    layer first); names pick those layers. `auto` searches k for the int8 target.
+    layer first); names pick those layers. With `float_by='latency'` the count picks instead
+    the layers whose float copy makes the file faster on this machine, most time saved first
+    (`float_speed.float_speedups`; fewer than k when fewer are faster). `auto` searches k for
+    the int8 target, and `float_by` under a latency budget.
 
     Args:
         samples: calibration inputs drawn from the training data (at most 200).
         target: the integer TFLite target (default: the strategy's target).
         float_layers: 0 (default: all int8), a count of the most sensitive layers, or layer
             names (a name or a list) to leave in float.
+        float_by: how a count picks its layers: "accuracy" (the most int8-sensitive) or
+            "latency" (the most time saved in float).
 
     Raises:
         StrategyError: when the strategy's target or `target` is not one of
@@ -197,10 +205,14 @@ class PTQ(Step):
     search_rank = 90
     targets = (*INTEGER_TARGETS, "int16x8", *FOUR_BIT_TARGETS)
 
-    def __init__(self, *, samples: int = 200, target: str | None = None, float_layers: int | str | list[str] = 0):
+    def __init__(self, *, samples: int = 200, target: str | None = None, float_layers: int | str | list[str] = 0,
+                 float_by: str = "accuracy"):
         self.samples = positive_int_argument("samples", samples)
         self.target = target
         self.float_layers = _float_layers_argument(float_layers)
+        if float_by not in FLOAT_BY:
+            raise StrategyError(f"Expected `float_by` in ptq to be one of {FLOAT_BY}. Received: float_by={float_by!r}")
+        self.float_by = float_by
         if self.float_layers:
             self.targets = (INT8_TARGET,)  # edgetpu and micro run integer ops only
 
@@ -211,21 +223,31 @@ class PTQ(Step):
         For the `int8` target `auto` also chooses how many of the layers int8 hurts most stay in
         float (`float_layers`, 0 to `MAX_FLOAT_LAYERS`, never every layer); the step ranks the
         model it receives, so the count means the same after channels or blocks were removed.
+        With a latency budget (`speedup`, `latency_ms`) it also chooses how those layers are picked
+        (`float_by`): the most int8-sensitive, or the ones that run faster in float on this machine.
         """
         if not (space.integer_target or space.four_bit_target):
             return None
         if hp.Choice("quantization", ["ptq", "qat"], default="ptq") != "ptq":
             return None
         most = min(MAX_FLOAT_LAYERS, len(ranked_layers(space.model)) - 1) if space.target == INT8_TARGET else 0
-        return cls(float_layers=hp.Int("float_layers", 0, most, default=0)) if most > 0 else cls()
+        if most <= 0:
+            return cls()
+        float_layers = hp.Int("float_layers", 0, most, default=0)
+        float_by = hp.Choice("float_by", list(FLOAT_BY), default="accuracy") if space.latency_goal else "accuracy"
+        return cls(float_layers=float_layers, float_by=float_by)
 
-    def _float_layer_names(self, model: keras.Model, x) -> list[str]:
-        """The layers to leave in float: the names given, or the `float_layers` most sensitive ones."""
+    def _float_layer_names(self, model: keras.Model, context: StepContext) -> list[str]:
+        """The layers to leave in float: the names given, or the `float_layers` first by `float_by`."""
         if not isinstance(self.float_layers, int):
             return [self.float_layers] if isinstance(self.float_layers, str) else list(self.float_layers)
         if not self.float_layers:
             return []
-        ranking = [name for name, _ in layer_sensitivity(model, x)]
+        if self.float_by == "latency":
+            target = _integer_target(self, context)
+            ranking = [name for name, _ in float_speedups(model, context.representative_inputs(self.samples), target)]
+            return ranking[: self.float_layers]  # fewer when fewer layers are faster in float
+        ranking = [name for name, _ in layer_sensitivity(model, context.validation.arrays()[0])]
         if not ranking:
             raise StrategyError(
                 f"ptq(float_layers={self.float_layers}) ranks the model's layers by int8 sensitivity, which needs a "
@@ -233,12 +255,17 @@ class PTQ(Step):
             )
         return ranking[: self.float_layers]
 
+    def export_options(self, model: keras.Model, context: StepContext) -> dict[str, Any]:
+        """The float layers this step would keep in `model`'s file (auto times a structure with them)."""
+        names = self._float_layer_names(model, context)
+        return {"float_layers": names} if names else {}
+
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         import tflite_export
 
         target = _integer_target(self, context)
         x, y = context.validation.arrays()
-        float_layers = self._float_layer_names(model, x)
+        float_layers = self._float_layer_names(model, context)
         blob = tflite_export.convert(
             model, target, representative_data=context.representative_inputs(self.samples), float_layers=float_layers
         )
