@@ -224,7 +224,8 @@ class PTQ(Step):
         float (`float_layers`, 0 to `MAX_FLOAT_LAYERS`, never every layer); the step ranks the
         model it receives, so the count means the same after channels or blocks were removed.
         With a latency budget (`speedup`, `latency_ms`) it also chooses how those layers are picked
-        (`float_by`): the most int8-sensitive, or the ones that run faster in float on this machine.
+        (`float_by`): the most int8-sensitive, or the ones that run faster in float on this machine,
+        and the first trial's guess is the one layer most faster in float.
         """
         if not (space.integer_target or space.four_bit_target):
             return None
@@ -233,9 +234,12 @@ class PTQ(Step):
         most = min(MAX_FLOAT_LAYERS, len(ranked_layers(space.model)) - 1) if space.target == INT8_TARGET else 0
         if most <= 0:
             return cls()
-        float_layers = hp.Int("float_layers", 0, most, default=0)
-        float_by = hp.Choice("float_by", list(FLOAT_BY), default="accuracy") if space.latency_goal else "accuracy"
-        return cls(float_layers=float_layers, float_by=float_by)
+        if not space.latency_goal:
+            return cls(float_layers=hp.Int("float_layers", 0, most, default=0))
+        # Under a latency budget the first guess keeps in float the one layer that is faster so (none where
+        # int8 is faster everywhere): a full-integer file can be slower than the float one (`float_speed`).
+        float_layers = hp.Int("float_layers", 0, most, default=1)
+        return cls(float_layers=float_layers, float_by=hp.Choice("float_by", list(FLOAT_BY), default="latency"))
 
     def _float_layer_names(self, model: keras.Model, context: StepContext) -> list[str]:
         """The layers to leave in float: the names given, or the `float_layers` first by `float_by`."""

@@ -84,12 +84,14 @@ def test_auto_chooses_float_by_under_a_latency_budget_only(model):
     assert step == PTQ(float_layers=1, float_by="latency")
     assert kstruct.Strategy.parse(str(step)) == kstruct.Strategy([step])
     declared = next(h for h in hp.space if h.name == "float_by")
-    assert list(declared.values) == ["accuracy", "latency"] and declared.default == "accuracy"
+    assert list(declared.values) == ["accuracy", "latency"] and declared.default == "latency"
+    assert next(h for h in hp.space if h.name == "float_layers").default == 1  # the first guess: one layer
 
     size = keras_tuner.HyperParameters()
     size.values.update(quantization="ptq", float_layers=1)
     assert PTQ.search_space(size, space(latency_goal=False)) == PTQ(float_layers=1)
     assert "float_by" not in size.values
+    assert next(h for h in size.space if h.name == "float_layers").default == 0
 
 
 def test_a_bad_float_by_is_refused_in_one_line():
