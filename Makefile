@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.kstruct-installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-tensorflow test-jax test-torch test-heavy bench install clean gpu-driver gpu-check
+.PHONY: demo test test-tensorflow test-processes test-torch-then-processes test-jax test-torch test-heavy bench install clean gpu-driver gpu-check
 
 install: $(STAMP)
 
@@ -19,17 +19,26 @@ demo: $(STAMP)
 	$(VENV)/bin/kstruct demo --out out --overwrite
 
 # The whole suite on TensorFlow (three pytest-xdist workers, one test module per worker at a time),
-# then the core subset (tests/backends) on JAX and on PyTorch side by side, each in processes of its
+# then the core subset (tests/backends) on JAX beside PyTorch's run of it followed by the tests whose
+# work runs in processes of their own (multi-worker, JAX data-parallel), each in processes of its
 # own (Keras picks its backend once per process); each one's output is shown when it ends.
-# Measured on 2 cores: this order beats all three at once (which oversubscribes the cores), and a
-# third TensorFlow worker fills the time the other two wait on console-script subprocesses (12% less
-# wall time than two workers on the CLI, search, clustering and legacy-file modules).
+# Measured on 2 cores: this order beats all at once (which oversubscribes the cores); a third
+# TensorFlow worker fills the time the other two wait on console-script subprocesses (12% less wall
+# time than two workers on the CLI, search, clustering and legacy-file modules); and the JAX run, one
+# process, is the longest of the second phase, so the process tests fill the core PyTorch frees.
 test: $(STAMP)
 	@$(MAKE) --no-print-directory test-tensorflow
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-jax test-torch
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-jax test-torch-then-processes
 
 test-tensorflow: $(STAMP)
-	$(PY) -m pytest -q -n 3 --dist loadscope -m "not backends and not heavy"
+	$(PY) -m pytest -q -n 3 --dist loadscope -m "not backends and not heavy and not processes"
+
+test-processes: $(STAMP)
+	$(PY) -m pytest -q -m processes
+
+test-torch-then-processes: $(STAMP)
+	@$(MAKE) --no-print-directory test-torch
+	@$(MAKE) --no-print-directory test-processes
 
 # XLA's CPU backend at optimization level 0: the tiny test models' train steps compile in a third
 # less time (JAX: 86 s instead of 130 s on 2 cores, the same tests passing); what they compute is unchanged.

@@ -16,6 +16,9 @@ import sys
 
 import pytest
 
+# Run by `make test-processes`, beside the JAX tests, where a core is free (Makefile).
+pytestmark = pytest.mark.processes
+
 # XLA's CPU backend at optimization level 0, as `make test-jax`: the tiny model's steps compile faster.
 XLA_FLAGS = ("--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0 "
              "--xla_llvm_disable_expensive_passes=true")

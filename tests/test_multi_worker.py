@@ -19,6 +19,9 @@ import pytest
 
 from tests.console import environment, spawn
 
+# Run by `make test-processes`, beside the JAX tests, where a core is free (Makefile).
+pytestmark = pytest.mark.processes
+
 WORKERS = 2
 OUTPUTS = {"model.keras", "model.tflite", "report.json", "report.md", "stages.png", "layers.png", "training.png"}
 
