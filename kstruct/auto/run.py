@@ -18,6 +18,7 @@ import gzip
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -485,7 +486,10 @@ class AutoSearch:
 
     def _load(self, row: TrialRow) -> tuple[keras.Model, bytes]:
         folder = next(Path(self.directory).glob(f"*/trial_{row.trial_id}"))
-        return keras.saving.load_model(folder / "model.keras"), (folder / "model.tflite").read_bytes()
+        with warnings.catch_warnings():  # the trial's optimizer state, saved mid-training, is not the result's
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.saving.load_model(folder / "model.keras")
+        return model, (folder / "model.tflite").read_bytes()
 
     def _nothing_met(self, rows: list[TrialRow]) -> str:
         judged = [row for row in rows if row.status != "failed"]
