@@ -7,11 +7,14 @@ int8 convolution over a 28x28 image with one input channel costs about 24 us wha
 11.5 us with its first convolution left in float (benchmarks/float_speed.py). On an Intel Xeon with AMX the same layer may win in int8.
 So each candidate layer is left in float alone, the file converted and timed, and the time it saves is its
 score. A conversion per layer is not free, so only the `CANDIDATES` layers with the most output values
-(where per-pixel costs live) are tried.
+(where per-pixel costs live) are tried. A ranking is kept per architecture and target for the life of the
+process: timing does not depend on the weights, and `auto` asks for it twice per trial (the structure
+check before training, then the step after it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -26,6 +29,8 @@ logger = logging.getLogger("kstruct")
 CANDIDATES = 6  # layers tried, the ones with the most output values first
 _TIMING_MS = 100.0  # about this much invoking per file: enough runs for a steady median of a tiny model
 _MAX_RUNS = 300
+_RANKINGS: dict[tuple[str, str], list[tuple[str, float]]] = {}  # (target, architecture) -> ranking
+_KEPT_RANKINGS = 32
 
 
 def _median_ms(blob: bytes, runs: int | None = None) -> tuple[float, int]:
@@ -44,6 +49,26 @@ def _output_values(model: keras.Model, name: str) -> int:
     return math.prod(d for d in shape[1:] if d is not None)
 
 
+def _architecture(model: keras.Model) -> str | None:
+    """The model's layers, shapes and connections without weights or names, or None where its config cannot
+    be written. Names are left out because a rebuilt copy of the same model names its inputs anew."""
+    try:
+        config = model.get_config()
+    except (NotImplementedError, TypeError, ValueError):
+        return None
+    positions = {layer.name: f"#{index}" for index, layer in enumerate(model.layers)}
+    positions[model.name] = "#model"
+
+    def anonymous(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: anonymous(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [anonymous(item) for item in value]
+        return positions.get(value, value) if isinstance(value, str) else value
+
+    return json.dumps(anonymous(config), sort_keys=True, default=str)
+
+
 def float_speedups(model: keras.Model, representative_data: Any, target: str = "int8") -> list[tuple[str, float]]:
     """`(layer name, ms saved)` for each tried layer whose float copy makes the `target` file faster, most first.
 
@@ -55,6 +80,18 @@ def float_speedups(model: keras.Model, representative_data: Any, target: str = "
     Returns:
         The ranking; empty when no tried layer is faster in float (or the model has none kstruct ranks).
     """
+    key = (target, _architecture(model))
+    if key[1] is not None and key in _RANKINGS:
+        return list(_RANKINGS[key])
+    ranking = _timed_ranking(model, representative_data, target)
+    if key[1] is not None:
+        if len(_RANKINGS) >= _KEPT_RANKINGS:
+            del _RANKINGS[next(iter(_RANKINGS))]  # the oldest
+        _RANKINGS[key] = list(ranking)
+    return ranking
+
+
+def _timed_ranking(model: keras.Model, representative_data: Any, target: str) -> list[tuple[str, float]]:
     names = ranked_layers(model)
     if not names:
         return []

@@ -139,12 +139,15 @@ def test_a_timeout_that_passes_before_the_first_trial_says_so(trained):
 def test_under_a_latency_budget_the_structure_is_timed_with_the_layers_ptq_keeps_in_float(trained, monkeypatch):
     """Timings fixed: a file with a float op takes 0.5 ms, an all-int8 one 1 ms, and conv1 is the layer faster
     in float. The first trial's guess keeps it in float; timed all int8 before training (as it was), the
-    structure missed latency_ms=0.75 and the trial was refused untrained."""
+    structure missed latency_ms=0.75 and the trial was refused untrained. The ranking is timed once per
+    trial: the trained model has the structure's architecture."""
     import tflite_export
     from kstruct.auto import run as auto_run
-    from kstruct.quantization import step as quantization_step
+    from kstruct.quantization import float_speed
 
-    monkeypatch.setattr(quantization_step, "float_speedups", lambda model, data, target: [("conv1", 0.5)])
+    timed = []
+    monkeypatch.setattr(float_speed, "_RANKINGS", {})
+    monkeypatch.setattr(float_speed, "_timed_ranking", lambda model, data, target: timed.append(target) or [("conv1", 0.5)])
     monkeypatch.setattr(auto_run, "latency", lambda blob: 0.5 if tflite_export.analyze(blob).float_ops else 1.0)
     model, train, validation = trained
     result = kstruct.optimize(
@@ -155,6 +158,7 @@ def test_under_a_latency_budget_the_structure_is_timed_with_the_layers_ptq_keeps
     assert row["status"] == "feasible" and row["latency_ms"] == 0.5, row
     assert "ptq(float_layers=1, float_by='latency')" in result.strategy
     assert any("conv1" in names for _, names in tflite_export.analyze(result.tflite).float_ops)
+    assert timed == ["int8"]
 
 
 def test_training_settings_reach_compile_and_fit(trained):

@@ -25,6 +25,14 @@ def model():
     return built
 
 
+@pytest.fixture(autouse=True)
+def no_kept_rankings():
+    """Each test times (or fakes the timing of) its own files: none kept from another test."""
+    float_speed._RANKINGS.clear()
+    yield
+    float_speed._RANKINGS.clear()
+
+
 def test_layers_are_tried_by_output_size_and_ranked_by_time_saved(model, monkeypatch):
     """Timings fixed per file: `hidden` in float saves 5 us, `conv` 8 us, `fragile` 0.1 us (under 2%: noise)."""
     saved = {"conv": 0.008, "hidden": 0.005, "fragile": 0.0001, "classifier": -0.002}
@@ -40,6 +48,27 @@ def test_layers_are_tried_by_output_size_and_ranked_by_time_saved(model, monkeyp
     x, _ = blobs(n=8)
     assert float_speed.float_speedups(model, x) == [("conv", pytest.approx(0.008)), ("hidden", pytest.approx(0.005))]
     assert tried == ["conv", "hidden", "fragile"]  # 144, 12 and 10 output values: the classifier's 3 not tried
+
+
+def test_a_ranking_is_kept_per_architecture_not_per_weights(model, monkeypatch):
+    """auto asks twice per trial (structure check, then the step): the second ask converts nothing."""
+    converted = []
+
+    def convert(model, target, representative_data=None, float_layers=()):
+        converted.append(tuple(float_layers))
+        return ",".join(float_layers).encode()
+
+    monkeypatch.setattr(float_speed.tflite_export, "convert", convert)
+    monkeypatch.setattr(float_speed, "_median_ms", lambda blob, runs=None: (0.030 - 0.01 * (blob == b"conv"), 7))
+    x, _ = blobs(n=8)
+    first = float_speed.float_speedups(model, x)
+    assert first == [("conv", pytest.approx(0.01))] and len(converted) == 5  # all int8, then 4 layers alone
+    retrained = keras.models.clone_model(model)  # the same layers, other weights
+    assert float_speed.float_speedups(retrained, x) == first and len(converted) == 5
+    assert float_speed.float_speedups(model, x, target="int8") == first and len(converted) == 5
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="hidden")])
+    float_speed.float_speedups(other, x.reshape(len(x), -1)[:, :4])
+    assert len(converted) > 5  # another architecture is timed
 
 
 def test_ptq_float_by_latency_keeps_the_fastest_in_float_layers_in_float(model, monkeypatch):
