@@ -54,6 +54,10 @@ class Budget:
         tuner: "bayesian" (default), "random" or "hyperband" (Keras Tuner's oracles).
         epochs: the most fine-tuning epochs any one step gets (default: optimize's `epochs`).
         timeout: seconds; no new trial starts after it.
+        patience: stop once this many trials in a row, after a feasible one, brought no feasible
+            trial at least 2% lower in the goal (Keras's `EarlyStopping`, over trials). Default:
+            run every trial. Stopping only cuts the sequence short: the trials run are the ones a
+            full search starts with.
     """
 
     max_accuracy_drop: float = 0.01
@@ -66,6 +70,7 @@ class Budget:
     tuner: str = "bayesian"
     epochs: int | None = None
     timeout: float | None = None
+    patience: int | None = None
 
     def __post_init__(self):
         drop = self.max_accuracy_drop
@@ -76,7 +81,7 @@ class Budget:
         object.__setattr__(self, "max_accuracy_drop", float(drop))
         for name in ("speedup", "compression", "latency_ms", "timeout"):
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
-        for name in ("tflite_bytes", "params", "trials", "epochs"):
+        for name in ("tflite_bytes", "params", "trials", "epochs", "patience"):
             object.__setattr__(self, name, _positive(name, getattr(self, name), integer=True))
         if self.trials is None:
             raise StrategyError("Expected `trials` to be a positive int. Received: trials=None")

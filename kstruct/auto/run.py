@@ -50,6 +50,7 @@ INFEASIBLE = 10.0  # the score of a trial over budget starts here; a feasible on
 # settings can win accuracy back, not speed. So cost misses weigh more, and a structure refused
 # before training (its accuracy unknown) pays as if it had lost a whole point of accuracy budget.
 COST_MISS_WEIGHT = 5.0
+GAIN = 0.02  # a trial within 2% of the best's cost is a tie, not a gain (latency noise); `patience` and `_better` agree
 UNTRAINED_PENALTY = 1.0
 PRECHECK_TOLERANCE = 0.1  # an untrained structure is refused only if it misses a limit by more than this
 ROW_FILE = "kstruct_auto_trial.json"
@@ -181,9 +182,25 @@ class _ChainTuner(keras_tuner.Tuner):
         pass  # no TensorBoard callbacks here; Keras Tuner would import tensorboard for nothing
 
 
+def trials_without_gain(results: list[tuple[float, bool]]) -> int | None:
+    """How many trials ended after the last one that set a new best feasible score, lower than the best
+    before it by more than `GAIN` (auto's `patience` counts these); None while no trial is feasible.
+
+    `results` is `(score, feasible)` per finished trial, in trial order.
+    """
+    best, since = None, None
+    for score, feasible in results:
+        if feasible and (best is None or score < best * (1 - GAIN)):
+            best, since = score, 0
+        elif since is not None:
+            since += 1
+    return since
+
+
 class _DefaultsFirst:
     """An oracle whose first trial is every hyperparameter's default, the rest as the oracle samples them,
-    and which starts no trial once `timed_out()` says auto's `timeout` has passed.
+    and which starts no trial once `timed_out()` says auto's `timeout` has passed or `patience_spent(trials)`
+    says its `patience` has.
 
     auto declares its whole space before the first trial (`AutoSearch._declare_space`): with the space
     left empty until a trial ended, a second worker asking meanwhile drew the empty values again, a
@@ -193,9 +210,10 @@ class _DefaultsFirst:
     is a client without the trials)."""
 
     timed_out: Callable[[], bool] = staticmethod(lambda: False)
+    patience_spent: Callable[[list], bool] = staticmethod(lambda trials: False)
 
     def populate_space(self, trial_id):
-        if self.timed_out():  # the trials already started still end and count
+        if self.timed_out() or self.patience_spent(list(self.trials.values())):  # started trials still end and count
             return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED, "values": None}
         return super().populate_space(trial_id)
 
@@ -275,6 +293,7 @@ class AutoSearch:
         self.error: Exception | None = None
         self.kept: dict[str, tuple[keras.Model, bytes]] = {}  # the best trial so far, in memory
         self.started = time.perf_counter()
+        self.stopped_early = False
         self.role = _project.role()  # "single", or "chief"/"worker" from Keras Tuner's KERASTUNER_* variables
         self.original, self.original_blob = self._measure_original()
 
@@ -294,6 +313,24 @@ class AutoSearch:
 
     def timed_out(self) -> bool:
         return self.budget.timeout is not None and time.perf_counter() - self.started > self.budget.timeout
+
+    def patience_spent(self, trials: list[keras_tuner.engine.trial.Trial]) -> bool:
+        """Whether `patience` trials in a row brought no better feasible trial (the oracle's trials: on a
+        chief, every worker's). Says so once."""
+        if self.budget.patience is None:
+            return False
+        done = sorted((t for t in trials if t.status == keras_tuner.engine.trial.TrialStatus.COMPLETED),
+                      key=lambda t: t.trial_id)
+        since = trials_without_gain(
+            [(t.metrics.get_last_value("score"), t.metrics.get_last_value("feasible") == 1.0) for t in done]
+        )
+        if since is None or since < self.budget.patience:
+            return False
+        if not self.stopped_early:
+            self.stopped_early = True
+            self.say(f"auto: stopped after {len(done)} of {self.budget.trials} trials: the last {since} brought no "
+                     f"feasible trial {GAIN:.0%} better (patience={self.budget.patience})")
+        return True
 
     def _row(self, trial_id: str, plan: list[Step], cost: Cost, *, trained: bool, epochs: int, seconds: float) -> TrialRow:
         drop = self.budget.accuracy_drop(self.original, cost, self.higher_is_better) if trained else None
@@ -387,7 +424,7 @@ class AutoSearch:
 
     def _better(self, row: TrialRow, other: TrialRow) -> bool:
         """Lower goal cost wins; within 2% of each other, the better metric."""
-        if abs(row.score - other.score) <= 0.02 * max(other.score, 1e-12):
+        if abs(row.score - other.score) <= GAIN * max(other.score, 1e-12):
             sign = 1 if self.higher_is_better else -1
             return sign * ((row.metric or 0.0) - (other.metric or 0.0)) > 0
         return row.score < other.score
@@ -409,7 +446,7 @@ class AutoSearch:
     def _check_folder(self) -> None:
         """Records what this folder searches; refuses to resume a search of something else."""
         settings = {
-            "budget": {key: value for key, value in asdict(self.budget).items() if key != "timeout"},
+            "budget": {key: value for key, value in asdict(self.budget).items() if key not in ("timeout", "patience")},
             "target": self.context.target,
             "model": self.model.name,
             "params": count_params(self.model),
@@ -468,6 +505,7 @@ class AutoSearch:
         if self.role != "worker":  # a worker's oracle is the chief's
             self._declare_space(tuner.oracle)
             tuner.oracle.timed_out = self.timed_out
+            tuner.oracle.patience_spent = self.patience_spent
         try:
             tuner.search(verbose=0)  # on a chief: serves the oracle to the workers until the trials are done
         except keras_tuner.errors.FatalError:

@@ -46,12 +46,14 @@ class Auto(Step):
         tuner: str = "bayesian",
         epochs: int | None = None,
         timeout: float | None = None,
+        patience: int | None = None,
         directory: str | None = None,
         seed: int = 0,
     ):
         self.budget = Budget(
             max_accuracy_drop=max_accuracy_drop, speedup=speedup, compression=compression, latency_ms=latency_ms,
             tflite_bytes=tflite_bytes, params=params, trials=trials, tuner=tuner, epochs=epochs, timeout=timeout,
+            patience=patience,
         )
         if directory is not None and not isinstance(directory, str):
             raise ValueError(f"Expected `directory` to be a folder path. Received: directory={directory!r}")
@@ -65,7 +67,7 @@ class Auto(Step):
         """The step for a `kstruct.Budget` (`optimize(model, kstruct.Budget(speedup=2), ...)`)."""
         fields = {key: getattr(budget, key) for key in (
             "max_accuracy_drop", "speedup", "compression", "latency_ms", "tflite_bytes", "params", "trials",
-            "tuner", "epochs", "timeout")}
+            "tuner", "epochs", "timeout", "patience")}
         return cls(**fields, **options)
 
     def get_config(self) -> dict:
@@ -74,7 +76,7 @@ class Auto(Step):
             "max_accuracy_drop": budget.max_accuracy_drop, "speedup": budget.speedup, "compression": budget.compression,
             "latency_ms": budget.latency_ms, "tflite_bytes": budget.tflite_bytes, "params": budget.params,
             "trials": budget.trials, "tuner": budget.tuner, "epochs": budget.epochs, "timeout": budget.timeout,
-            "directory": self.directory, "seed": self.seed,
+            "patience": budget.patience, "directory": self.directory, "seed": self.seed,
         }
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:

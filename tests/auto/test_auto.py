@@ -38,6 +38,7 @@ def trained():
         ("auto(speedup=2, trials=0)", "Expected `trials` to be a positive int. Received: trials=0"),
         ("auto(speedup=2, timeout=-1)", "Expected `timeout` to be a positive number. Received: timeout=-1"),
         ("auto(speedup=2, seed=-1)", "Expected `seed` to be an int >= 0. Received: seed=-1"),
+        ("auto(speedup=2, patience=0)", "Expected `patience` to be a positive int. Received: patience=0"),
     ],
 )
 def test_a_bad_budget_is_refused_in_one_line(strategy, message):
@@ -48,8 +49,8 @@ def test_a_bad_budget_is_refused_in_one_line(strategy, message):
 
 
 def test_the_budget_object_and_the_strategy_string_are_the_same_budget():
-    step = Strategy.parse("auto(speedup=2, max_accuracy_drop=0.005, trials=7, tuner='random')").steps[0]
-    assert step.budget == kstruct.Budget(speedup=2, max_accuracy_drop=0.005, trials=7, tuner="random")
+    step = Strategy.parse("auto(speedup=2, max_accuracy_drop=0.005, trials=7, tuner='random', patience=3)").steps[0]
+    assert step.budget == kstruct.Budget(speedup=2, max_accuracy_drop=0.005, trials=7, tuner="random", patience=3)
     assert Strategy.parse(str(Strategy([step]))) == Strategy([step])
     with pytest.raises(StrategyError, match="auto needs at least one budget"):
         kstruct.Budget(max_accuracy_drop=0.01)
@@ -122,6 +123,32 @@ def test_a_budget_nothing_meets_raises_and_names_the_closest_trial(trained):
     text = str(caught.value)
     assert re.match(r"No trial of 2 met the budget \(params=10, max_accuracy_drop=0.01\) on target 'float32'\. Closest: trial \d+, ", text), text
     assert "params" in text and "> 10" in text and len(caught.value.result) == 2
+
+
+def test_patience_counts_trials_since_the_last_gain_beyond_two_percent():
+    from kstruct.auto.run import trials_without_gain
+
+    assert trials_without_gain([]) is None
+    assert trials_without_gain([(12.0, False), (11.0, False)]) is None  # nothing feasible yet: no count
+    assert trials_without_gain([(12.0, False), (0.5, True), (13.0, False)]) == 1
+    assert trials_without_gain([(0.5, True), (0.495, True), (0.6, True)]) == 2  # 1% lower is a tie, not a gain
+    assert trials_without_gain([(0.5, True), (0.45, True), (0.6, True)]) == 1
+    assert trials_without_gain([(0.5, True), (0.3, False)]) == 1  # lower but infeasible: no gain
+
+
+def test_patience_stops_the_search_after_that_many_trials_without_a_gain(trained, capsys):
+    """Scores are parameter ratios (exact): the search stops the first time a trial brings no gain."""
+    from kstruct.auto.run import trials_without_gain
+
+    model, train, validation = trained
+    result = kstruct.optimize(
+        model, "auto(params=1000000, max_accuracy_drop=1.0, trials=8, epochs=1, tuner='random', patience=1, seed=1)",
+        train_data=train, validation_data=validation, target="float32", verbose=1,
+    )
+    rows = [(row["score"], row["status"] == "feasible") for row in result.trials]
+    assert len(rows) < 8 and trials_without_gain(rows) == 1, result.trials
+    assert all(trials_without_gain(rows[:end]) == 0 for end in range(1, len(rows)))  # it stopped at the first miss
+    assert f"auto: stopped after {len(rows)} of 8 trials: the last 1 brought no feasible trial 2% better (patience=1)" in capsys.readouterr().out
 
 
 def test_a_timeout_that_passes_before_the_first_trial_says_so(trained):
