@@ -1,7 +1,7 @@
 """`auto` against the hand chain and against plain random search, on MNIST-5k (test split untouched).
 
     python benchmarks/auto.py [--models example_cnn,residual_cnn] [--budgets a,b,c] [--seeds 3]
-                              [--trials 20] [--epochs 2] [--base-epochs 3]
+                              [--trials 20] [--epochs 2] [--base-epochs 3] [--patience 5]
 
 Budgets (the issue's):
   a: speedup=2, max_accuracy_drop=0.01 at float32;  hand chain prune_channels(0.5)
@@ -18,6 +18,11 @@ first feasible one, validation and test accuracy of the TFLite file, latency, si
 in fine-tuning epochs and seconds. Latencies are LiteRT one-thread medians in this process (the
 fastest of three medians of 200 runs, as `auto` times), so compare ratios within one run; the CPU
 is printed first.
+
+`--patience K` adds, for each search, the row `auto(patience=K)` would have given: stopping only cuts
+the sequence of trials short (the oracle's next trial depends on the finished ones alone), so it is the
+same search's first trials up to the stop, its best trial among them (auto's rule) scored from the
+trial's kept file, and their epochs and seconds (trials only: the original's measuring left out).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="the most fine-tuning epochs of one step")
     parser.add_argument("--base-epochs", type=int, default=3)
     parser.add_argument("--tuners", default="bayesian,random")
+    parser.add_argument("--patience", type=int, default=0, help="also report auto(patience=K) from the same trials")
     parser.add_argument("--latency-fraction", type=float, default=0.75, help="budget c: this much of the int8 latency")
     args = parser.parse_args()
 
@@ -83,6 +89,16 @@ def main() -> None:
     def test_accuracy(blob: bytes) -> float:
         return float(np.mean(np.asarray(tflite_export.predict(blob, x_test)).argmax(-1) == y_test))
 
+    def measure(row: dict, blob: bytes) -> dict:
+        """The figures of a trial's kept file, as the main rows give them."""
+        target = TARGET[row["budget"]]
+        return dict(test_accuracy=test_accuracy(blob), original_test_accuracy=row_originals["test"][target],
+                    speedup=row_originals["ms"][target] / latency(blob), latency_ms=latency(blob),
+                    compression=len(gzip.compress(row_originals["blob"][target], compresslevel=9))
+                    / len(gzip.compress(blob, compresslevel=9)),
+                    gzip_bytes=len(gzip.compress(blob, compresslevel=9)), tflite_bytes=len(blob),
+                    latency_limit_ms=row_originals["ms"]["int8"] * args.latency_fraction)
+
     for model_name in args.models.split(","):
         for seed in range(args.seeds):
             keras.utils.set_random_seed(seed)
@@ -92,6 +108,8 @@ def main() -> None:
                          for target in ("float32", "int8")}
             original_ms = {target: latency(blob) for target, blob in originals.items()}  # auto's own timing
             original_int8_ms = original_ms["int8"]
+            row_originals = {"ms": original_ms, "blob": originals,
+                             "test": {target: test_accuracy(blob) for target, blob in originals.items()}}
             for budget in args.budgets.split(","):
                 target = TARGET[budget]
                 runs = [(tuner, None) for tuner in args.tuners.split(",")] + [("hand", HAND[budget])]
@@ -100,6 +118,7 @@ def main() -> None:
                     if strategy is None:
                         strategy = budget_text(budget, original_int8_ms, args.trials, args.epochs, tuner,
                                                tempfile.mkdtemp(prefix="kstruct-bench-auto-"), args.latency_fraction)
+                    directory = strategy.split("directory='")[-1].split("'")[0] if tuner != "hand" else None
                     try:
                         result = kstruct.optimize(base, strategy, train_data=train, validation_data=validation,
                                                   epochs=args.epochs, target=target, verbose=0)
@@ -110,6 +129,10 @@ def main() -> None:
                                          epochs=sum(t.epochs for t in trials), seconds=time.perf_counter() - started,
                                          why=str(error).split("Closest: ")[-1][:140]))
                         print(rows[-1], flush=True)
+                        if args.patience:
+                            trials = [t.as_dict() for t in trials]
+                            rows.append(patience_row(rows[-1], trials, args.patience, directory, measure))
+                            print(rows[-1], flush=True)
                         continue
                     original, final = result.report.stages[0], result.report.stages[-1]
                     trials = result.trials
@@ -131,6 +154,9 @@ def main() -> None:
                     row["met"] = _meets(budget, row, original_int8_ms * args.latency_fraction)
                     rows.append(row)
                     print(row, flush=True)
+                    if args.patience and tuner != "hand":
+                        rows.append(patience_row(row, trials, args.patience, directory, measure))
+                        print(rows[-1], flush=True)
     print()
     print(table(rows))
 
@@ -143,6 +169,34 @@ def _meets(budget: str, row: dict, latency_limit_ms: float) -> bool:
     if budget == "b":
         return row["compression"] >= 4 and drop <= 0.005
     return row["latency_ms"] <= latency_limit_ms and drop <= 0.01
+
+
+def patience_row(row: dict, trials: list[dict], patience: int, directory: str, measure) -> dict:
+    """What `auto(patience=patience)` gives: the same search's trials up to the stop, and the best of them."""
+    from kstruct.auto.run import GAIN, trials_without_gain
+
+    results = [(t["score"], t["status"] == "feasible") for t in trials]
+    stop = next((end for end in range(1, len(trials) + 1)
+                 if (trials_without_gain(results[:end]) or 0) >= patience), len(trials))
+    ran = trials[:stop]
+    best = None
+    for trial in ran:  # auto's rule: the lower score wins; within GAIN of each other, the better metric
+        if trial["status"] != "feasible":
+            continue
+        if best is None or (trial["score"] < best["score"] if abs(trial["score"] - best["score"]) > GAIN * best["score"]
+                            else (trial["metric"] or 0) > (best["metric"] or 0)):
+            best = trial
+    out = dict(model=row["model"], seed=row["seed"], budget=row["budget"], run=f"{row['run']}, patience {patience}",
+               trials=len(ran), epochs=sum(t["epochs"] for t in ran), seconds=sum(t["seconds"] for t in ran),
+               first_feasible=row["first_feasible"] if best is not None else None)
+    if best is None:
+        return dict(out, met=False, chain="-")
+    blob = (Path(directory) / "auto" / f"trial_{best['trial_id']}" / "model.tflite").read_bytes()
+    figures = measure(row, blob)
+    out.update(chain=best["strategy"], val_accuracy=best["metric"], accuracy_drop=best["accuracy_drop"],
+               **{k: v for k, v in figures.items() if k != "latency_limit_ms"})
+    out["met"] = _meets(row["budget"], out, figures["latency_limit_ms"])
+    return out
 
 
 def table(rows: list[dict]) -> str:
