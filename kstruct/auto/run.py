@@ -29,7 +29,7 @@ import tflite_export
 from tflite_export.targets import TARGET_TABLE
 
 from kstruct.auto.budget import Budget, Cost
-from kstruct.auto.space import chain, chain_text
+from kstruct.auto.space import chain, chain_text, searched_steps
 from kstruct.engine.distribute import clear_session
 from kstruct.engine.params import count_params
 from kstruct.engine.search_info import SpaceInfo
@@ -210,6 +210,7 @@ class _DefaultsFirst:
     is a client without the trials)."""
 
     timed_out: Callable[[], bool] = staticmethod(lambda: False)
+    first_values: dict[str, Any] = {}  # the first trial's values where they are not the defaults (`AutoSearch._first_guess`)
     patience_spent: Callable[[list], bool] = staticmethod(lambda trials: False)
 
     def populate_space(self, trial_id):
@@ -223,7 +224,7 @@ class _DefaultsFirst:
         defaults = keras_tuner.HyperParameters()
         for hp in self.hyperparameters.space:
             defaults.merge([hp])  # a merged hyperparameter holds its default
-        return dict(defaults.values)
+        return {**defaults.values, **self.first_values}
 
 
 class _RandomOracle(_DefaultsFirst, keras_tuner.oracles.RandomSearchOracle):
@@ -490,6 +491,50 @@ class AutoSearch:
             pass
         oracle.update_space(hp)
 
+    def _first_guess(self, oracle) -> dict[str, Any]:
+        """The first trial's structure, measured untrained: the defaults, or where their structure misses a
+        cost limit, the mildest change of one structural step (the most parameters kept) whose structure
+        meets every cost limit. Why: measuring a structure costs a conversion and a timing, training it
+        an epoch; a first trial that cannot meet the budget teaches the oracle little (NetAdapt and AMC
+        likewise fix the structure to the budget before they fine-tune). Structural steps (those with a
+        `structure`) declare their hyperparameter under their own name."""
+        space = oracle.get_space()
+        values = dict(space.values)
+
+        def structure_misses(trial_values: dict[str, Any]) -> tuple[dict[str, float], int] | None:
+            hp = oracle.get_space()
+            hp.values.update(trial_values)
+            try:
+                plan = chain(hp, self.space)
+                cost = self._structure_cost(plan)
+            except (KstructError, tflite_export.ExportError):
+                return None
+            skip = ("compression",) if any(step.name in ("prune", "cluster") for step in plan) else ()
+            return self.budget.misses(self.original, cost, drop=None, skip=skip), cost.params
+
+        first = structure_misses(values)
+        if first is None or not first[0]:
+            return {}
+        structural = {cls.name for cls in searched_steps() if hasattr(cls, "structure")}
+        met = []
+        for hp in space.space:
+            if hp.name not in structural:
+                continue
+            choices = hp.values if isinstance(hp, keras_tuner.engine.hyperparameters.Choice) else range(
+                hp.min_value, hp.max_value + 1)
+            for value in choices:
+                if value == values.get(hp.name):
+                    continue
+                measured = structure_misses({**values, hp.name: value})
+                if measured is not None and not measured[0]:
+                    met.append((measured[1], hp.name, value))
+        if not met:
+            return {}
+        _, name, value = max(met, key=lambda item: item[0])  # the most parameters kept: the mildest change
+        self.say(f"auto: first trial {name}={value}: the defaults' structure misses the budget untrained "
+                 f"({', '.join(first[0])}), this one meets it")
+        return {name: value}
+
     def run(self) -> AutoResult:
         """Runs the trials and returns the best one within budget.
 
@@ -505,6 +550,8 @@ class AutoSearch:
         if self.role != "worker":  # a worker's oracle is the chief's
             self._declare_space(tuner.oracle)
             tuner.oracle.timed_out = self.timed_out
+            if not self.rows():  # a resumed search keeps the trials it had
+                tuner.oracle.first_values = self._first_guess(tuner.oracle)
             tuner.oracle.patience_spent = self.patience_spent
         try:
             tuner.search(verbose=0)  # on a chief: serves the oracle to the workers until the trials are done

@@ -95,6 +95,15 @@ class FactorizationPlan:
     skipped: dict[str, str] = field(default_factory=dict)
     _by_id: dict[int, LayerPlan] = field(default_factory=dict, repr=False)
 
+    def log(self) -> None:
+        """Logs each layer's form and cost, and why a layer is left alone (when the plan is carried out:
+        a plan made to check or to measure, as `auto` does, stays quiet)."""
+        for name, planned in self.layers.items():
+            logger.info("kstruct.factorize: %s as %s, rank %s: params %s -> %s, MACs %s -> %s", name, planned.form,
+                        planned.note()["rank"], *planned.params, *planned.macs)
+        for name, reason in self.skipped.items():
+            logger.info("kstruct.factorize: %s left as it is: %s", name, reason)
+
     def apply(self, model: keras.Model) -> keras.Model:
         """A copy of `model` (the one this plan was made for) with the planned layers factorized.
 
@@ -348,11 +357,6 @@ def plan(
             continue
         result.layers[layer.name] = planned
         result._by_id[id(layer)] = planned
-    for name, planned in result.layers.items():
-        logger.info("kstruct.factorize: %s as %s, rank %s: params %s -> %s, MACs %s -> %s", name, planned.form,
-                    planned.note()["rank"], *planned.params, *planned.macs)
-    for name, reason in result.skipped.items():
-        logger.info("kstruct.factorize: %s left as it is: %s", name, reason)
     return result
 
 
@@ -382,4 +386,6 @@ def decompose(
         small = kstruct.factorize.decompose(model, rank=0.25)
         small.fit(x, y, epochs=2)
     """
-    return plan(model, rank=rank, energy=energy, layers=layers, only_if_cheaper=only_if_cheaper).apply(model)
+    planned = plan(model, rank=rank, energy=energy, layers=layers, only_if_cheaper=only_if_cheaper)
+    planned.log()
+    return planned.apply(model)

@@ -80,6 +80,7 @@ class Factorize(TrainingStep):
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
         planned = self.plan(model)
+        planned.log()
         factorized = planned.apply(model)
         context = self.training_context(context)
         context.fit(factorized, distill=self.distill)

@@ -151,6 +151,29 @@ def test_patience_stops_the_search_after_that_many_trials_without_a_gain(trained
     assert f"auto: stopped after {len(rows)} of 8 trials: the last 1 brought no feasible trial 2% better (patience=1)" in capsys.readouterr().out
 
 
+def test_when_the_defaults_structure_misses_the_budget_the_first_trial_is_the_mildest_that_meets_it(trained, capsys):
+    """Parameters are exact: the default `prune_channels(0.5)` keeps too many, and of the one-step changes
+    whose untrained structure meets the limit, the first trial is the one that keeps the most (here
+    dropping a block keeps more than the next channel ratio, 0.6, would)."""
+    model, train, validation = trained
+    limit = int(model.count_params() * 0.25)  # prune_channels(0.5) keeps 27%
+    result = kstruct.optimize(
+        model, f"auto(params={limit}, max_accuracy_drop=1.0, trials=1, epochs=1, tuner='random')",
+        train_data=train, validation_data=validation, target="float32", verbose=1,
+    )
+    out = capsys.readouterr().out
+    line = re.search(r"auto: first trial (\w+)=([0-9.]+): the defaults' structure misses the budget untrained "
+                     r"\(params\), this one meets it", out)
+    assert line, out
+    assert "kstruct.factorize:" not in out  # the plans made to measure structures stay quiet
+    [row] = result.trials
+    assert row["status"] == "feasible" and row["params"] <= limit
+    assert f"{line[1]}({line[2]}, " in row["strategy"]
+    stronger = kstruct.optimize(model, "prune_channels(0.6, epochs=1)", train_data=train,
+                                validation_data=validation, target="float32", verbose=0)
+    assert stronger.report.stages[-1].params < row["params"]
+
+
 def test_a_timeout_that_passes_before_the_first_trial_says_so(trained):
     model, train, validation = trained
     with pytest.raises(BudgetError) as caught:
