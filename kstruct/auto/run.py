@@ -182,6 +182,12 @@ class _ChainTuner(keras_tuner.Tuner):
         pass  # no TensorBoard callbacks here; Keras Tuner would import tensorboard for nothing
 
 
+def _unjudged_untrained(plan: list[Step]) -> tuple[str, ...]:
+    """The limits an untrained structure cannot be judged on: the gzipped size, where zeros or shared
+    values come only with training (prune, cluster)."""
+    return ("compression",) if any(step.name in ("prune", "cluster") for step in plan) else ()
+
+
 def trials_without_gain(results: list[tuple[float, bool]]) -> int | None:
     """How many trials ended after the last one that set a new best feasible score, lower than the best
     before it by more than `GAIN` (auto's `patience` counts these); None while no trial is feasible.
@@ -335,7 +341,7 @@ class AutoSearch:
 
     def _row(self, trial_id: str, plan: list[Step], cost: Cost, *, trained: bool, epochs: int, seconds: float) -> TrialRow:
         drop = self.budget.accuracy_drop(self.original, cost, self.higher_is_better) if trained else None
-        skip = ("compression",) if not trained and any(s.name in ("prune", "cluster") for s in plan) else ()
+        skip = _unjudged_untrained(plan) if not trained else ()
         if not trained:  # an untrained structure is judged with some room for the latency noise
             missed = {k: v for k, v in self.budget.misses(self.original, cost, drop=None, skip=skip).items()
                       if v > PRECHECK_TOLERANCE}
@@ -509,8 +515,7 @@ class AutoSearch:
                 cost = self._structure_cost(plan)
             except (KstructError, tflite_export.ExportError):
                 return None
-            skip = ("compression",) if any(step.name in ("prune", "cluster") for step in plan) else ()
-            return self.budget.misses(self.original, cost, drop=None, skip=skip), cost.params
+            return self.budget.misses(self.original, cost, drop=None, skip=_unjudged_untrained(plan)), cost.params
 
         first = structure_misses(values)
         if first is None or not first[0]:
