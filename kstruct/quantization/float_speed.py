@@ -4,7 +4,9 @@ per-layer float fallback that buys speed (`ptq(float_layers=k, float_by='latency
 Why measured, not modelled: int8 is not faster everywhere. On the AMD EPYC this project is built on, LiteRT's
 int8 convolution over a 28x28 image with one input channel costs about 24 us whatever its channel count
 (its cost follows the output pixels), against 3.5 us in float: the example CNN's int8 file takes 34 us, and
-11.5 us with its first convolution left in float (benchmarks/float_speed.py). On an Intel Xeon with AMX the same layer may win in int8.
+11.5 us with its first convolution left in float (benchmarks/float_speed.py). On an Intel Xeon with AMX
+a layer left in float still made the example CNN's int8 file about 3x faster (benchmarks/auto.py, budget
+(c)); other CPUs may differ, hence the timing.
 So each candidate layer is left in float alone, the file converted and timed, and the time it saves is its
 score. A conversion per layer is not free, so only the `CANDIDATES` layers with the most output values
 (where per-pixel costs live) are tried. A ranking is kept per architecture and target for the life of the
