@@ -35,6 +35,7 @@ from kstruct.engine.params import count_params
 from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.training import StepContext
 from kstruct.errors import KstructError
+from kstruct.outputs import write_file
 from kstruct.report.measure import measure_stage
 from kstruct.search import _project
 from kstruct.search._memory import trial_gradients_dropped
@@ -398,8 +399,8 @@ class AutoSearch:
             logger.warning("auto: trial %s (%s) failed: %s: %s", trial_id, chain_text(plan), type(error).__name__, error)
             row = TrialRow(trial_id, chain_text(plan), "failed", INFEASIBLE * 10, False, seconds=time.perf_counter() - started,
                            why=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ROW_FILE).write_text(json.dumps(row.as_dict()))
+        # Written beside, then moved: a search killed mid-write must leave no half row for the resume to read.
+        write_file(folder / ROW_FILE, json.dumps(row.as_dict()).encode(), overwrite=True)
         done = len(self.rows())
         self.say(row.line(done, self.budget.trials))
         return row

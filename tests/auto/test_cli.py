@@ -25,7 +25,10 @@ def _completed(folder: Path) -> dict[str, dict]:
     except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
         return done
     for path in folder.glob("auto/trial_*/trial.json"):
-        trial = json.loads(path.read_text())
+        try:  # Keras Tuner writes its trial file in place: this poll can catch it empty
+            trial = json.loads(path.read_text())
+        except ValueError:
+            continue
         row = path.parent / "kstruct_auto_trial.json"
         if trial["status"] == "COMPLETED" and trial["trial_id"] in ended and row.exists():
             done[trial["trial_id"]] = json.loads(row.read_text())
