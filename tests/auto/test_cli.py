@@ -10,29 +10,17 @@ import numpy as np
 
 from tests.console import environment, kstruct, spawn
 from tests.search.conftest import blobs, tiny_cnn
+from tests.search.test_resume import completed
 
 
 def _completed(folder: Path) -> dict[str, dict]:
-    """Trials Keras Tuner recorded as finished, with auto's row for each.
-
-    Finished means in the oracle's saved `end_order`: Keras Tuner writes a trial's own file first and
-    its oracle state after, and a kill between the two leaves the trial "ongoing", to be run again.
-    """
-    done = {}
-    oracle = folder / "auto" / "oracle.json"
-    try:
-        ended = set(json.loads(oracle.read_text())["end_order"])
-    except (OSError, ValueError, KeyError):  # not written yet, or caught mid-write
-        return done
-    for path in folder.glob("auto/trial_*/trial.json"):
-        try:  # Keras Tuner writes its trial file in place: this poll can catch it empty
-            trial = json.loads(path.read_text())
-        except ValueError:
-            continue
-        row = path.parent / "kstruct_auto_trial.json"
-        if trial["status"] == "COMPLETED" and trial["trial_id"] in ended and row.exists():
-            done[trial["trial_id"]] = json.loads(row.read_text())
-    return done
+    """Trials Keras Tuner recorded as finished (`completed`, as for `search`), with auto's row for each."""
+    rows = {}
+    for trial_id in completed(folder / "auto"):
+        row = folder / "auto" / f"trial_{trial_id}" / "kstruct_auto_trial.json"
+        if row.exists():
+            rows[trial_id] = json.loads(row.read_text())
+    return rows
 
 
 def test_auto_prints_each_trial_and_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
