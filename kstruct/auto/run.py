@@ -29,7 +29,7 @@ import tflite_export
 from tflite_export.targets import TARGET_TABLE
 
 from kstruct.auto.budget import Budget, Cost
-from kstruct.auto.space import chain, chain_text, searched_steps
+from kstruct.auto.space import TRAINING_SETTINGS, chain, chain_text, searched_steps
 from kstruct.engine.distribute import clear_session
 from kstruct.engine.params import count_params
 from kstruct.engine.search_info import SpaceInfo
@@ -53,6 +53,8 @@ INFEASIBLE = 10.0  # the score of a trial over budget starts here; a feasible on
 COST_MISS_WEIGHT = 5.0
 GAIN = 0.02  # a trial within 2% of the best's cost is a tie, not a gain (latency noise); `patience` and `_better` agree
 UNTRAINED_PENALTY = 1.0
+NEAR_MISS_AFTER = 3  # trials started before the Bayesian oracle retrains a near miss (its own first points)
+NEAR_MISS_RETRIES = 3  # retrainings of one near-miss structure
 PRECHECK_TOLERANCE = 0.1  # an untrained structure is refused only if it misses a limit by more than this
 ROW_FILE = "kstruct_auto_trial.json"
 SETTINGS_FILE = "kstruct_auto.json"  # what a project folder was searched for; a resume must match it
@@ -81,10 +83,20 @@ class TrialRow:
     epochs: int = 0
     seconds: float = 0.0
     why: str = ""
+    missed: tuple[str, ...] = ()  # the limits it missed, by their budget names
+
+    def __post_init__(self):
+        self.missed = tuple(self.missed)  # a row read back from its JSON file holds a list
 
     @property
     def feasible(self) -> bool:
         return self.status == "feasible"
+
+    @property
+    def near_miss(self) -> bool:
+        """Trained, within every cost limit, over the accuracy drop only: a structure that
+        other training settings may bring within budget."""
+        return self.trained and self.missed == ("max_accuracy_drop",)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,7 +189,7 @@ class _ChainTuner(keras_tuner.Tuner):
         except Exception as error:  # a bug, not a bad chain: stop the search and raise it as it is
             self.auto.error = error
             raise keras_tuner.errors.FatalError(str(error)) from error
-        return {"score": row.score, "feasible": 1.0 if row.feasible else 0.0}
+        return {"score": row.score, "feasible": 1.0 if row.feasible else 0.0, "near_miss": 1.0 if row.near_miss else 0.0}
 
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
         pass  # no TensorBoard callbacks here; Keras Tuner would import tensorboard for nothing
@@ -242,7 +254,55 @@ class _HyperbandOracle(_DefaultsFirst, keras_tuner.oracles.HyperbandOracle):
     pass
 
 
-class _BayesianOracle(_DefaultsFirst, keras_tuner.oracles.BayesianOptimizationOracle):
+class _RetrainsNearMisses:
+    """An oracle that, while no trial is feasible, gives every other trial to the closest near miss (a
+    structure within every cost limit that lost too much accuracy) with its training settings drawn
+    afresh, at most `NEAR_MISS_RETRIES` times per structure.
+
+    Why: on the residual CNN the Bayesian oracle, fitted on trials that all missed, went on to
+    aggressive structures while the defaults' `prune_channels(0.5)` had missed by a quarter of a point;
+    random search met that budget with the same structure at another learning rate. A near miss says
+    the structure is right and the training is not, so the next trial changes the training only.
+    The rule reads finished trials alone, so a chief answering several workers and a resumed search
+    propose what a single process would."""
+
+    def populate_space(self, trial_id):
+        values = self._near_miss_values()
+        if values is None:
+            return super().populate_space(trial_id)
+        return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": values}
+
+    def _near_miss_values(self) -> dict[str, Any] | None:
+        started = sorted(self.trials.values(), key=lambda trial: trial.trial_id)
+        finished = [trial for trial in started if trial.status == "COMPLETED"]
+        if len(started) < NEAR_MISS_AFTER or len(started) % 2 == 0:  # every other trial stays the oracle's
+            return None
+        if any(trial.metrics.get_last_value("feasible") == 1.0 for trial in finished):
+            return None
+
+        def structure(values: dict[str, Any]) -> dict[str, Any]:
+            return {key: value for key, value in values.items() if key not in TRAINING_SETTINGS}
+
+        near = sorted((trial for trial in finished if trial.metrics.get_last_value("near_miss") == 1.0),
+                      key=lambda trial: trial.score)
+        for trial in near:
+            shape = structure(trial.hyperparameters.values)
+            if sum(structure(other.hyperparameters.values) == shape for other in started) > NEAR_MISS_RETRIES:
+                continue
+            for _ in range(10):  # a redraw that repeats an earlier trial is drawn again
+                values = dict(trial.hyperparameters.values)
+                for hp in self.hyperparameters.space:
+                    if hp.name in TRAINING_SETTINGS and hp.name in values:
+                        values[hp.name] = hp.random_sample(self._seed_state)
+                        self._seed_state += 1
+                if not self._duplicate(values):
+                    logger.info("auto: the next trial retrains trial %s's structure (over the accuracy drop only) "
+                                "with other training settings", trial.trial_id)
+                    return values
+        return None
+
+
+class _BayesianOracle(_DefaultsFirst, _RetrainsNearMisses, keras_tuner.oracles.BayesianOptimizationOracle):
     pass
 
 
@@ -367,6 +427,7 @@ class AutoSearch:
             epochs=epochs,
             seconds=seconds,
             why=self.budget.describe(self.original, cost, missed, drop) if missed else "",
+            missed=tuple(missed),
         )
 
     def _structure_cost(self, plan: list[Step]) -> Cost:

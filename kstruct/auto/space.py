@@ -16,6 +16,8 @@ from kstruct.engine.registry import KNOWN_STEPS, step_class
 from kstruct.strategy import Strategy
 
 BATCH_SIZES = (16, 32, 64, 128)
+# The hyperparameters of a trial's fine-tuning (`training_settings`); every other one shapes the chain.
+TRAINING_SETTINGS = ("optimizer", "learning_rate", "lr_schedule", "distill", "batch_size", "epochs")
 
 
 def searched_steps() -> list[type[Step]]:

@@ -257,3 +257,56 @@ def test_batch_size_needs_array_data(trained):
     with pytest.raises(StrategyError, match=r"`batch_size=16` needs \(x, y\) array training data"):
         kstruct.optimize(model, "prune_channels(0.5, batch_size=16)", train_data=dataset, validation_data=validation,
                          target="float32", verbose=0)
+
+
+def _end(oracle, trial, score: float, *, near_miss: bool = False, feasible: bool = False) -> None:
+    oracle.update_trial(trial.trial_id, {"score": score, "feasible": float(feasible), "near_miss": float(near_miss)})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+
+
+def test_while_nothing_is_feasible_every_other_trial_retrains_the_closest_near_miss(tmp_path):
+    import keras_tuner
+
+    from kstruct.auto.run import NEAR_MISS_RETRIES, _BayesianOracle, _RetrainsNearMisses
+
+    assert issubclass(_BayesianOracle, _RetrainsNearMisses)
+
+    class Oracle(_RetrainsNearMisses, keras_tuner.oracles.RandomSearchOracle):
+        """The rule on random proposals: the Gaussian process's fit (seconds per trial) adds nothing to it."""
+
+    oracle = Oracle(objective=keras_tuner.Objective("score", "min"), max_trials=30, seed=1)
+    oracle._set_project_dir(str(tmp_path), "auto")
+    hp = keras_tuner.HyperParameters()
+    hp.Float("prune_channels", 0.1, 0.9, default=0.5)  # continuous: a random draw never repeats a structure
+    hp.Int("drop_blocks", 0, 2, default=0)
+    hp.Choice("optimizer", ["adam", "adamw", "sgd"], default="adam")
+    hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+    oracle.update_space(hp)
+
+    def structure(trial):
+        return {k: trial.hyperparameters.values[k] for k in ("prune_channels", "drop_blocks")}
+
+    first = oracle.create_trial("tuner0")
+    _end(oracle, first, 10.2, near_miss=True)  # within every cost limit, 0.2 points over the drop
+    for score in (12.0, 10.1):  # over a cost limit: no near miss, however close its score
+        _end(oracle, oracle.create_trial("tuner0"), score)
+    retrained = []
+    for index in range(3, 3 + 2 * (NEAR_MISS_RETRIES + 1)):
+        trial = oracle.create_trial("tuner0")
+        if index % 2 == 1:
+            retrained.append(trial)
+            _end(oracle, trial, 10.5, near_miss=True)  # still over the drop
+        else:
+            _end(oracle, trial, 13.0)
+    # Every other trial, NEAR_MISS_RETRIES times, then the oracle's own proposal.
+    assert [structure(t) == structure(first) for t in retrained] == [True] * NEAR_MISS_RETRIES + [False]
+    training = [(t.hyperparameters.values["optimizer"], t.hyperparameters.values["learning_rate"])
+                for t in [first, *retrained[:NEAR_MISS_RETRIES]]]
+    assert len(set(training)) == len(training)  # each retraining draws its own settings
+
+    # Once a trial is feasible, the near miss's slots go back to the oracle.
+    _end(oracle, oracle.create_trial("tuner0"), 0.4, feasible=True)
+    if len(oracle.trials) % 2 == 0:
+        _end(oracle, oracle.create_trial("tuner0"), 13.0)
+    assert len(oracle.trials) % 2 == 1 and oracle._near_miss_values() is None
