@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.kstruct-installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-tensorflow test-processes test-torch-then-processes test-jax test-torch test-heavy bench install clean gpu-driver gpu-check
+.PHONY: demo test test-tensorflow test-processes test-torch-then-processes test-jax test-jax-beside test-tensorflow-then-rest test-torch test-heavy bench install clean gpu-driver gpu-check
 
 install: $(STAMP)
 
@@ -19,16 +19,23 @@ demo: $(STAMP)
 	$(VENV)/bin/kstruct demo --out out --overwrite
 
 # The whole suite on TensorFlow (three pytest-xdist workers, one test module per worker at a time),
-# then the core subset (tests/backends) on JAX beside PyTorch's run of it followed by the tests whose
-# work runs in processes of their own (multi-worker, JAX data-parallel), each in processes of its
-# own (Keras picks its backend once per process); each one's output is shown when it ends.
-# Measured on 2 cores: this order beats all at once (which oversubscribes the cores); a third
-# TensorFlow worker fills the time the other two wait on console-script subprocesses (12% less wall
-# time than two workers on the CLI, search, clustering and legacy-file modules); and the JAX run, one
-# process, is the longest of the second phase, so the process tests fill the core PyTorch frees.
+# then PyTorch's run of the core subset (tests/backends) and the tests whose work runs in processes of
+# their own (multi-worker, JAX data-parallel); beside all of it, from the start, JAX's run of the core
+# subset at `nice -n 10`. Each runs in processes of its own (Keras picks its backend once per process);
+# each one's output is shown when it ends. Measured on 2 cores: a third TensorFlow worker fills the time
+# the other two wait on console-script subprocesses (12% less wall time than two workers on the CLI,
+# search, clustering and legacy-file modules); all at one priority oversubscribes the cores, but the
+# JAX run, one process and the longest after TensorFlow's, at a lower priority takes the CPU the
+# TensorFlow workers leave idle and the rest once they end.
 test: $(STAMP)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-jax-beside test-tensorflow-then-rest
+
+test-jax-beside: $(STAMP)
+	@nice -n 10 $(MAKE) --no-print-directory test-jax
+
+test-tensorflow-then-rest: $(STAMP)
 	@$(MAKE) --no-print-directory test-tensorflow
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-jax test-torch-then-processes
+	@$(MAKE) --no-print-directory test-torch-then-processes
 
 test-tensorflow: $(STAMP)
 	$(PY) -m pytest -q -n 3 --dist loadscope -m "not backends and not heavy and not processes"
