@@ -51,7 +51,9 @@ class Budget:
         compression: original gzipped file / result's gzipped file: at least this.
         latency_ms, tflite_bytes, params: at most this.
         trials: how many chains to try (default 20).
-        tuner: "bayesian" (default), "random" or "hyperband" (Keras Tuner's oracles).
+        tuner: "bayesian" (default), "random" or "hyperband" (Keras Tuner's oracles). The Bayesian
+            one, while no trial is feasible, gives every other trial to the closest near miss (within
+            every cost limit, over the accuracy drop) with fresh training settings.
         epochs: the most fine-tuning epochs any one step gets (default: optimize's `epochs`).
         timeout: seconds; no new trial starts after it.
         patience: stop once this many trials in a row, after a feasible one, brought no feasible
