@@ -80,7 +80,10 @@ def test_ctrl_c_during_training_exits_130_with_one_line(files, tmp_path):
         shutil.which("kstruct", path=path), "optimize", str(files / "model.keras"), "--strategy", "prune(0.5)",
         "--data", str(files / "data.npz"), "--out", str(tmp_path / "o"), "--epochs", "100000", "--batch-size", "8",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # As a terminal starts it: SIGINT handled, even where this suite runs with it ignored (a background job
+    # of a shell without job control), which Python would otherwise pass on to the command.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = process.stdout.readline()  # the original model's line: training starts next
         assert first.startswith("kstruct: original:"), first + process.stderr.read()

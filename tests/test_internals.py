@@ -23,6 +23,7 @@ INTERNALS = [
     "keras_tuner.engine.trial:Trial.load",
     "keras_tuner:Tuner._build_hypermodel",
     "keras_tuner:Tuner._configure_tensorboard_dir",
+    "keras:Model._symbolic_build",
 ]
 
 
@@ -53,3 +54,20 @@ def test_keras_tuner_still_names_its_checkpoint_callback_save_best_epoch():
     assert isinstance(getattr(tuner_utils, "SaveBestEpoch", None), type), (
         "keras_tuner's SaveBestEpoch is gone; see docs/internals.md (checkpoint_once)"
     )
+
+
+def test_the_optimizer_and_metrics_exist_before_fit_traces_its_step():
+    """kstruct builds them first, so `fit` creates no variable in its trace and traces its step once."""
+    import keras
+    import numpy as np
+
+    from kstruct.engine.training import build_training_state
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.zeros((8, 4), "float32"), np.zeros((8,), "int32")
+    build_training_state(model, x[:4], y[:4])
+    built = {variable.path for variable in [*model.optimizer.variables, *model.metrics_variables]}
+    assert len(built) > len(model.trainable_variables)  # Adam's slots and the metrics' state
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert {variable.path for variable in [*model.optimizer.variables, *model.metrics_variables]} == built

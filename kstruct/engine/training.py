@@ -54,6 +54,23 @@ def average_replica_copies(model: keras.Model) -> None:
             variable.assign(np.mean(arrays, axis=0))
 
 
+def build_training_state(trainer: keras.Model, x: Any, y: Any) -> None:
+    """Creates the optimizer's, metrics' and loss trackers' variables before `fit` traces its train step.
+
+    Why: on TensorFlow, outside a distribution strategy, Keras creates them during the first
+    trace of the train step, and a `tf.function` that creates variables is traced a second
+    time: every fit paid for two traces, about a third of a short fit on a small model.
+    Keras builds them first itself under a strategy and on JAX and PyTorch (its
+    `_symbolic_build`, from the shapes of one batch); this makes the same call. Where a
+    Keras version lacks it, fit traces twice, as before.
+    """
+    if keras.backend.backend() != "tensorflow" or getattr(trainer, "_distribute_strategy", None) is not None:
+        return  # other backends, and Keras under a strategy, build first already
+    symbolic_build = getattr(trainer, "_symbolic_build", None)
+    if symbolic_build is not None:
+        symbolic_build(data_batch=(x, y, None))
+
+
 def check_label_dtype(y: Any, what: str) -> None:
     """Raises DataError if any label array is not numeric (strings, Python objects).
 
@@ -519,6 +536,8 @@ class StepContext:
             scale_losses_for(trainer, model)
         from kstruct.engine.tensorboard import epoch_callbacks
 
+        x, y = self.train.sample()
+        build_training_state(trainer, take(x, slice(None, self.train.batch_size)), take(y, slice(None, self.train.batch_size)))
         history = trainer.fit(
             **self.train.fit_arguments(),
             epochs=epochs or self.epochs,
