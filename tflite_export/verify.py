@@ -68,6 +68,31 @@ def _rows(x: Any) -> int:
     return len(leaves[0]) if leaves else 0
 
 
+DIRECT_CALL_ROWS = 1024  # up to this many rows, `keras_outputs` calls the model instead of `predict`
+
+
+def keras_outputs(keras_model, x: Any, batch_size: int = 256) -> Any:
+    """The Keras model's outputs on `x` as numpy arrays, in the structure `predict` returns.
+
+    Why not always `predict`: it traces a graph for every new model (and again for a last
+    partial batch), which on the few hundred rows a file is checked on costs several times
+    the forward pass (0.22 s against 0.06 s of CPU for a small CNN on 400 rows, 1.3 s against
+    0.4 s for MobileNetV2), the same outputs to the bit. Keras advises calling the model itself
+    on inputs that small; so up to `DIRECT_CALL_ROWS` rows the model is called in batches
+    (`training=False`, as `predict` does), and larger inputs go through `predict`.
+    """
+    import keras
+
+    rows = _rows(x)
+    if rows > DIRECT_CALL_ROWS:
+        return keras_model.predict(x, batch_size=batch_size, verbose=0)
+    parts = []
+    for start in range(0, rows, batch_size):
+        batch = keras.tree.map_structure(lambda array: array[start:start + batch_size], x)
+        parts.append(keras.tree.map_structure(keras.ops.convert_to_numpy, keras_model(batch, training=False)))
+    return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *parts)
+
+
 def paired_outputs(model: bytes | str | os.PathLike, keras_model, x: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`{output name: (keras output, tflite output)}` on the same inputs, in the model's output order.
 
@@ -92,7 +117,7 @@ def paired_outputs(model: bytes | str | os.PathLike, keras_model, x: Any) -> dic
     feed = leaves[0] if len(leaves) == 1 else {t.name: v for t, v in zip(inputs, leaves)}
     lite = runtime.predict(model, feed)
     lite = lite if isinstance(lite, list) else [lite]
-    ref = keras_model.predict(x, batch_size=256, verbose=0)
+    ref = keras_outputs(keras_model, x)
     if isinstance(ref, dict):
         names = [str(path[-1]) for path, _ in keras.tree.flatten_with_path(ref)]
     else:

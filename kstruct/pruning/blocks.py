@@ -34,6 +34,7 @@ from kstruct._graph.graph import Node, layers_by_name
 from kstruct._graph.rebuild import copy_compile
 from kstruct._graph.state import carry_state
 from kstruct.errors import PruningError
+from tflite_export.verify import keras_outputs
 
 CRITERIA = ("norm", "loss")
 _MERGES = ("Add",)
@@ -225,7 +226,7 @@ def _score(model: keras.Model, graph: Graph, blocks: Sequence[Block], criterion:
         raise ValueError(f"Scoring blocks by {criterion!r} needs data: pass data=(x, y) (or inputs x for 'norm').")
     if criterion == "norm":
         probe = _probe(model, graph, outputs=[ref for block in blocks for ref in (Ref(block.name), block.skip)])
-        values = probe.predict(_inputs_of(data), verbose=0)
+        values = keras_outputs(probe, _inputs_of(data))
         scores = {}
         for i, block in enumerate(blocks):
             out, skip = (np.reshape(v, (len(v), -1)) for v in (values[2 * i], values[2 * i + 1]))

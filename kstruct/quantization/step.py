@@ -16,6 +16,7 @@ from kstruct.quantization.sensitivity import layer_sensitivity, ranked_layers
 from kstruct.engine.arguments import positive_int_argument
 from kstruct.engine.step import Step, StepResult, TrainingStep
 from kstruct.engine.training import StepContext
+from tflite_export.verify import keras_outputs
 
 INT8_TARGET = "int8"
 # The full-integer targets (tflite_export rows with quantize="int8"); tests check the two agree.
@@ -162,7 +163,7 @@ class QAT(TrainingStep):
         if self.bits == 4:
             notes["weight_bits"] = weight_bits_by_layer(qat_model)
         if _class_scores(qat_model, y):  # other tasks and outputs: the stage report's figures
-            keras_predictions = np.asarray(qat_model.predict(x, verbose=0))
+            keras_predictions = np.asarray(keras_outputs(qat_model, x))
             tflite_predictions = np.asarray(tflite_export.predict(blob, x))
             notes.update({
                 "keras_qat_accuracy": _top1(keras_predictions, y),
@@ -277,7 +278,7 @@ class PTQ(Step):
         if float_layers:
             notes["float_layers"] = float_layers
         if _class_scores(model, y):  # other tasks and outputs: the stage report's figures
-            keras_predictions = np.asarray(model.predict(x, verbose=0))
+            keras_predictions = np.asarray(keras_outputs(model, x))
             tflite_predictions = np.asarray(tflite_export.predict(blob, x))
             notes.update(keras_accuracy=_top1(keras_predictions, y), int8_accuracy=_top1(tflite_predictions, y))
         return StepResult(model=model, notes=notes, tflite=blob if target == context.target else None)

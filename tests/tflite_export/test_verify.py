@@ -53,3 +53,25 @@ def test_verify_without_labels_leaves_accuracy_empty(cnn_blob, trained_cnn, mnis
 def test_label_count_mismatch_is_an_export_error(cnn_blob, mnist):
     with pytest.raises(tflite_export.ExportError, match="one label per input row"):
         tflite_export.evaluate(cnn_blob("float32"), mnist[2][:5], mnist[3][:4])
+
+
+@pytest.mark.parametrize("rows", [300, 1030])  # called in batches (the last one partial); past 1024 rows, predict
+def test_keras_outputs_are_what_predict_returns_for_dict_inputs_and_two_outputs(rows):
+    import keras
+
+    from tflite_export.verify import DIRECT_CALL_ROWS, keras_outputs
+
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, [keras.layers.Dense(2)(hidden), keras.layers.Dropout(0.5)(hidden)])
+    rng = np.random.default_rng(0)
+    x = {"a": rng.random((rows, 3), dtype=np.float32), "b": rng.random((rows, 5), dtype=np.float32)}
+
+    outputs = keras_outputs(model, x)
+    assert model.predict_function is None if rows <= DIRECT_CALL_ROWS else model.predict_function is not None
+    expected = model.predict(x, batch_size=256, verbose=0)
+    assert isinstance(outputs, list) and len(outputs) == 2
+    for got, want in zip(outputs, expected):
+        assert isinstance(got, np.ndarray) and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)  # Dropout inactive: training=False
