@@ -33,6 +33,20 @@ def small_mnist(mnist):
     return (x[:800], y[:800]), (xt[:200], yt[:200])
 
 
+@pytest.fixture(scope="session")
+def trained_example_cnn():
+    """`kstruct.models.example_cnn` trained one epoch on the first 2,000 digits (seed 0): the float model
+    the quantization and export tests start from (`float_cnn`, `trained_cnn`), trained once per worker.
+    Tests read it and never change it, as kstruct never changes a model it is given."""
+    from kstruct.models import compile_for_classification, example_cnn
+
+    (x, y), _ = load_mnist_5k()  # not the `mnist` fixture: tests/tflite_export defines its own
+    keras.utils.set_random_seed(0)
+    model = compile_for_classification(example_cnn())
+    model.fit(x[:2000], y[:2000], epochs=1, batch_size=64, verbose=0)
+    return model
+
+
 def tiny_cnn(name: str = "tiny_cnn") -> keras.Model:
     """A CNN small enough to train in a second: conv, pool, dense."""
     return keras.Sequential(

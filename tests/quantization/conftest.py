@@ -1,4 +1,4 @@
-"""Shared fixtures: MNIST-5k slices, and one float CNN and its QAT model trained once per session."""
+"""Shared fixtures: MNIST-5k slices, the float CNN (trained once for the whole suite) and its QAT model."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
 import pytest
 
 from kstruct.data import load_mnist_5k
-from kstruct.models import compile_for_classification, example_cnn
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +18,9 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def float_cnn(digits):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    x_train, y_train, _, _ = digits
-    model = compile_for_classification(example_cnn())
-    model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
-    return model
+def float_cnn(trained_example_cnn):
+    """The example CNN trained one epoch on `digits`' training rows (tests/conftest.py)."""
+    return trained_example_cnn
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import pytest
 
 import tflite_export
 from kstruct.data import load_mnist_5k
-from kstruct.models import compile_for_classification, example_cnn
 
 
 @pytest.fixture(scope="session")
@@ -21,14 +20,9 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
-def trained_cnn(mnist):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    x_train, y_train, _, _ = mnist
-    model = compile_for_classification(example_cnn())
-    model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
-    return model
+def trained_cnn(trained_example_cnn):
+    """The example CNN trained one epoch on `mnist`'s training rows (tests/conftest.py)."""
+    return trained_example_cnn
 
 
 @pytest.fixture(scope="session")
