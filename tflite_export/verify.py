@@ -76,8 +76,9 @@ def keras_outputs(keras_model, x: Any, batch_size: int = 256) -> Any:
 
     Why not always `predict`: it traces a graph for every new model (and again for a last
     partial batch), which on the few hundred rows a file is checked on costs several times
-    the forward pass (0.22 s against 0.06 s of CPU for a small CNN on 400 rows, 1.3 s against
-    0.4 s for MobileNetV2), the same outputs to the bit. Keras advises calling the model itself
+    the forward pass (on 400 rows, 0.15 s against 0.04 s of CPU for the example CNN, 1.4 s
+    against 0.38 s for MobileNetV2: benchmarks/keras_overheads.py), the same outputs to the
+    bit. Keras advises calling the model itself
     on inputs that small; so up to `DIRECT_CALL_ROWS` rows the model is called in batches
     (`training=False`, as `predict` does), and larger inputs go through `predict`.
     """
