@@ -55,7 +55,8 @@ def average_replica_copies(model: keras.Model) -> None:
 
 
 def build_training_state(trainer: keras.Model, x: Any, y: Any) -> None:
-    """Creates the optimizer's, metrics' and loss trackers' variables before `fit` traces its train step.
+    """Creates the optimizer's, metrics' and loss trackers' variables before `fit` traces its train step,
+    from the shapes of the first rows of `x` and `y` (the training data, or any part of it).
 
     Why: on TensorFlow, outside a distribution strategy, Keras creates them during the first
     trace of the train step, and a `tf.function` that creates variables is traced a second
@@ -69,7 +70,7 @@ def build_training_state(trainer: keras.Model, x: Any, y: Any) -> None:
         return  # other backends, and Keras under a strategy, build first already
     symbolic_build = getattr(trainer, "_symbolic_build", None)
     if symbolic_build is not None:
-        symbolic_build(data_batch=(x, y, None))
+        symbolic_build(data_batch=(take(x, slice(None, 32)), take(y, slice(None, 32)), None))
 
 
 def check_label_dtype(y: Any, what: str) -> None:
@@ -537,8 +538,7 @@ class StepContext:
             scale_losses_for(trainer, model)
         from kstruct.engine.tensorboard import epoch_callbacks
 
-        x, y = self.train.sample()
-        build_training_state(trainer, take(x, slice(None, self.train.batch_size)), take(y, slice(None, self.train.batch_size)))
+        build_training_state(trainer, *self.train.sample())
         history = trainer.fit(
             **self.train.fit_arguments(),
             epochs=epochs or self.epochs,
