@@ -80,12 +80,14 @@ def keras_outputs(keras_model, x: Any, batch_size: int = 256) -> Any:
     against 0.38 s for MobileNetV2: benchmarks/keras_overheads.py), the same outputs to the
     bit. Keras advises calling the model itself
     on inputs that small; so up to `DIRECT_CALL_ROWS` rows the model is called in batches
-    (`training=False`, as `predict` does), and larger inputs go through `predict`.
+    (`training=False`, as `predict` does), and larger inputs go through `predict`. Not on JAX:
+    there a direct call runs op by op and XLA compiles each op for each new shape (a QAT
+    model's fake-quantizers alone, dozens of compiles), where `predict` compiles one function.
     """
     import keras
 
     rows = _rows(x)
-    if rows > DIRECT_CALL_ROWS:
+    if rows > DIRECT_CALL_ROWS or keras.backend.backend() == "jax":
         return keras_model.predict(x, batch_size=batch_size, verbose=0)
     parts = []
     for start in range(0, rows, batch_size):

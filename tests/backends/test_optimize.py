@@ -89,3 +89,10 @@ def test_keras_file_saved_off_tensorflow_loads_off_tensorflow_and_converts_on_te
     np.testing.assert_array_equal(tflite_export.predict(on_tensorflow, xt), tflite_export.predict(result.tflite, xt))
     assert on_tensorflow == result.tflite  # the same converter on the same weights: the same file
 
+
+
+def test_the_keras_side_of_each_check_is_what_predict_returns_off_tensorflow():
+    """On JAX through `predict` (one compiled function), on torch by calling the model."""
+    from tests.tflite_export.test_verify import check_keras_outputs
+
+    check_keras_outputs(300)
