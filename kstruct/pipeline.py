@@ -71,8 +71,9 @@ class OptimizationResult:
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Writes `model.keras`, `model.tflite`, `report.json`, `report.md` and the figures
-        (`stages.png`, `layers.png`, `training.png`, and `auto.png` with its trial table in
-        `report.md` after an `auto` step) into `directory`, atomically.
+        (`stages.png`, `layers.png`, `training.png`; `auto.png` with its trial table in
+        `report.md` after an `auto` step; `pareto.png` after a `search` step) into `directory`,
+        atomically.
 
         Raises:
             OutputExistsError: if `directory` exists and is not empty, unless `overwrite=True`.

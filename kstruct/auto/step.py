@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-
 import keras
 
 from kstruct.auto.budget import Budget
@@ -11,6 +9,7 @@ from kstruct.auto.run import AutoSearch
 from kstruct.engine.log import say
 from kstruct.engine.step import Step, StepResult
 from kstruct.engine.training import StepContext
+from kstruct.engine.workdir import working_directory
 
 
 class Auto(Step):
@@ -25,7 +24,8 @@ class Auto(Step):
 
     Args: those of `kstruct.Budget`, and
         directory: Keras Tuner's project folder; run again with the same folder, a search
-            resumes where it stopped. Default: a new temporary folder.
+            resumes where it stopped. Default: a temporary folder, removed (with every
+            trial's files) when the step ends.
         seed: the oracle's seed.
     """
 
@@ -80,9 +80,10 @@ class Auto(Step):
         }
 
     def apply(self, model: keras.Model, context: StepContext) -> StepResult:
-        directory = self.directory or tempfile.mkdtemp(prefix="kstruct-auto-")
-        search = AutoSearch(model, context, self.budget, directory, say=lambda line: say(line, context.verbose),
-                            seed=self.seed)
-        result = search.run()
-        say(f"auto: chose {result.strategy or '(no step)'}", context.verbose)
-        return StepResult(model=context.compile(result.model), tflite=result.tflite, notes={"auto": result.to_dict()})
+        with working_directory(self.directory, "kstruct-auto-") as directory:
+            search = AutoSearch(model, context, self.budget, directory, say=lambda line: say(line, context.verbose),
+                                seed=self.seed)
+            result = search.run()
+            say(f"auto: chose {result.strategy or '(no step)'}", context.verbose)
+            notes = {**result.to_dict(), "directory": self.directory}  # None: the temporary folder is gone
+            return StepResult(model=context.compile(result.model), tflite=result.tflite, notes={"auto": notes})

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FIGURES", "figures", "save_figures", "stages_figure", "layers_figure", "training_figure", "auto_figure"]
 
-FIGURES = ("stages", "layers", "training")  # and "auto" when the strategy ran `auto`
+FIGURES = ("stages", "layers", "training")  # and "auto" or "pareto" when the strategy ran `auto` or `search`
 
 
 def _data(report) -> dict:
@@ -179,11 +179,26 @@ def auto_figure(report: "Report | dict") -> "Figure":
     return figure
 
 
+def search_notes(report: "Report | dict") -> dict | None:
+    """The notes of the report's `search` stage (its trials and Pareto fronts), or None."""
+    for stage in _data(report)["stages"]:
+        notes = stage.get("notes", {})
+        if {"pareto", "trials", "objective", "target"} <= set(notes):
+            return notes
+    return None
+
+
 def figures(report: "Report | dict") -> dict[str, "Figure"]:
-    """`{"stages": ..., "layers": ..., "training": ...}` for one report, and `"auto"` after an `auto` step."""
+    """`{"stages": ..., "layers": ..., "training": ...}` for one report, `"auto"` after an `auto` step
+    and `"pareto"` (`kstruct.search.pareto.pareto_figure`) after a `search` step."""
     found = {"stages": stages_figure(report), "layers": layers_figure(report), "training": training_figure(report)}
     if auto_notes(report) is not None:
         found["auto"] = auto_figure(report)
+    searched = search_notes(report)
+    if searched is not None:
+        from kstruct.search.pareto import pareto_figure
+
+        found["pareto"] = pareto_figure(searched)
     return found
 
 

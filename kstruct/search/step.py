@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import keras
@@ -16,6 +15,7 @@ from kstruct.search.tuner import TUNER_NAMES
 from kstruct.engine.arguments import optional_positive_int_argument
 from kstruct.engine.step import Step, StepResult
 from kstruct.engine.training import StepContext
+from kstruct.engine.workdir import working_directory
 
 
 class Search(Step):
@@ -32,8 +32,10 @@ class Search(Step):
         tuner: "random" (default), "bayesian" or "hyperband".
         epochs: training epochs per trial (default: the strategy's epochs).
         training: also search each trial's optimizer, learning rate and batch size.
-        directory: where the trials go; default a new temporary directory.
-        plot: write `pareto.png` beside the trials.
+        directory: where the trials go (a search there resumes); default a temporary
+            folder, removed with the trials' files when the step ends.
+        plot: also write `pareto.png` beside the trials in `directory` (`Result.save`
+            writes it into its folder either way).
     """
 
     name = "search"
@@ -72,23 +74,25 @@ class Search(Step):
         hypermodel = space(
             model, widths=DEFAULT_WIDTHS, target=context.target, compile=context.compile, training=self.training
         )
-        directory = self.directory or tempfile.mkdtemp(prefix="kstruct-search-")
-        result = run(
-            hypermodel,
-            context.train,
-            context.validation,
-            budget=self.budget,
-            target=context.target,
-            tuner=self.tuner,
-            max_trials=self.trials,
-            epochs=self.epochs or context.epochs,
-            directory=directory,
-            verbose=0,
-        )
+        with working_directory(self.directory, "kstruct-search-") as directory:
+            result = run(
+                hypermodel,
+                context.train,
+                context.validation,
+                budget=self.budget,
+                target=context.target,
+                tuner=self.tuner,
+                max_trials=self.trials,
+                epochs=self.epochs or context.epochs,
+                directory=directory,
+                verbose=0,
+            )
         plot_path = None
-        if self.plot:
-            plot_path = plot_pareto(result, os.path.join(directory, "pareto.png"))
+        if self.plot and self.directory is not None:
+            plot_path = plot_pareto(result, os.path.join(self.directory, "pareto.png"))
         notes = {
+            "objective": result.objective,
+            "target": result.target,
             "budget": self.budget.limits(),
             "best_trial": result.best_trial.as_dict(),
             "trials": [t.as_dict() for t in result.trials],
@@ -96,7 +100,7 @@ class Search(Step):
             "overhead": result.overhead,
             "peak_rss_mb": result.peak_rss_mb,
             "search_seconds": time.perf_counter() - start,
-            "directory": directory,
+            "directory": self.directory,  # None: the temporary folder is gone
             "plot": plot_path,
         }
         return StepResult(model=context.compile(result.best_model), notes=notes)

@@ -2,6 +2,7 @@
 so the tests do not depend on timing noise (benchmarks/auto.py measures speed budgets)."""
 
 import re
+import tempfile
 
 import keras
 import numpy as np
@@ -63,20 +64,31 @@ def test_nothing_may_train_after_auto():
 
 
 @pytest.fixture(scope="module")
-def searched(trained):
+def searched(trained, tmp_path_factory):
     model, train, validation = trained
     limit = int(model.count_params() * 0.6)
     weights = [w.copy() for w in model.get_weights()]
-    result = kstruct.optimize(
-        model, kstruct.Budget(params=limit, max_accuracy_drop=0.34, trials=3, epochs=1, tuner="random"),
-        train_data=train, validation_data=validation, target="float32", verbose=0,
-    )
+    temporary, default = tmp_path_factory.mktemp("tmpdir"), tempfile.tempdir
+    tempfile.tempdir = str(temporary)  # where the trials go without directory=
+    try:
+        result = kstruct.optimize(
+            model, kstruct.Budget(params=limit, max_accuracy_drop=0.34, trials=3, epochs=1, tuner="random"),
+            train_data=train, validation_data=validation, target="float32", verbose=0,
+        )
+    finally:
+        tempfile.tempdir = default
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # the user's model is untouched
-    return result, limit
+    return result, limit, sorted(p.name for p in temporary.iterdir())
+
+
+def test_without_a_directory_the_trials_files_are_removed_when_the_step_ends(searched):
+    result, _, left_in_tmp = searched
+    assert left_in_tmp == []  # three trials' model.keras and model.tflite were there
+    assert result.report.stages[-1].notes["auto"]["directory"] is None
 
 
 def test_auto_returns_a_trial_within_the_budget_and_records_every_trial(searched):
-    result, limit = searched
+    result, limit, _ = searched
     assert len(result.trials) == 3
     assert {row["status"] for row in result.trials} <= {"feasible", "over budget", "over budget untrained", "failed"}
     chosen = result.report.stages[-1].notes["auto"]["best_trial"]
@@ -96,14 +108,14 @@ def test_auto_returns_a_trial_within_the_budget_and_records_every_trial(searched
 
 def test_the_chosen_chain_reproduces_with_optimize(trained, searched):
     model, train, validation = trained
-    result, limit = searched
+    result, limit, _ = searched
     again = kstruct.optimize(model, result.strategy, train_data=train, validation_data=validation, target="float32", verbose=0)
     assert again.report.stages[-1].params == result.report.stages[-1].params <= limit
     assert abs(again.report.stages[-1].tflite_accuracy - result.report.stages[-1].tflite_accuracy) <= 0.15
 
 
 def test_trials_differ_in_their_training_settings(searched):
-    result, _ = searched
+    result, _, _ = searched
     settings = set()
     for row in result.trials:
         steps = Strategy.parse(row["strategy"]) if row["strategy"] else []

@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 import pytest
+
+import kstruct
 
 from kstruct.search import Search
 from kstruct.engine.step import Step
@@ -23,6 +26,26 @@ def test_search_step_returns_the_best_model_within_budget_and_notes(data, tmp_pa
     assert set(notes["pareto"]) == {"tflite_bytes", "latency_ms"}
     assert 0.0 <= notes["overhead"] <= 1.0 and notes["peak_rss_mb"] > 0
     assert os.path.getsize(notes["plot"]) > 1000 and notes["plot"].endswith(".png")
+
+
+def test_through_optimize_without_a_directory_the_trials_go_and_save_draws_the_pareto_plot(data, tmp_path):
+    (x, y), validation = data
+    model = tiny_cnn()
+    temporary, default = tmp_path / "tmpdir", tempfile.tempdir
+    temporary.mkdir()
+    tempfile.tempdir = str(temporary)  # where the trials go without directory=
+    try:
+        result = kstruct.optimize(model, f"search(trials=2, params={model.count_params()}, epochs=1)",
+                                  train_data=(x, y), validation_data=validation, target="float32", verbose=0)
+    finally:
+        tempfile.tempdir = default
+    assert list(temporary.iterdir()) == []  # two trials' files were there
+    notes = result.report.stages[-1].notes
+    assert notes["directory"] is None and notes["plot"] is None and len(notes["trials"]) == 2
+    assert set(result.plot()) == {"stages", "layers", "training", "pareto"}
+    result.save(tmp_path / "out")
+    assert os.path.getsize(tmp_path / "out" / "pareto.png") > 1000
+    assert "![pareto](pareto.png)" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_search_step_prints_back_in_the_strategy_grammar_and_checks_arguments():
