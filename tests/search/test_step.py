@@ -39,7 +39,8 @@ def test_through_optimize_without_a_directory_the_trials_go_and_save_draws_the_p
                                   train_data=(x, y), validation_data=validation, target="float32", verbose=0)
     finally:
         tempfile.tempdir = default
-    assert list(temporary.iterdir()) == []  # two trials' files were there
+    # Two trials' files were there; TensorFlow's autograph leaves the code it generates, not kstruct's to remove.
+    assert [p for p in temporary.iterdir() if not p.name.startswith("__autograph_generated")] == []
     notes = result.report.stages[-1].notes
     assert notes["directory"] is None and notes["plot"] is None and len(notes["trials"]) == 2
     assert set(result.plot()) == {"stages", "layers", "training", "pareto"}
