@@ -41,6 +41,38 @@ SAME_SCALE_LAYERS: tuple[type, ...] = (
     keras.layers.Permute,
 )
 
+# Data augmentation inside the model, as Keras's image tutorials write it: active in training, the identity
+# otherwise, so the converter drops it. Left in float, each cost the int8 file a DEQUANTIZE and a QUANTIZE
+# around nothing, and the user a warning about float layers the file does not hold. (Not RandomCrop: it
+# resizes and crops at inference.)
+AUGMENTATION_LAYERS: tuple[type, ...] = (
+    keras.layers.RandomFlip,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomContrast,
+    keras.layers.RandomBrightness,
+    keras.layers.RandomGrayscale,
+    keras.layers.RandomHue,
+    keras.layers.RandomSaturation,
+    keras.layers.RandomSharpness,
+    keras.layers.RandomShear,
+    keras.layers.RandomColorJitter,
+    keras.layers.RandomColorDegeneration,
+    keras.layers.RandomPosterization,
+    keras.layers.RandomInvert,
+    keras.layers.RandomErasing,
+    keras.layers.RandomGaussianBlur,
+    keras.layers.RandomPerspective,
+    keras.layers.RandomElasticTransform,
+    keras.layers.Solarization,
+    keras.layers.AugMix,
+    keras.layers.RandAugment,
+    keras.layers.CutMix,
+    keras.layers.MixUp,
+    keras.layers.AlphaDropout,
+)
+
 # Weightless layers with an int8 kernel whose output gets its own range.
 OUTPUT_QUANTIZED_LAYERS: tuple[type, ...] = (
     keras.layers.Add,
@@ -173,7 +205,7 @@ def plan_model(model: keras.Model, fold_batch_norm: bool = True) -> dict[str, La
             plans[name] = plan
         elif activation_name(layer) is not None and spec_for(activation_name(layer)) is not None:
             plans[name] = LayerPlan("activation")
-        elif isinstance(layer, SAME_SCALE_LAYERS):
+        elif isinstance(layer, SAME_SCALE_LAYERS + AUGMENTATION_LAYERS):
             plans[name] = LayerPlan("same_scale")
         elif isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "nearest":
             plans[name] = LayerPlan("same_scale")

@@ -13,7 +13,7 @@ from kstruct.quantization import (
     quantization_report,
     quantize,
 )
-from qat_helpers import calibrate
+from qat_helpers import calibrate, float_fallback_ops
 
 
 def test_input_model_is_not_modified(float_cnn):
@@ -58,6 +58,29 @@ def test_unsupported_layer_passes_through_in_float_with_a_warning_naming_it():
     np.testing.assert_allclose(
         calibrate(qat, x_data, batches=1).predict(x_data, verbose=0), model.predict(x_data, verbose=0), atol=0.1
     )
+
+
+def test_augmentation_layers_in_the_model_train_under_qat_and_leave_nothing_in_the_int8_file(recwarn):
+    """Keras's image tutorials put RandomFlip & co. in the model: the identity outside training. They were
+    left in float, with a warning naming them and a DEQUANTIZE/QUANTIZE pair each at the file's input."""
+    import kstruct
+
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomContrast(0.2),
+        layers.Rescaling(1 / 255.0), layers.Conv2D(4, 3, activation="relu"), layers.GlobalAveragePooling2D(),
+        layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x, y = (rng.random((96, 8, 8, 3)) * 255).astype("float32"), rng.integers(0, 3, 96)
+    result = kstruct.optimize(model, "qat", train_data=(x, y), epochs=1, batch_size=32, target="int8", verbose=0)
+    qat = result.report.stages[-1]
+    assert qat.notes["float_layers"] == {}
+    assert not [w for w in recwarn if "left in float" in str(w.message)]
+    assert float_fallback_ops(result.tflite) == []
+    assert qat.agreement == 1.0 and qat.max_abs_diff <= 0.02
 
 
 def test_report_names_folded_batchnorm_and_fused_activation():
