@@ -72,6 +72,19 @@ def _input_signature(model) -> list[tuple[str, tuple[Any, ...], str]]:
     return signature
 
 
+def _check_numeric_inputs(signature: list, target: str) -> None:
+    """A calibrated target feeds the model numbers; a string input (TextVectorization or StringLookup
+    inside the model) has no int8 form, and its lookup ops exist in LiteRT only as Flex kernels."""
+    strings = [name for name, _, dtype in signature if dtype == "string"]
+    if strings:
+        raise ExportError(
+            f"target={target!r} calibrates the model on its inputs, but input `{strings[0]}` takes strings (a "
+            "TextVectorization or StringLookup inside the model), which have no integer form. Keep the text "
+            "preprocessing outside the model (map it over the data, as Keras's guides do for TFLite) and convert "
+            "the model that takes its token ids, or use target='float32' with allow_flex=True."
+        )
+
+
 def _check_sample_shape(shape: tuple, expected: tuple) -> None:
     if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
         raise ExportError(f"representative_data has shape {tuple(shape)}; the model expects inputs of shape {expected}")
@@ -401,6 +414,8 @@ def convert(
     # converts (and what a JAX or PyTorch model sends to the TensorFlow child).
     keras_model = float32_twin(_load_keras_model(model))
     signature = _input_signature(keras_model)
+    if spec.needs_data:
+        _check_numeric_inputs(signature, spec.name)
     samples = _calibration_samples(representative_data, signature) if spec.needs_data else None
     if samples is not None:
         _check_finite(samples)

@@ -124,6 +124,23 @@ def test_integer_targets_without_data_say_what_to_pass(tiny_dense, target):
         tflite_export.convert(tiny_dense, target)
 
 
+def test_a_model_that_takes_strings_is_refused_for_a_calibrated_target_naming_the_way_out():
+    """It crashed in numpy (`byte indices must be integers`) while cutting calibration samples."""
+    import keras
+
+    words = keras.Input((1,), dtype="string", name="words")
+    ids = keras.layers.StringLookup(vocabulary=["good", "bad"])(words)
+    model = keras.Model(words, keras.layers.Dense(1)(keras.layers.Embedding(3, 4)(ids)))
+    with pytest.raises(ExportError) as info:
+        tflite_export.convert(model, "int8", representative_data=np.array([[b"good"], [b"bad"]], dtype=object))
+    assert str(info.value) == (
+        "target='int8' calibrates the model on its inputs, but input `words` takes strings (a TextVectorization or "
+        "StringLookup inside the model), which have no integer form. Keep the text preprocessing outside the model "
+        "(map it over the data, as Keras's guides do for TFLite) and convert the model that takes its token ids, or "
+        "use target='float32' with allow_flex=True."
+    )
+
+
 def test_misshapen_representative_data_names_both_shapes(trained_cnn):
     bad = np.zeros((10, 32, 32, 3), dtype=np.float32)
     with pytest.raises(ExportError) as info:
