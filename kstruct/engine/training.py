@@ -73,6 +73,27 @@ def build_training_state(trainer: keras.Model, x: Any, y: Any) -> None:
         symbolic_build(data_batch=(take(x, slice(None, 32)), take(y, slice(None, 32)), None))
 
 
+def spec_rows(dataset) -> tuple[Any, Any] | None:
+    """One row of zeros for `x` and for `y`, shaped and typed as a tf.data dataset's `(x, y[, w])` batches
+    (unknown dims 1): what `build_training_state` needs, read from the dataset's `element_spec` rather
+    than from its first batch, which could cost a shuffle buffer's worth of reading. None when an
+    element is not `(x, y, ...)` of dense numeric tensors (ragged, sparse, strings)."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        return None
+    leaves = keras.tree.flatten(spec[:2])
+    if not leaves or not all(isinstance(leaf, tf.TensorSpec) and (leaf.dtype.is_floating or leaf.dtype.is_integer
+                                                                    or leaf.dtype.is_bool) for leaf in leaves):
+        return None
+
+    def zeros(leaf):
+        return np.zeros([1 if d is None else d for d in leaf.shape], leaf.dtype.as_numpy_dtype)
+
+    return keras.tree.map_structure(zeros, spec[0]), keras.tree.map_structure(zeros, spec[1])
+
+
 def check_label_dtype(y: Any, what: str) -> None:
     """Raises DataError if any label array is not numeric (strings, Python objects).
 
@@ -88,7 +109,7 @@ def check_label_dtype(y: Any, what: str) -> None:
             )
 
 
-def _is_dataset(data) -> bool:
+def is_dataset(data) -> bool:
     # tf.data without importing TensorFlow at module import time.
     return type(data).__module__.startswith("tensorflow") and hasattr(data, "element_spec")
 
@@ -178,7 +199,7 @@ class TrainingData:
                 raise DataError(f"`{self.what}` is empty.")
             check_label_dtype(y, self.what)
             self.source = (x, y)
-        elif not (_is_dataset(data) or isinstance(data, keras.utils.PyDataset)):
+        elif not (is_dataset(data) or isinstance(data, keras.utils.PyDataset)):
             raise DataError(
                 f"Expected `{self.what}` as (x, y) arrays, a tf.data.Dataset or a keras.utils.PyDataset. "
                 f"Received: an object of type {type(data).__name__}"
@@ -190,7 +211,7 @@ class TrainingData:
 
     @property
     def is_infinite(self) -> bool:
-        return _is_dataset(self.source) and _infinite(self.source)
+        return is_dataset(self.source) and _infinite(self.source)
 
     def fit_arguments(self) -> dict:
         if self.is_arrays:

@@ -32,7 +32,7 @@ from kstruct import _graph
 from kstruct._graph import Node, Ref, Signature, analyze, check_graph_model, copy_compile
 from kstruct._graph.channels import WIDTH_LAYERS, kept_positions, slice_weights
 from kstruct.engine.settings import OPTIMIZERS, TrainingSettings
-from kstruct.engine.training import build_training_state
+from kstruct.engine.training import build_training_state, is_dataset, spec_rows
 from kstruct.search.activations import canonical, native_activations
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
@@ -331,8 +331,10 @@ class SearchSpace(keras_tuner.HyperModel):
         if self.training and kwargs.get("batch_size") is not None:
             kwargs["batch_size"] = hp.Choice("batch_size", [16, 32, 64, 128], default=32)
         x, y = kwargs.get("x"), kwargs.get("y")
-        if y is not None:  # array data (a dataset, in `x` alone, is traced twice as Keras does)
+        if y is not None:  # array data
             build_training_state(model, x, y)
+        elif is_dataset(x) and spec_rows(x) is not None:  # a tf.data dataset of (x, y) batches
+            build_training_state(model, *spec_rows(x))
         return model.fit(*args, **kwargs)
 
     def _compile(self, model: keras.Model) -> keras.Model:

@@ -148,3 +148,27 @@ def test_every_sampled_mobilenetv2_builds_and_trains_one_step():
         built.run_eagerly = True  # one step each: tracing the train function would cost 10x the step
         built.fit(x, y, epochs=1, batch_size=2, verbose=0)
         keras.backend.clear_session()
+
+
+def test_a_trial_on_a_tf_data_dataset_has_its_training_state_before_fit_traces_its_step():
+    """Built from the dataset's element_spec (one row of zeros), as for array data, so the trial's train
+    step is traced once; it was traced twice on a dataset (Keras made the variables in the first trace)."""
+    import tensorflow as tf
+
+    from kstruct.engine.training import spec_rows
+
+    hypermodel = space(tiny_cnn())
+    hp = original_choices(hypermodel)
+    model = hypermodel.build(hp)
+    x, y = blobs(16)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    at_fit = []
+    fit = model.fit
+    model.fit = lambda *args, **kwargs: (at_fit.append(len(model.optimizer.variables)), fit(*args, **kwargs))[1]
+    hypermodel.fit(hp, model, x=dataset, epochs=1, verbose=0)
+    assert at_fit[0] > len(model.trainable_variables)  # Adam's slots existed when fit began
+    assert len(model.optimizer.variables) == at_fit[0]  # and fit made none
+    rows_x, rows_y = spec_rows(dataset)
+    assert (rows_x.shape, rows_x.dtype, rows_y.shape, rows_y.dtype) == ((1, 8, 8, 1), np.float32, (1,), np.int32)
+    strings = tf.data.Dataset.from_tensor_slices((np.array([b"a", b"b"], dtype=object), y[:2])).batch(2)
+    assert spec_rows(strings) is None and spec_rows(dataset.map(lambda a, b: a)) is None
