@@ -72,6 +72,19 @@ def _input_signature(model) -> list[tuple[str, tuple[Any, ...], str]]:
     return signature
 
 
+def _mask_producers(model) -> list[str]:
+    """Names of the layers, nested models' included, that put a Keras mask on their output."""
+    import keras
+
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.Masking) or (isinstance(layer, keras.layers.Embedding) and layer.mask_zero):
+            found.append(layer.name)
+        elif isinstance(layer, keras.Model):
+            found += _mask_producers(layer)
+    return found
+
+
 def _check_numeric_inputs(signature: list, target: str) -> None:
     """A calibrated target feeds the model numbers; a string input (TextVectorization or StringLookup
     inside the model) has no int8 form, and its lookup ops exist in LiteRT only as Flex kernels."""
@@ -450,17 +463,29 @@ def convert(
     options = (target, io_dtype, samples, allow_flex, sparse_weights, legacy_quantizer, float_scopes)
     if isolate is None:
         isolate = spec.needs_data and bool(control_flow)
-    if isolate:
-        graph_def, inputs, outputs = _freeze(concrete)
-        blob = run_isolated(
-            _convert_frozen, graph_def, inputs, outputs, *options,
-            what=f"The TFLite converter, converting for target={target!r},",
-            hint=_crash_hint(spec, control_flow),
-            reuse=True,
-        )
-    else:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
-        blob = _run_converter(converter, *options)
+    try:
+        if isolate:
+            graph_def, inputs, outputs = _freeze(concrete)
+            blob = run_isolated(
+                _convert_frozen, graph_def, inputs, outputs, *options,
+                what=f"The TFLite converter, converting for target={target!r},",
+                hint=_crash_hint(spec, control_flow),
+                reuse=True,
+            )
+        else:
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], keras_model)
+            blob = _run_converter(converter, *options)
+    except ExportError as error:
+        masking = _mask_producers(keras_model)
+        if spec.needs_data and masking and "Quantization not yet supported for op" in str(error):
+            raise ExportError(
+                f"{error} The model carries a Keras mask (from `{masking[0]}`): a recurrent layer reading it keeps its "
+                "state where the mask is 0, with SELECT_V2 (and CAST), which TensorFlow's integer quantizer does "
+                "not quantize. Use "
+                "target='dynamic' (int8 weights, float activations) or 'float16', or train without the mask "
+                "(mask_zero=False: the model learns to ignore the padding)."
+            ) from error
+        raise
     if spec.needs_data:  # a pruned all-zero channel must not get a scale of 0, which XNNPACK refuses
         blob = nonzero_weight_scales(blob)
     _check_file(blob, spec, unrolled, allow_flex=allow_flex, strict=strict)

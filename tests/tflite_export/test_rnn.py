@@ -109,6 +109,26 @@ def test_gpu_target_refuses_the_unrolled_lstm_naming_layer_and_working_targets()
     assert caught.value.ops == ("UNPACK",)
 
 
+def test_a_masked_recurrent_model_is_refused_for_int8_naming_the_mask_and_the_targets_that_work(tokens):
+    """Embedding(mask_zero=True) before a recurrent layer: the converter's int8 quantizer has no SELECT_V2."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((STEPS,), dtype="int32"), keras.layers.Embedding(VOCAB, UNITS, mask_zero=True, name="embed"),
+        keras.layers.SimpleRNN(UNITS), keras.layers.Dense(3, activation="softmax"),
+    ])
+    with pytest.raises(ExportError) as caught:
+        tflite_export.convert(model, "int8", representative_data=tokens)
+    assert str(caught.value) == (
+        "TFLite conversion for target='int8' failed: Quantization not yet supported for op: 'SELECT_V2'. The model "
+        "carries a Keras mask (from `embed`): a recurrent layer reading it keeps its state where the mask is 0, with "
+        "SELECT_V2 (and CAST), which TensorFlow's integer quantizer does not quantize. Use target='dynamic' (int8 "
+        "weights, float activations) or 'float16', or train without the mask (mask_zero=False: the model learns to "
+        "ignore the padding)."
+    )
+    tflite_export.convert(model, "dynamic")  # the way out converts
+
+
 @pytest.mark.slow
 def test_the_rolled_lstm_segfault_in_calibration_is_an_error_not_a_dead_process(tokens):
     """The crash the unrolling avoids, reproduced through the isolation path: this process survives it."""
