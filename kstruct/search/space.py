@@ -333,8 +333,10 @@ class SearchSpace(keras_tuner.HyperModel):
         x, y = kwargs.get("x"), kwargs.get("y")
         if y is not None:  # array data
             build_training_state(model, x, y)
-        elif is_dataset(x) and spec_rows(x) is not None:  # a tf.data dataset of (x, y) batches
-            build_training_state(model, *spec_rows(x))
+        elif is_dataset(x):  # a tf.data dataset of (x, y) batches; it shuffles itself (Keras warns otherwise)
+            kwargs.setdefault("shuffle", False)
+            if spec_rows(x) is not None:
+                build_training_state(model, *spec_rows(x))
         return model.fit(*args, **kwargs)
 
     def _compile(self, model: keras.Model) -> keras.Model:

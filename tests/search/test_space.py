@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import keras_tuner
 import numpy as np
@@ -165,7 +167,9 @@ def test_a_trial_on_a_tf_data_dataset_has_its_training_state_before_fit_traces_i
     at_fit = []
     fit = model.fit
     model.fit = lambda *args, **kwargs: (at_fit.append(len(model.optimizer.variables)), fit(*args, **kwargs))[1]
-    hypermodel.fit(hp, model, x=dataset, epochs=1, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras's "shuffle=True was passed ... ignored" for a dataset, per trial
+        hypermodel.fit(hp, model, x=dataset, epochs=1, verbose=0)
     assert at_fit[0] > len(model.trainable_variables)  # Adam's slots existed when fit began
     assert len(model.optimizer.variables) == at_fit[0]  # and fit made none
     rows_x, rows_y = spec_rows(dataset)
