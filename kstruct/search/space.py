@@ -335,8 +335,9 @@ class SearchSpace(keras_tuner.HyperModel):
             build_training_state(model, x, y)
         elif is_dataset(x):  # a tf.data dataset of (x, y) batches; it shuffles itself (Keras warns otherwise)
             kwargs.setdefault("shuffle", False)
-            if spec_rows(x) is not None:
-                build_training_state(model, *spec_rows(x))
+            rows = spec_rows(x)
+            if rows is not None:
+                build_training_state(model, *rows)
         return model.fit(*args, **kwargs)
 
     def _compile(self, model: keras.Model) -> keras.Model:
