@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -144,3 +145,18 @@ def test_bad_input_is_one_line_with_status_2(files, capsys, tmp_path, argv, mess
     code, err = _main(capsys, *[a.format(f=files) for a in argv], "--out", out)
     assert (code, err) == (2, f"kstruct: error: {message.format(f=files)}\n")
     assert not out.exists()
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_command_without_a_traceback(capsys):
+    """CPython prints "Exception ignored in ..." for a KeyboardInterrupt raised in a `__del__` or a gc callback
+    and drops it (the Ctrl-C test above once saw it land in JAX's gc callback): `main` raises it again."""
+    from kstruct.cli import _interrupts_delivered
+
+    class Finalized:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), _interrupts_delivered():
+        Finalized()
+        time.sleep(5)  # the interrupt arrives in a moment, outside the finalizer
+    assert capsys.readouterr().err == ""

@@ -11,10 +11,12 @@ script can tell an interrupted run from bad input.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
 import sys
+import threading
 
 from kstruct.cli import bench, demo, export, inspect, optimize, search
 from kstruct.cli._usage import NothingFound, Parser, UsageError
@@ -90,6 +92,30 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (UsageError, KstructError, ExportError)
 
 
+@contextlib.contextmanager
+def _interrupts_delivered():
+    """A Ctrl-C that lands in a finalizer or a garbage-collector callback (a TensorFlow object's `__del__`,
+    JAX's gc callback) is one CPython prints as "Exception ignored in ..." with a traceback, then drops,
+    and the run goes on. While this is active such an interrupt is raised again in the main thread,
+    outside the finalizer: one Ctrl-C stops the run, with one line. (From another thread, a moment
+    later: raised from the hook itself, in the main thread, it would be dropped the same way.)"""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            again = threading.Timer(0.01, _thread.interrupt_main)
+            again.daemon = True
+            again.start()
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kstruct` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -100,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", INTERRUPTED)
     try:  # outside the quiet block, so the line is printed once stderr is restored
-        with _quiet_native_stderr():
+        with _interrupts_delivered(), _quiet_native_stderr():
             expected = _expected_errors()  # loads TensorFlow once (Ctrl-C may land in it)
             try:
                 return args.run(args)
