@@ -89,7 +89,8 @@ def quantize(
         warnings.warn(
             f"kstruct.quantization: {len(skipped)} layer(s) left in float in the QAT model (not simulated in "
             "training; converting, TensorFlow quantizes from the calibration data those LiteRT has an int8 kernel "
-            "for, and the file dequantizes around the rest): " + "; ".join(f"{entry.name} ({entry.layer_type}: {entry.detail})" for entry in skipped),
+            "for, and the file dequantizes around the rest): "
+            + "; ".join(f"{entry.name} ({entry.layer_type}: {entry.detail})" for entry in skipped),
             stacklevel=2,
         )
     return qat_model
