@@ -121,3 +121,39 @@ def test_replace_may_return_a_chain_of_layers_called_in_the_original_place():
         assert names[names.index(replaced) - 1] == f"{replaced}_before"
         assert len(new.layers) == len(model.layers) + 1
         assert np.abs(np.asarray(new(x)) - np.asarray(model(x))).max() == 0.0
+
+
+class _FunctionalSubclass(keras.Model):
+    """A functional model of a class of its own (as keras_hub's backbones are)."""
+
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+
+def _named_models() -> list[keras.Model]:
+    sequential_model = keras.Sequential([keras.Input((4,), name="pixels"), keras.layers.Dense(3, name="out")], name="seq")
+    sequential_model.trainable = False
+    inputs = {"a": keras.Input((2,), name="a"), "b": keras.Input((3,), name="b")}
+    joined = keras.layers.Concatenate(name="join")([inputs["a"], inputs["b"]])
+    functional = keras.Model(inputs, {"y": keras.layers.Dense(2, name="out")(joined)}, name="two_inputs")
+    features = keras.Input((4,), name="features")
+    subclass = _FunctionalSubclass(features, keras.layers.Dense(2, name="out")(features), name="subclass")
+    return [sequential_model, functional, subclass]
+
+
+def test_a_compiled_model_rebuilds_compiled_alike_with_its_inputs_and_no_optimizer_built_on_the_way(monkeypatch):
+    """`clone_model` compiles the clone of a compiled model and builds its optimizer, which the compile
+    like the source then replaces: for a plain Sequential or functional model, rebuild skips that."""
+    built = []
+    adam_build = keras.optimizers.Adam.build
+    monkeypatch.setattr(keras.optimizers.Adam, "build", lambda self, variables: (built.append(self), adam_build(self, variables))[1])
+    for model in _named_models():
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+        built.clear()
+        new = _graph.rebuild(model)
+        assert type(new) is type(model) and new.name == model.name and new.trainable == model.trainable
+        assert [t.name for t in new.inputs] == [t.name for t in model.inputs]
+        assert new.compiled and new.get_compile_config() == model.get_compile_config()
+        assert not new.optimizer.built
+        # the subclass goes through clone_model, which builds one; Keras's own classes build none
+        assert len(built) == (1 if isinstance(model, _FunctionalSubclass) else 0), model.name
