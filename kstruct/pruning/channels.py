@@ -188,6 +188,14 @@ def prune_channels(
                 f"{held or 'none'} (recurrent layers and Bidirectional/TimeDistributed wrappers are not "
                 "channel-pruned; prune(...) prunes their weights)"
             )
+        else:  # the layers with weights whose channels the analysis could not follow make no group of their own
+            opaque = [
+                f"{name} ({type(layers_named[name]).__name__}: {reason})"
+                for name, reason in found.analysis.reasons.items()
+                if name in layers_named and layers_named[name].weights
+            ]
+            if opaque:
+                frozen += ". Layers whose channels it cannot follow: " + ", ".join(opaque)
         raise PruningError(
             f"kstruct.pruning.prune_channels: model `{model.name}` has no channel group to prune"
             + (f" among layers={layers!r}" if layers is not None else "")

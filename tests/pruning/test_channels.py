@@ -245,6 +245,22 @@ def test_bad_input_gets_one_clear_error():
         prune_channels(only_output, 0.5)
 
 
+def test_no_group_to_prune_names_the_layers_whose_channels_it_cannot_follow():
+    """Grouped convolutions make no group of their own: the refusal named only the output before."""
+    inputs = keras.Input((8, 8, 4))
+    hidden = keras.layers.Conv2D(8, 3, groups=2, name="g1")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, groups=4, name="g2")(hidden))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden), name="grouped")
+    with pytest.raises(PruningError) as error:
+        prune_channels(model, 0.5)
+    assert str(error.value) == (
+        "kstruct.pruning.prune_channels: model `grouped` has no channel group to prune. Frozen groups: out: out: a "
+        "model output. Layers whose channels it cannot follow: g1 (Conv2D: grouped convolution (groups=2)), g2 "
+        "(Conv2D: grouped convolution (groups=4)). Prune a model with Conv/Dense layers whose outputs are not model "
+        "outputs."
+    )
+
+
 def test_strip_before_training_warns_and_removes_nothing():
     model = zoo.sequential()
     masked = prune_channels(model, 0.5)
