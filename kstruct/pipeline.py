@@ -157,7 +157,8 @@ def optimize(
         strategy: `"prune(0.75)"`, `"prune(2:4) + qat"`, a `kstruct.Strategy` or step objects; or
             the budget alone, `"auto(speedup=2, max_accuracy_drop=0.01)"` or `kstruct.Budget(speedup=2)`,
             and `auto` finds the chain (`result.strategy` says which).
-        train_data: `(x, y)` arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset` of `(x, y)` batches.
+        train_data: `(x, y)` or `(x, y, sample_weight)` arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`
+            of such batches (sample weights weigh training, as in `fit`; the report's figures are unweighted).
             `x` and `y` may be lists or dicts of arrays for multi-input or multi-output models.
         validation_data: the same forms. Default: a random 10% of array `train_data`
             (fixed seed) is held out (for finite datasets, the training data is used and

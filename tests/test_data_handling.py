@@ -278,3 +278,45 @@ def test_one_validation_rule_for_every_door():
         validation_split(TrainingData(dataset.repeat(), steps=2))
     given = TrainingData((x[:4], y[:4]))
     assert validation_split(TrainingData((x, y)), given)[1] is given
+
+
+def test_array_data_with_sample_weights_trains_weighted_as_keras_fit_does():
+    """(x, y, sample_weight), as Keras's fit and validation_data take it: it was refused as 'a tuple'."""
+    x, y = _data(64)
+    model = _classifier()
+    before = {w.path: np.array(w) for w in model.weights}
+    # weight 0 everywhere: every loss term is 0, so no gradient; the kept weights stay exactly as they were
+    result = kstruct.optimize(model, "prune(0.5)", train_data=(x, y, np.zeros(64)),
+                              validation_data=(x[:16], y[:16], np.ones(16)), epochs=1, batch_size=16,
+                              target="float32", verbose=0)
+    for layer in ("hidden", "out"):
+        kernel = result.model.get_layer(layer).kernel.numpy()
+        original = model.get_layer(layer).kernel.numpy()
+        assert np.count_nonzero(kernel) == kernel.size // 2
+        np.testing.assert_array_equal(kernel[kernel != 0], original[kernel != 0])
+    assert all(np.array_equal(before[w.path], w) for w in model.weights)
+    # the held-out split keeps each row's weight with its row, and fit gets the training rows' weights
+    train, validation = split_validation(TrainingData((x, y, np.arange(64.0))))
+    assert train.fit_arguments()["sample_weight"] is train.sample_weight
+    assert sorted(np.concatenate([train.sample_weight, validation.sample_weight]).tolist()) == list(np.arange(64.0))
+    for part in (train, validation):
+        rows = [int(np.flatnonzero((x == row).all(axis=1))[0]) for row in part.source[0]]
+        assert part.sample_weight.tolist() == [float(r) for r in rows]
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((np.zeros((4, 6)), np.zeros(4), np.ones(3)),
+         "The sample weights of `train_data` must be numbers, one per row (4). Received: an array of shape (3,) and dtype float64"),
+        ((np.zeros((4, 6)), np.zeros(4), -np.ones(4)), "The sample weights of `train_data` must be finite and non-negative."),
+        ((np.zeros((4, 6)), np.zeros(4), np.ones(4), np.ones(4)),
+         "Expected `train_data` as (x, y) or (x, y, sample_weight) arrays, a tf.data.Dataset or a keras.utils.PyDataset. "
+         "Received: a tuple of 4"),
+    ],
+    ids=["wrong-length", "negative", "four-parts"],
+)
+def test_bad_sample_weights_are_one_clear_error(data, message):
+    with pytest.raises(DataError) as err:
+        kstruct.optimize(_classifier(), "prune(0.5)", train_data=data, target="float32", verbose=0)
+    assert str(err.value) == message

@@ -131,6 +131,20 @@ def as_arrays(value: Any) -> Any:
     return np.asarray(value)
 
 
+def _sample_weights(weights: Any, rows: int, what: str) -> np.ndarray:
+    """One finite, non-negative float weight per row (what Keras's `fit(sample_weight=...)` takes)."""
+    values = np.asarray(weights)
+    if values.dtype.kind not in "biuf" or values.shape[:1] != (rows,) or values.ndim > 2:
+        raise DataError(
+            f"The sample weights of `{what}` must be numbers, one per row ({rows}). Received: an array of shape "
+            f"{values.shape} and dtype {values.dtype}"
+        )
+    values = values.astype("float32")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise DataError(f"The sample weights of `{what}` must be finite and non-negative.")
+    return values
+
+
 def take(structure: Any, index) -> Any:
     """The rows `index` of every array in `structure`."""
     return keras.tree.map_structure(lambda a: a[index], structure)
@@ -170,18 +184,21 @@ _COUNT_LIMIT = 100_000  # batches counted in a dataset of unknown size before as
 
 @dataclass
 class TrainingData:
-    """Data for `fit` in one of three forms: `(x, y)` arrays, a `tf.data.Dataset`, a `keras.utils.PyDataset`.
+    """Data for `fit` in one of three forms: `(x, y)` or `(x, y, sample_weight)` arrays, a
+    `tf.data.Dataset`, a `keras.utils.PyDataset`.
 
     `x` and `y` may each be one array, a list of arrays (several inputs or outputs)
     or a dict of arrays keyed by input or output name. Datasets and PyDatasets must
-    yield `(x, y)` batches; arrays are batched with `batch_size`. An infinite dataset
-    needs `steps` (steps per epoch).
+    yield `(x, y)` or `(x, y, sample_weight)` batches; arrays are batched with `batch_size`.
+    An infinite dataset needs `steps` (steps per epoch). Sample weights weigh training,
+    as in Keras's `fit`; the report's figures are unweighted.
     """
 
     source: Any
     batch_size: int = 32
     what: str = "train_data"
     steps: int | None = None
+    sample_weight: Any = field(default=None, init=False, repr=False)
     _counted: int | None = field(default=None, init=False, repr=False)
     _sample: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
 
@@ -190,7 +207,7 @@ class TrainingData:
         if self.steps is not None:
             self.steps = count_argument("steps_per_epoch", self.steps)
         data = self.source
-        if isinstance(data, (tuple, list)) and len(data) == 2:
+        if isinstance(data, (tuple, list)) and len(data) in (2, 3):
             x, y = as_arrays(data[0]), as_arrays(data[1])
             rows, labels = count_rows(x, f"{self.what} inputs"), count_rows(y, f"{self.what} labels")
             if rows != labels:
@@ -198,12 +215,32 @@ class TrainingData:
             if rows == 0:
                 raise DataError(f"`{self.what}` is empty.")
             check_label_dtype(y, self.what)
+            if len(data) == 3 and data[2] is not None:
+                self.sample_weight = _sample_weights(data[2], rows, self.what)
             self.source = (x, y)
         elif not (is_dataset(data) or isinstance(data, keras.utils.PyDataset)):
             raise DataError(
-                f"Expected `{self.what}` as (x, y) arrays, a tf.data.Dataset or a keras.utils.PyDataset. "
-                f"Received: an object of type {type(data).__name__}"
+                f"Expected `{self.what}` as (x, y) or (x, y, sample_weight) arrays, a tf.data.Dataset or a "
+                f"keras.utils.PyDataset. Received: "
+                + (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list)) else
+                   f"an object of type {type(data).__name__}")
             )
+
+    def subset(
+        self, index, what: str | None = None, *, batch_size: int | None = None, steps: int | None = None
+    ) -> "TrainingData":
+        """The rows `index` of array data (`slice(None)`: all of them), sample weights included."""
+        x, y = self.source
+        parts = (take(x, index), take(y, index))
+        if self.sample_weight is not None:
+            parts += (self.sample_weight[index],)
+        return TrainingData(parts, batch_size or self.batch_size, what or self.what, steps=steps)
+
+    def keras_data(self) -> Any:
+        """What Keras's `validation_data=` takes: the dataset, `(x, y)`, or `(x, y, sample_weight)`."""
+        if self.is_arrays and self.sample_weight is not None:
+            return (*self.source, self.sample_weight)
+        return self.source
 
     @property
     def is_arrays(self) -> bool:
@@ -216,7 +253,10 @@ class TrainingData:
     def fit_arguments(self) -> dict:
         if self.is_arrays:
             x, y = self.source
-            return {"x": x, "y": y, "batch_size": self.batch_size}
+            arguments = {"x": x, "y": y, "batch_size": self.batch_size}
+            if self.sample_weight is not None:
+                arguments["sample_weight"] = self.sample_weight
+            return arguments
         arguments = {"x": self.source, "shuffle": False}  # datasets shuffle themselves
         if self.steps is not None:
             arguments["steps_per_epoch"] = int(self.steps)
@@ -384,10 +424,7 @@ def split_validation(data: TrainingData, fraction: float = 0.1, seed: int = 0) -
     n_val = max(1, int(rows * fraction))
     order = np.random.default_rng(seed).permutation(rows)
     held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return (
-        TrainingData((take(x, kept), take(y, kept)), data.batch_size, data.what),
-        TrainingData((take(x, held), take(y, held)), data.batch_size, "validation (held out of train_data)"),
-    )
+    return data.subset(kept), data.subset(held, "validation (held out of train_data)")
 
 
 def validation_split(
@@ -483,7 +520,7 @@ class StepContext:
                     f"`batch_size={settings.batch_size}` needs (x, y) array training data; a dataset brings its own "
                     "batches. Batch the dataset itself, or drop batch_size from the step."
                 )
-            train = TrainingData(train.source, batch_size=settings.batch_size, what=train.what, steps=train.steps)
+            train = train.subset(slice(None), batch_size=settings.batch_size, steps=train.steps)
         return dataclasses.replace(self, epochs=epochs or self.epochs, settings=settings, train=train)
 
     def steps(self, epochs: int | None = None) -> int:

@@ -174,7 +174,7 @@ def _search(search_tuner: keras_tuner.Tuner, train: TrainingData, validation: Tr
             verbose: int | str) -> None:
     """Runs the trials; Keras Tuner's fatal stops become SearchErrors."""
     try:
-        search_tuner.search(**train.fit_arguments(), validation_data=validation.source, epochs=epochs, verbose=verbose)
+        search_tuner.search(**train.fit_arguments(), validation_data=validation.keras_data(), epochs=epochs, verbose=verbose)
     except keras_tuner.errors.FatalError as error:
         raise SearchError(str(error)) from None
     except RuntimeError as error:
