@@ -72,17 +72,35 @@ def _input_signature(model) -> list[tuple[str, tuple[Any, ...], str]]:
     return signature
 
 
-def _mask_producers(model) -> list[str]:
-    """Names of the layers, nested models' included, that put a Keras mask on their output."""
+def _mask_producers(model) -> list:
+    """The layers, nested models' included, that put a Keras mask on their output."""
     import keras
 
     found = []
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.layers.Masking) or (isinstance(layer, keras.layers.Embedding) and layer.mask_zero):
-            found.append(layer.name)
+            found.append(layer)
         elif isinstance(layer, keras.Model):
             found += _mask_producers(layer)
     return found
+
+
+def _masked_int8_message(error: ExportError, producer) -> str:
+    """Why a model with a Keras mask does not convert for a calibrated integer target, and the ways out."""
+    import keras
+
+    if isinstance(producer, keras.layers.Masking):
+        why = (f"The model carries a Keras mask from a Masking layer (`{producer.name}`), which computes it with "
+               "REDUCE_ANY; a recurrent layer reading it keeps its state where the mask is 0, with SELECT_V2 (and "
+               "CAST): TensorFlow's integer quantizer quantizes none of them.")
+        without = "drop the Masking layer: the model learns to ignore the padding"
+    else:
+        why = (f"The model carries a Keras mask (from `{producer.name}`): a recurrent layer reading it keeps its "
+               "state where the mask is 0, with SELECT_V2 (and CAST), which TensorFlow's integer quantizer does not "
+               "quantize.")
+        without = "mask_zero=False: the model learns to ignore the padding"
+    return (f"{error} {why} Use target='dynamic' (int8 weights, float activations) or 'float16', or train without "
+            f"the mask ({without}).")
 
 
 def _check_numeric_inputs(signature: list, target: str) -> None:
@@ -478,13 +496,7 @@ def convert(
     except ExportError as error:
         masking = _mask_producers(keras_model)
         if spec.needs_data and masking and "Quantization not yet supported for op" in str(error):
-            raise ExportError(
-                f"{error} The model carries a Keras mask (from `{masking[0]}`): a recurrent layer reading it keeps its "
-                "state where the mask is 0, with SELECT_V2 (and CAST), which TensorFlow's integer quantizer does "
-                "not quantize. Use "
-                "target='dynamic' (int8 weights, float activations) or 'float16', or train without the mask "
-                "(mask_zero=False: the model learns to ignore the padding)."
-            ) from error
+            raise ExportError(_masked_int8_message(error, masking[0])) from error
         raise
     if spec.needs_data:  # a pruned all-zero channel must not get a scale of 0, which XNNPACK refuses
         blob = nonzero_weight_scales(blob)

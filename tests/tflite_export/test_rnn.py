@@ -109,23 +109,40 @@ def test_gpu_target_refuses_the_unrolled_lstm_naming_layer_and_working_targets()
     assert caught.value.ops == ("UNPACK",)
 
 
-def test_a_masked_recurrent_model_is_refused_for_int8_naming_the_mask_and_the_targets_that_work(tokens):
-    """Embedding(mask_zero=True) before a recurrent layer: the converter's int8 quantizer has no SELECT_V2."""
+MASKED_INT8 = {
+    # Embedding(mask_zero=True) before a recurrent layer: the converter's int8 quantizer has no SELECT_V2
+    "embedding": (
+        "Quantization not yet supported for op: 'SELECT_V2'. The model carries a Keras mask (from `embed`): a "
+        "recurrent layer reading it keeps its state where the mask is 0, with SELECT_V2 (and CAST), which "
+        "TensorFlow's integer quantizer does not quantize. Use target='dynamic' (int8 weights, float activations) "
+        "or 'float16', or train without the mask (mask_zero=False: the model learns to ignore the padding)."
+    ),
+    # A Masking layer computes its mask with REDUCE_ANY, refused first; the message said mask_zero=False,
+    # which a Masking layer does not have
+    "masking": (
+        "Quantization not yet supported for op: 'REDUCE_ANY'. The model carries a Keras mask from a Masking layer "
+        "(`padding`), which computes it with REDUCE_ANY; a recurrent layer reading it keeps its state where the "
+        "mask is 0, with SELECT_V2 (and CAST): TensorFlow's integer quantizer quantizes none of them. Use "
+        "target='dynamic' (int8 weights, float activations) or 'float16', or train without the mask (drop the "
+        "Masking layer: the model learns to ignore the padding)."
+    ),
+}
+
+
+@pytest.mark.parametrize("mask", sorted(MASKED_INT8))
+def test_a_masked_recurrent_model_is_refused_for_int8_naming_the_mask_and_the_targets_that_work(mask, tokens):
     import keras
 
-    model = keras.Sequential([
-        keras.Input((STEPS,), dtype="int32"), keras.layers.Embedding(VOCAB, UNITS, mask_zero=True, name="embed"),
-        keras.layers.SimpleRNN(UNITS), keras.layers.Dense(3, activation="softmax"),
-    ])
+    if mask == "embedding":
+        head, data = [keras.Input((STEPS,), dtype="int32"), keras.layers.Embedding(VOCAB, UNITS, mask_zero=True,
+                                                                                   name="embed")], tokens
+    else:
+        head = [keras.Input((STEPS, 3)), keras.layers.Masking(0.0, name="padding")]
+        data = np.random.default_rng(0).random((16, STEPS, 3)).astype("float32")
+    model = keras.Sequential([*head, keras.layers.SimpleRNN(UNITS), keras.layers.Dense(3, activation="softmax")])
     with pytest.raises(ExportError) as caught:
-        tflite_export.convert(model, "int8", representative_data=tokens)
-    assert str(caught.value) == (
-        "TFLite conversion for target='int8' failed: Quantization not yet supported for op: 'SELECT_V2'. The model "
-        "carries a Keras mask (from `embed`): a recurrent layer reading it keeps its state where the mask is 0, with "
-        "SELECT_V2 (and CAST), which TensorFlow's integer quantizer does not quantize. Use target='dynamic' (int8 "
-        "weights, float activations) or 'float16', or train without the mask (mask_zero=False: the model learns to "
-        "ignore the padding)."
-    )
+        tflite_export.convert(model, "int8", representative_data=data)
+    assert str(caught.value) == "TFLite conversion for target='int8' failed: " + MASKED_INT8[mask]
     tflite_export.convert(model, "dynamic")  # the way out converts
 
 
