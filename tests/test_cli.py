@@ -25,6 +25,8 @@ def files(tmp_path_factory, small_mnist):
     np.savez(folder / "data.npz", x=x[:320], y=y[:320], x_val=xt[:100], y_val=yt[:100])
     np.savez(folder / "no_y.npz", x=x[:10], labels=y[:10])
     np.savez(folder / "no_y_val.npz", x=x[:10], y=y[:10], x_val=xt[:5])
+    np.savez(folder / "weights_val_only.npz", x=x[:10], y=y[:10], sample_weight_val=np.ones(5))
+    np.savez(folder / "short_weights.npz", x=x[:10], y=y[:10], sample_weight=np.ones(9))
     np.savez(folder / "flat.npz", x=x[:10].reshape(10, 784), y=y[:10])
     (folder / "junk.keras").write_bytes(b"not a zip file")
     return folder
@@ -112,6 +114,11 @@ def test_an_argument_error_is_one_line_not_a_usage_dump():
         (["{f}/model.keras", "--data", "{f}/no_y_val.npz"],
          "{f}/no_y_val.npz has x_val but no y_val; save both (numpy.savez(path, x=..., y=..., x_val=..., "
          "y_val=...)) or neither"),
+        (["{f}/model.keras", "--data", "{f}/weights_val_only.npz"],
+         "{f}/weights_val_only.npz has sample_weight_val but no x_val and y_val; save them with it, or drop it"),
+        (["{f}/model.keras", "--data", "{f}/short_weights.npz"],
+         "The sample weights of `train_data` must be numbers, one per row (10). Received: an array of shape (9,) "
+         "and dtype float64"),
         (["{f}/model.keras", "--data", "{f}/flat.npz"],
          "`train_data` inputs have shape (None, 784), but model `tiny_cnn` expects (None, 28, 28, 1)"),
         (["{f}/uncompiled.keras", "--data", "{f}/data.npz"], "is not compiled and no `loss` was given"),
@@ -161,3 +168,15 @@ def test_existing_output_directory_is_not_overwritten(files, capsys, tmp_path):
     assert code == 2
     assert f"Output {tmp_path} already exists; pass --overwrite to replace it" in err
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_sample_weights_in_the_npz_come_with_their_rows(tmp_path):
+    from kstruct.cli._files import load_training_npz
+
+    x, y, w = np.zeros((6, 2)), np.arange(6), np.linspace(0, 1, 6)
+    np.savez(tmp_path / "weighted.npz", x=x, y=y, sample_weight=w, x_val=x[:2], y_val=y[:2], sample_weight_val=w[:2])
+    train, validation = load_training_npz(str(tmp_path / "weighted.npz"))
+    assert [a.tolist() for a in train] == [x.tolist(), y.tolist(), w.tolist()]
+    assert [a.tolist() for a in validation] == [x[:2].tolist(), y[:2].tolist(), w[:2].tolist()]
+    np.savez(tmp_path / "plain.npz", x=x, y=y)
+    assert [len(part) for part in load_training_npz(str(tmp_path / "plain.npz"))[:1]] == [2]

@@ -134,10 +134,11 @@ def load_npz(path: str, *, required: tuple[str, ...] = ("x", "y")) -> dict:
 
 
 def load_training_npz(path: str) -> tuple[tuple, tuple | None]:
-    """`(x, y)` from an `.npz`, and `(x_val, y_val)` when it holds them (else None).
+    """`(x, y)` from an `.npz`, and `(x_val, y_val)` when it holds them (else None); each with its
+    sample weights, `(x, y, sample_weight)`, when the file holds `sample_weight` (`sample_weight_val`).
 
     One of `x_val`/`y_val` without the other is refused: ignoring it would silently
-    measure on a slice of the training data instead.
+    measure on a slice of the training data instead; so is `sample_weight_val` without them.
     """
     arrays = load_npz(path)
     present = [name for name in ("x_val", "y_val") if name in arrays]
@@ -147,8 +148,14 @@ def load_training_npz(path: str) -> tuple[tuple, tuple | None]:
             f"{path} has {present[0]} but no {other}; save both "
             "(numpy.savez(path, x=..., y=..., x_val=..., y_val=...)) or neither"
         )
-    validation = (arrays["x_val"], arrays["y_val"]) if present else None
-    return (arrays["x"], arrays["y"]), validation
+    if "sample_weight_val" in arrays and not present:
+        raise UsageError(f"{path} has sample_weight_val but no x_val and y_val; save them with it, or drop it")
+    train = (arrays["x"], arrays["y"]) + ((arrays["sample_weight"],) if "sample_weight" in arrays else ())
+    validation = None
+    if present:
+        validation = (arrays["x_val"], arrays["y_val"]) + (
+            (arrays["sample_weight_val"],) if "sample_weight_val" in arrays else ())
+    return train, validation
 
 
 def load_calibration(path: str):

@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("optimize", help="optimize a saved .keras model with a strategy")
     p.add_argument("model", help="a .keras or .h5 file (Keras 3 or tf_keras)")
     p.add_argument("--strategy", required=True, help="e.g. 'prune(0.75)' or 'prune(2:4) + qat'")
-    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional x_val and y_val, both)")
+    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional: x_val and y_val, both; sample_weight, sample_weight_val)")
     p.add_argument("--target", default="int8", help="TFLite target (default int8)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs per training step (default 2)")
