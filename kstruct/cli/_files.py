@@ -133,6 +133,10 @@ def load_npz(path: str, *, required: tuple[str, ...] = ("x", "y")) -> dict:
     return arrays
 
 
+# The --data help of every command that trains (optimize, search): what load_training_npz reads.
+TRAINING_NPZ_HELP = ".npz with arrays x and y (optional: x_val and y_val, both; sample_weight, sample_weight_val)"
+
+
 def load_training_npz(path: str) -> tuple[tuple, tuple | None]:
     """`(x, y)` from an `.npz`, and `(x_val, y_val)` when it holds them (else None); each with its
     sample weights, `(x, y, sample_weight)`, when the file holds `sample_weight` (`sample_weight_val`).

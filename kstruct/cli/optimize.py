@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from kstruct.cli._files import add_loading_options, import_modules, load_keras_model, load_training_npz
+from kstruct.cli._files import (
+    TRAINING_NPZ_HELP,
+    add_loading_options,
+    import_modules,
+    load_keras_model,
+    load_training_npz,
+)
 from kstruct.cli._usage import UsageError, positive_int
 
 
@@ -12,7 +18,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("optimize", help="optimize a saved .keras model with a strategy")
     p.add_argument("model", help="a .keras or .h5 file (Keras 3 or tf_keras)")
     p.add_argument("--strategy", required=True, help="e.g. 'prune(0.75)' or 'prune(2:4) + qat'")
-    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional: x_val and y_val, both; sample_weight, sample_weight_val)")
+    p.add_argument("--data", required=True, help=TRAINING_NPZ_HELP)
     p.add_argument("--target", default="int8", help="TFLite target (default int8)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs per training step (default 2)")

@@ -14,14 +14,20 @@ import argparse
 import json
 import os
 
-from kstruct.cli._files import add_loading_options, import_modules, load_keras_model, load_training_npz
+from kstruct.cli._files import (
+    TRAINING_NPZ_HELP,
+    add_loading_options,
+    import_modules,
+    load_keras_model,
+    load_training_npz,
+)
 from kstruct.cli._usage import NothingFound, UsageError, positive_int
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("search", help="search widths, depth and activations under a deployment budget")
     p.add_argument("model", help="a .keras or .h5 file (Sequential or functional, compiled)")
-    p.add_argument("--data", required=True, help=".npz with arrays x and y (optional: x_val and y_val, both; sample_weight, sample_weight_val)")
+    p.add_argument("--data", required=True, help=TRAINING_NPZ_HELP)
     p.add_argument("--trials", type=positive_int, default=12, help="trials in all (default 12)")
     p.add_argument("--budget", action="append", metavar="KEY=VALUE",
                    help="tflite_bytes=, latency_ms= or params=; repeat for several")
