@@ -4,6 +4,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The GPU tests run LiteRT's GPU accelerator on lavapipe (Mesa's Vulkan on the CPU), which compiles each
+# shader with LLVM when a file is first loaded: on this suite's MobileNetV2 (alpha 0.35, 96x96) that was
+# 26 s of CPU with an empty Mesa cache, 5 s with LLVM's optimization passes off and 128-bit vectors
+# (`python tflite_export/gpu_runner.py FILE --runs=1`, run with and without these two). The tests check
+# outputs and verdicts, not speed; a real GPU's driver ignores both variables.
+os.environ.setdefault("GALLIVM_PERF", "nopt")
+os.environ.setdefault("LP_NATIVE_VECTOR_WIDTH", "128")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
