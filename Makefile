@@ -21,17 +21,19 @@ demo: $(STAMP)
 # The whole suite on TensorFlow (three pytest-xdist workers, one test module per worker at a time),
 # then PyTorch's run of the core subset (tests/backends) and the tests whose work runs in processes of
 # their own (multi-worker, JAX data-parallel); beside all of it, from the start, JAX's run of the core
-# subset at `nice -n 19`. Each runs in processes of its own (Keras picks its backend once per process);
+# subset at `nice -n 12`. Each runs in processes of its own (Keras picks its backend once per process);
 # each one's output is shown when it ends. Measured on 2 cores: a third TensorFlow worker fills the time
 # the other two wait on console-script subprocesses (12% less wall time than two workers on the CLI,
 # search, clustering and legacy-file modules); all at one priority oversubscribes the cores, but the
 # JAX run, one process and the longest after TensorFlow's, at a lower priority takes the CPU the
-# TensorFlow workers leave idle and the rest once they end.
+# TensorFlow workers leave idle and the rest once they end. Its level sets when it ends: at 19 it ended
+# ~30 s after the rest (7m49s in all), at 7 it ended first and PyTorch's and the process tests then ran
+# on one core (8m09s), at 12 it ends closest to the rest (7m38s; `/usr/bin/time make test`, one run each).
 test: $(STAMP)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-jax-beside test-tensorflow-then-rest
 
 test-jax-beside: $(STAMP)
-	@nice -n 19 $(MAKE) --no-print-directory test-jax
+	@nice -n 12 $(MAKE) --no-print-directory test-jax
 
 test-tensorflow-then-rest: $(STAMP)
 	@$(MAKE) --no-print-directory test-tensorflow
