@@ -2,6 +2,7 @@
 
 import json
 import sys
+import warnings
 
 import matplotlib
 import numpy as np
@@ -172,3 +173,23 @@ def test_cli_optimize_writes_the_figures(small_mnist, tmp_path):
     assert done.returncode == 0, done.stderr
     assert {"stages.png", "layers.png", "training.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
     assert "stages.png, layers.png and training.png" in done.stdout
+
+
+def test_figures_read_a_multi_output_accuracy_and_draw_a_regression_without_warnings(run):
+    result, _, _ = run
+    data = result.report.to_dict()
+    multi, regression = data["stages"][1], data["stages"][2]
+    multi["notes"]["history"] = {"loss": [0.9], "cls_loss": [0.6], "cls_accuracy": [0.7], "val_cls_accuracy": [0.1]}
+    regression["notes"]["history"] = {"loss": [0.5, 0.4], "mae": [0.3, 0.2]}
+    assert training_series(multi) == {"loss": [0.9], "accuracy": [0.7]}
+    assert training_series(regression) == {"loss": [0.5, 0.4], "accuracy": []}
+    data["stages"] = [data["stages"][0], regression]
+    for stage in data["stages"]:
+        stage["keras_accuracy"] = stage["tflite_accuracy"] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned "No artists with labels found to put in legend"
+        drawn = figures(data)
+    accuracy_ax = drawn["training"].axes[1]
+    assert drawn["stages"].axes[0].get_legend() is None
+    assert [t.get_text() for t in accuracy_ax.texts] == ["no training accuracy recorded"]
+    assert accuracy_ax.get_legend() is None

@@ -56,7 +56,8 @@ def stages_figure(report: "Report | dict") -> "Figure":
         ax.set_xlim(0, 1.35 * max(x) if x and max(x) > 0 else 1.0)
     axes[0, 0].set_title("accuracy vs size (lines join the stages in order)", fontsize=10)
     axes[0, 1].set_title("accuracy vs latency", fontsize=10)
-    axes[0, 0].legend(fontsize=8, loc="best")
+    if axes[0, 0].get_lines():  # a regression report has no accuracy to draw
+        axes[0, 0].legend(fontsize=8, loc="best")
     figure.suptitle(f"kstruct stages: {data['strategy']} (target {data['target']})", fontsize=11)
     return figure
 
@@ -98,7 +99,14 @@ def training_series(stage: dict) -> dict[str, list[float]]:
     Distiller's total, so distilled and plain steps compare)."""
     history = stage.get("notes", {}).get("history") or {}
     loss = history.get("student_loss") or history.get("loss") or []
-    return {"loss": list(loss), "accuracy": list(history.get("accuracy") or [])}
+    return {"loss": list(loss), "accuracy": list(history.get(_accuracy_key(history)) or [])}
+
+
+def _accuracy_key(history: dict) -> str:
+    """`accuracy`, or for a multi-output model the first output's (Keras names it `<output>_accuracy`)."""
+    if "accuracy" in history:
+        return "accuracy"
+    return next((key for key in history if key.endswith("_accuracy") and not key.startswith("val_")), "accuracy")
 
 
 def training_figure(report: "Report | dict") -> "Figure":
@@ -122,7 +130,10 @@ def training_figure(report: "Report | dict") -> "Figure":
         if total <= 30:
             ax.set_xticks(range(1, total + 1))
         ax.margins(x=0.08)
-        ax.legend(fontsize=8)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+        else:  # a regression model's steps record no accuracy
+            note(ax, f"no {label} recorded")
     axes[0, 0].set_title("loss per epoch", fontsize=10)
     axes[0, 1].set_title("accuracy per epoch", fontsize=10)
     figure.suptitle("kstruct training steps", fontsize=11)
