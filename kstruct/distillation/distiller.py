@@ -43,7 +43,8 @@ def check_teacher(teacher: keras.Model, student: keras.Model) -> None:
         if len(model.outputs or []) != 1:
             raise DistillationError(
                 f"Distillation needs a model with one output. Received: {what} `{model.name}` with "
-                f"{len(model.outputs or [])} outputs."
+                f"{len(model.outputs or [])} outputs. Distillation compares one output's class scores: for this "
+                "model leave out the `distill` step and `distill=true`, and the steps train on the labels."
             )
     t_in, s_in = tuple(teacher.inputs[0].shape), tuple(student.inputs[0].shape)
     t_out, s_out = tuple(teacher.outputs[0].shape), tuple(student.outputs[0].shape)

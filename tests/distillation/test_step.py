@@ -62,6 +62,25 @@ def test_a_mismatched_teacher_fails_before_any_training(teacher, digits):
     )
 
 
+def test_a_multi_output_model_gets_one_error_naming_the_way_out(digits):
+    (x, y), _ = digits
+    inputs = keras.Input((28, 28, 1))
+    features = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, {"digit": keras.layers.Dense(10, activation="softmax", name="digit")(features),
+                                 "ink": keras.layers.Dense(1, name="ink")(features)}, name="two_heads")
+    model.compile("adam", {"digit": "sparse_categorical_crossentropy", "ink": "mse"})
+    before = _weights(model)
+    with pytest.raises(DistillationError) as caught:
+        kstruct.optimize(model, "prune(0.5, distill=true)", train_data=(x, {"digit": y, "ink": x.mean(axis=(1, 2, 3))}),
+                         verbose=0)
+    assert str(caught.value) == (
+        "Distillation needs a model with one output. Received: teacher `two_heads` with 2 outputs. Distillation "
+        "compares one output's class scores: for this model leave out the `distill` step and `distill=true`, and "
+        "the steps train on the labels."
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 def test_distill_step_learns_from_a_softmax_teacher_on_tf_data_and_leaves_the_inputs_alone(teacher, digits):
     (x, y), validation = digits
     keras.utils.set_random_seed(1)
