@@ -30,11 +30,12 @@ from tflite_export.targets import TARGET_TABLE
 
 from kstruct.auto.budget import Budget, Cost
 from kstruct.auto.space import TRAINING_SETTINGS, chain, chain_text, searched_steps
+from kstruct.distillation import check_teacher
 from kstruct.engine.distribute import clear_session
 from kstruct.engine.params import count_params
 from kstruct.engine.search_info import SpaceInfo
 from kstruct.engine.training import StepContext
-from kstruct.errors import KstructError
+from kstruct.errors import DistillationError, KstructError
 from kstruct.outputs import write_file
 from kstruct.report.measure import measure_stage
 from kstruct.search import _project
@@ -327,6 +328,15 @@ def _oracle(budget: Budget, seed: int, max_epochs: int):
         ) from None
 
 
+def _can_distill(teacher: keras.Model, student: keras.Model) -> bool:
+    """Whether `distill=true` can run here at all (one output of class scores), so no trial is spent on it."""
+    try:
+        check_teacher(teacher, student)
+    except DistillationError:
+        return False
+    return True
+
+
 class AutoSearch:
     """One `auto` search over one model: the original measured once, then the trials.
 
@@ -356,6 +366,7 @@ class AutoSearch:
             four_bit_target=TARGET_TABLE[context.target].quantize == "int4",
             validation_inputs=keras.tree.map_structure(lambda a: a[:_RANKING_SAMPLES], self.x_val),
             latency_goal=budget.goal == "latency_ms",
+            distillable=_can_distill(context.teacher or model, model),
         )
         self.higher_is_better = next(iter(context.tasks.values())).task != "regression" if context.tasks else True
         self.error: Exception | None = None

@@ -40,8 +40,9 @@ def training_settings(hp: Any, space: SpaceInfo, *, epochs_from_tuner: int | Non
         "optimizer": hp.Choice("optimizer", list(OPTIMIZERS), default="adam"),
         "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3),
         "lr_schedule": hp.Choice("lr_schedule", list(LR_SCHEDULES), default="constant"),
-        "distill": hp.Boolean("distill", default=False),
     }
+    if space.distillable:
+        settings["distill"] = hp.Boolean("distill", default=False)
     if space.array_data:
         settings["batch_size"] = hp.Choice("batch_size", list(BATCH_SIZES), default=32)
     if epochs_from_tuner is not None:

@@ -24,6 +24,8 @@ class SpaceInfo:
         validation_inputs: a few validation inputs, for a space that ranks layers by a forward pass.
         latency_goal: the budget limits latency (`speedup`, `latency_ms`), so choices that buy speed
             at some size (a layer left in float in an int8 file) take part.
+        distillable: the teacher can teach this model (one output of class scores), so `distill=true`
+            is searched; for a regression or multi-output model every such trial would fail.
     """
 
     model: Any
@@ -35,3 +37,4 @@ class SpaceInfo:
     four_bit_target: bool = False
     validation_inputs: Any = None
     latency_goal: bool = False
+    distillable: bool = True

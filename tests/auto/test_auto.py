@@ -323,3 +323,19 @@ def test_while_nothing_is_feasible_every_other_trial_retrains_the_closest_near_m
     if len(oracle.trials) % 2 == 0:
         _end(oracle, oracle.create_trial("tuner0"), 13.0)
     assert len(oracle.trials) % 2 == 1 and oracle._near_miss_values() is None
+
+
+def test_a_regression_model_gets_no_distill_trials():
+    """Distillation needs class scores: on a regression model every `distill=true` trial failed."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
+    y = x[:, :1] * 0.5 + 1
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    model.fit(x, y, epochs=2, verbose=0)
+    result = kstruct.optimize(
+        model, "auto(params=100, max_accuracy_drop=1, trials=6, tuner='random', epochs=1)",
+        train_data=(x[:160], y[:160]), validation_data=(x[160:], y[160:]), target="float32", verbose=0,
+    )
+    assert [row["status"] for row in result.trials if row["status"] == "failed"] == [], result.trials
+    assert not any("distill" in row["strategy"] for row in result.trials), result.trials
