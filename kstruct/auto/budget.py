@@ -16,16 +16,29 @@ TUNERS = ("bayesian", "random", "hyperband")
 
 @dataclass(frozen=True)
 class Cost:
-    """What one model costs on the target, and how good it is (the report's metric, TFLite file)."""
+    """What one model costs on the target, and how good it is (the report's metric, TFLite file).
 
-    latency_ms: float
-    tflite_bytes: int
-    gzip_bytes: int
+    The file's figures are None for an untrained structure under a budget that limits only
+    parameters: its file is never made (converting and timing it would decide nothing)."""
+
+    latency_ms: float | None
+    tflite_bytes: int | None
+    gzip_bytes: int | None
     params: int
     metric: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def speedup(original: Cost, result: Cost) -> float | None:
+    """Original latency / result latency (None when the result's file was not timed)."""
+    return None if result.latency_ms is None else original.latency_ms / max(result.latency_ms, 1e-9)
+
+
+def compression(original: Cost, result: Cost) -> float | None:
+    """Original gzipped file / result's (None when the result's file was not made)."""
+    return None if result.gzip_bytes is None else original.gzip_bytes / max(result.gzip_bytes, 1)
 
 
 def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
@@ -112,6 +125,11 @@ class Budget:
         return "params"
 
     @property
+    def reads_the_file(self) -> bool:
+        """Whether a limit is judged on the TFLite file (latency or size), not on the model's parameters alone."""
+        return any(key != "params" for key in self.limits())
+
+    @property
     def size_by_gzip(self) -> bool:
         return self.compression is not None
 
@@ -127,16 +145,14 @@ class Budget:
         `drop` None means not trained yet (accuracy unknown); `skip` names limits not judged.
         """
         missed: dict[str, float] = {}
-        ratios = {
-            "speedup": original.latency_ms / max(result.latency_ms, 1e-9),
-            "compression": original.gzip_bytes / max(result.gzip_bytes, 1),
-        }
+        ratios = {"speedup": speedup, "compression": compression}
         for key, limit in self.limits().items():
             if key in skip:
                 continue
             if key in ratios:
-                if ratios[key] < limit:
-                    missed[key] = (limit - ratios[key]) / limit
+                ratio = ratios[key](original, result)
+                if ratio < limit:
+                    missed[key] = (limit - ratio) / limit
             elif getattr(result, key) > limit:
                 missed[key] = (getattr(result, key) - limit) / limit
         if drop is not None and drop > self.max_accuracy_drop + 1e-12:
@@ -148,9 +164,9 @@ class Budget:
         parts = []
         for key in missed:
             if key == "speedup":
-                parts.append(f"speedup {original.latency_ms / max(result.latency_ms, 1e-9):.2f}x < {self.speedup:g}x")
+                parts.append(f"speedup {speedup(original, result):.2f}x < {self.speedup:g}x")
             elif key == "compression":
-                parts.append(f"compression {original.gzip_bytes / max(result.gzip_bytes, 1):.2f}x < {self.compression:g}x")
+                parts.append(f"compression {compression(original, result):.2f}x < {self.compression:g}x")
             elif key == "max_accuracy_drop":
                 parts.append(f"accuracy drop {drop:.4f} > {self.max_accuracy_drop:g}")
             else:

@@ -28,7 +28,7 @@ import keras_tuner
 import tflite_export
 from tflite_export.targets import TARGET_TABLE
 
-from kstruct.auto.budget import Budget, Cost
+from kstruct.auto.budget import Budget, Cost, compression, speedup
 from kstruct.auto.space import TRAINING_SETTINGS, chain, chain_text, searched_steps
 from kstruct.distillation import check_teacher
 from kstruct.engine.distribute import clear_session
@@ -108,10 +108,12 @@ class TrialRow:
             return f"auto: trial {index}/{total} {self.strategy or '(no step)'}: failed: {self.why}"
         quality = "" if self.metric is None else f"metric {self.metric:.4f} (drop {self.accuracy_drop:+.4f}), "
         verdict = "feasible" if self.feasible else f"{self.status}: {self.why}"
-        return (
-            f"auto: trial {index}/{total} {self.strategy or '(no step)'}: {quality}latency {self.latency_ms:.3f} ms "
-            f"({self.speedup:.2f}x), {self.tflite_bytes:,} B ({self.compression:.2f}x gzip), {verdict}"
-        )
+        if self.latency_ms is None:  # an untrained structure under a parameters-only budget: no file made
+            costs = f"{self.params:,} parameters"
+        else:
+            costs = (f"latency {self.latency_ms:.3f} ms ({self.speedup:.2f}x), {self.tflite_bytes:,} B "
+                     f"({self.compression:.2f}x gzip)")
+        return f"auto: trial {index}/{total} {self.strategy or '(no step)'}: {quality}{costs}, {verdict}"
 
 
 @dataclass
@@ -430,10 +432,10 @@ class AutoSearch:
             metric=cost.metric,
             accuracy_drop=drop,
             latency_ms=cost.latency_ms,
-            speedup=self.original.latency_ms / max(cost.latency_ms, 1e-9),
+            speedup=speedup(self.original, cost),
             tflite_bytes=cost.tflite_bytes,
             gzip_bytes=cost.gzip_bytes,
-            compression=self.original.gzip_bytes / max(cost.gzip_bytes, 1),
+            compression=compression(self.original, cost),
             params=cost.params,
             epochs=epochs,
             seconds=seconds,
@@ -448,6 +450,8 @@ class AutoSearch:
             shape = getattr(step, "structure", None)
             if shape is not None:
                 current, changed = shape(current, self.context), True
+        if not self.budget.reads_the_file:  # parameters only: converting and timing the file would decide nothing
+            return Cost(latency_ms=None, tflite_bytes=None, gzip_bytes=None, params=count_params(current))
         options = {key: value for step in plan for key, value in step.export_options(current, self.context).items()}
         if not changed and not options:
             return dataclasses.replace(self.original, metric=None)

@@ -138,6 +138,23 @@ def test_a_budget_nothing_meets_raises_and_names_the_closest_trial(trained):
     assert "params" in text and "> 10" in text and len(caught.value.result) == 2
 
 
+def test_a_parameters_only_budget_judges_untrained_structures_without_making_their_files(trained, capsys):
+    """Under `params=` alone a structure over the limit is refused from its parameter count: its file
+    is never converted nor timed (the row holds no file figures), and its line says what was judged."""
+    model, train, validation = trained
+    with pytest.raises(BudgetError) as caught:
+        kstruct.optimize(
+            model, "auto(params=10, trials=2, epochs=1, tuner='random')",
+            train_data=train, validation_data=validation, target="float32", verbose=1,
+        )
+    rows = caught.value.result
+    assert [row.status for row in rows] == ["over budget untrained"] * 2, rows
+    assert all(row.latency_ms is row.speedup is row.tflite_bytes is row.gzip_bytes is None for row in rows)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("auto: trial ")]
+    assert [line.split(": ", 2)[2] for line in lines] == [
+        f"{row.params:,} parameters, over budget untrained: params {row.params} > 10" for row in rows], lines
+
+
 def test_patience_counts_trials_since_the_last_gain_beyond_two_percent():
     from kstruct.auto.run import trials_without_gain
 
