@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.kstruct-installed
 export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-tensorflow test-processes test-torch-then-processes test-jax test-jax-beside test-tensorflow-then-rest test-torch test-heavy bench install clean gpu-driver gpu-check
+.PHONY: demo test test-tensorflow test-processes test-jax test-jax-beside test-tensorflow-then-rest test-torch test-heavy bench install clean gpu-driver gpu-check
 
 install: $(STAMP)
 
@@ -18,17 +18,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/kstruct demo --out out --overwrite
 
-# The whole suite on TensorFlow (three pytest-xdist workers, one test module per worker at a time),
-# then PyTorch's run of the core subset (tests/backends) and the tests whose work runs in processes of
-# their own (multi-worker, JAX data-parallel); beside all of it, from the start, JAX's run of the core
-# subset at `nice -n 12`. Each runs in processes of its own (Keras picks its backend once per process);
-# each one's output is shown when it ends. Measured on 2 cores: a third TensorFlow worker fills the time
-# the other two wait on console-script subprocesses (12% less wall time than two workers on the CLI,
-# search, clustering and legacy-file modules); all at one priority oversubscribes the cores, but the
-# JAX run, one process and the longest after TensorFlow's, at a lower priority takes the CPU the
-# TensorFlow workers leave idle and the rest once they end. Its level sets when it ends: at 19 it ended
-# ~30 s after the rest (7m49s in all), at 7 it ended first and PyTorch's and the process tests then ran
-# on one core (8m09s), at 12 it ends closest to the rest (7m38s; `/usr/bin/time make test`, one run each).
+# The whole suite on TensorFlow (two pytest-xdist workers, one test module per worker at a time), then,
+# side by side, PyTorch's run of the core subset (tests/backends) and the tests whose work runs in
+# processes of their own (multi-worker, JAX data-parallel); beside the TensorFlow phase, from the start,
+# JAX's run of the core subset at `nice -n 12`, which takes the CPU the TensorFlow workers leave idle.
+# Each runs in processes of its own (Keras picks its backend once per process); each one's output is
+# shown when it ends. The suite is CPU-bound on 2 cores, so the schedule is chosen for the least CPU with
+# no core idle: measured 2026-12-04 (`/usr/bin/time make test`, one run each, the same tree), three
+# TensorFlow workers with PyTorch and the process tests one after the other: 7m37s and 7m45s (893 and
+# 909 s of CPU, each run with a CPU-accounting hook loaded); two workers, the same order: 7m45s (867 s: a third worker's imports, zygote and
+# fixtures cost more than it fills, but the last ~70 s ran on one core); two workers with PyTorch and the
+# process tests side by side: 7m29s (858 s); with PyTorch after JAX at `nice -n 12` instead: 7m32s (865 s).
 test: $(STAMP)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-jax-beside test-tensorflow-then-rest
 
@@ -37,17 +37,13 @@ test-jax-beside: $(STAMP)
 
 test-tensorflow-then-rest: $(STAMP)
 	@$(MAKE) --no-print-directory test-tensorflow
-	@$(MAKE) --no-print-directory test-torch-then-processes
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-torch test-processes
 
 test-tensorflow: $(STAMP)
-	$(PY) -m pytest -q -n 3 --dist loadscope -m "not backends and not heavy and not processes"
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not backends and not heavy and not processes"
 
 test-processes: $(STAMP)
 	$(PY) -m pytest -q -m processes
-
-test-torch-then-processes: $(STAMP)
-	@$(MAKE) --no-print-directory test-torch
-	@$(MAKE) --no-print-directory test-processes
 
 # XLA's CPU backend at optimization level 0: the tiny test models' train steps compile in a third
 # less time (JAX: 86 s instead of 130 s on 2 cores, the same tests passing); what they compute is unchanged.
